@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build authgate and run its
+# integration-test servers. Only missing pieces are installed, so a second
+# run is fast. Node/npm, Python and Rust must already be there.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[prereqs %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { printf '[prereqs] ERROR: %s\n' "$*" >&2; exit 1; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+# ---- toolchains that must already be present
+have cargo || die "cargo not found (Rust toolchain missing)"
+have rustc || die "rustc not found (Rust toolchain missing)"
+have node || die "node not found (Node.js missing; maildev needs node >= 18)"
+have npm || die "npm not found"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+((node_major >= 18)) || die "node $(node --version) too old: maildev needs node >= 18"
+have python3 || die "python3 not found"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
+  die "python3 $(python3 --version 2>&1) too old: need >= 3.9"
+
+# ---- Debian packages, only when missing
+missing=()
+if ! { have cc && have c++ && have make; }; then missing+=(build-essential); fi
+have cmake || missing+=(cmake)
+have pkg-config || missing+=(pkg-config)
+have_pkg libssl-dev || missing+=(libssl-dev)
+have openssl || missing+=(openssl)
+have curl || missing+=(curl)
+have_pkg ca-certificates || missing+=(ca-certificates)
+if ! { have runuser && have setsid; }; then missing+=(util-linux); fi
+# PostgreSQL server binaries (scripts/services.sh uses /usr/lib/postgresql/*/bin).
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
+have psql || missing+=(postgresql-client)
+# venv for scripts/mailbox.py (Debian's python3 needs python3-venv for it).
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+
+if ((${#missing[@]})); then
+  have apt-get || die "apt-get not found; install manually: ${missing[*]}"
+  log "apt-get install: ${missing[*]}"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  log "all Debian packages present"
+fi
+
+# The Debian package may have created/started its own cluster; ours is separate
+# (scripts/services.sh), so that one is left alone.
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || die "PostgreSQL server binaries still missing"
+python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3 cannot create venvs (python3-venv)"
+log "prerequisites ok"

@@ -1,0 +1,79 @@
+//! Sign-up: an unverified user, a stored verification token, a mail, and
+//! working tokens in the answer (clients rely on them).
+
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::session::SessionAnswer;
+use super::verification::{email_token_expiry, mail_verification_link};
+use super::{ApiError, App, check_limit};
+use crate::http::validate::{self, Field, Model};
+use crate::http::{Request, Response};
+use crate::identity::{NewUser, PendingToken};
+use crate::tokens::{EmailPurpose, Subject};
+
+#[derive(Debug, Deserialize)]
+struct SignupBody {
+    email: String,
+    username: String,
+    password: String,
+    verification_url: Option<String>,
+}
+
+impl Model for SignupBody {
+    const FIELDS: &'static [Field] = &[
+        Field::email("email"),
+        Field::string("username", 3, 50),
+        Field::string("password", 8, 128),
+        Field::url("verification_url").optional(),
+    ];
+}
+
+pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body: SignupBody = validate::json_body(req)?;
+    check_limit(app.limits.signup_per_ip.as_ref(), &req.client_ip_text())?;
+    let token = app
+        .tokens
+        .mint_email(&body.email, EmailPurpose::Verification)
+        .map_err(ApiError::internal)?;
+    let user = app
+        .backend
+        .register(
+            NewUser {
+                username: body.username,
+                email: body.email,
+                password: body.password,
+            },
+            Some(PendingToken {
+                purpose: EmailPurpose::Verification,
+                token: token.clone(),
+                expires_at: email_token_expiry(app),
+            }),
+        )
+        .await?;
+    tracing::info!(user_id = user.id, "signed up");
+    mail_verification_link(app, &user, body.verification_url.as_deref(), &token);
+    let subject = Subject {
+        user_id: user.id,
+        email: Some(user.email.clone()),
+        device_id: None,
+    };
+    Ok(Response::json(
+        StatusCode::OK,
+        &SessionAnswer {
+            access_token: Some(
+                app.tokens
+                    .mint_access(&subject)
+                    .map_err(ApiError::internal)?,
+            ),
+            refresh_token: Some(
+                app.tokens
+                    .mint_refresh(&subject)
+                    .map_err(ApiError::internal)?,
+            ),
+            expires_in: Some(app.tokens.access_seconds()),
+            fallback_url: None,
+            message: Some("Verification email sent successfully"),
+        },
+    ))
+}

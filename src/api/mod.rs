@@ -1,0 +1,181 @@
+//! The `/users/...` API of the contract, written once against
+//! [`IdentityBackend`]: handlers validate, call the backend, mint tokens and
+//! shape the answers; they never see SQL or Keycloak.
+
+mod account;
+mod auth;
+mod email_test;
+mod error;
+mod meta;
+mod password;
+mod session;
+mod users;
+mod verification;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION};
+use http::{Method, StatusCode};
+
+pub use error::ApiError;
+
+use crate::clock::Clock;
+use crate::config::{Config, RateLimitSettings};
+use crate::http::router::{Resolution, Route, Router};
+use crate::http::{Request, Response};
+use crate::identity::IdentityBackend;
+use crate::mail::Mailer;
+use crate::ratelimit::{KeyedLimiter, retry_after_seconds};
+use crate::tokens::TokenService;
+
+/// The in-process limiters of the sensitive endpoints.
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub signin_per_ip: Option<KeyedLimiter>,
+    pub signin_per_account: Option<KeyedLimiter>,
+    pub signup_per_ip: Option<KeyedLimiter>,
+    pub email_per_ip: Option<KeyedLimiter>,
+}
+
+impl Limits {
+    pub fn from_settings(settings: &RateLimitSettings) -> Self {
+        Self {
+            signin_per_ip: settings.signin_per_ip.map(KeyedLimiter::new),
+            signin_per_account: settings.signin_per_account.map(KeyedLimiter::new),
+            signup_per_ip: settings.signup_per_ip.map(KeyedLimiter::new),
+            email_per_ip: settings.email_per_ip.map(KeyedLimiter::new),
+        }
+    }
+}
+
+/// `Err(429)` when the limiter (if configured) has no room for `key`.
+fn check_limit(limiter: Option<&KeyedLimiter>, key: &str) -> Result<(), ApiError> {
+    match limiter.map(|l| l.check(key)) {
+        Some(Err(wait)) => Err(ApiError::TooManyRequests {
+            retry_after: retry_after_seconds(wait),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub tokens: TokenService,
+    pub backend: Arc<dyn IdentityBackend>,
+    pub mailer: Arc<Mailer>,
+    pub limits: Limits,
+    pub clock: Arc<dyn Clock>,
+    router: Router,
+}
+
+impl App {
+    pub fn new(
+        config: Arc<Config>,
+        tokens: TokenService,
+        backend: Arc<dyn IdentityBackend>,
+        mailer: Arc<Mailer>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, matchit::InsertError> {
+        Ok(Self {
+            limits: Limits::from_settings(&config.rate_limits),
+            config,
+            tokens,
+            backend,
+            mailer,
+            clock,
+            router: Router::new()?,
+        })
+    }
+
+    /// Answers one request; never fails (every error becomes its response).
+    pub async fn handle(&self, req: Request) -> Response {
+        let started = Instant::now();
+        let method = req.method.clone();
+        let path = req.path.clone();
+        let (route, mut response) = match self.router.resolve(&req.method, &req.path) {
+            Resolution::Found(route, param) => {
+                let response = self
+                    .dispatch(route, param, req)
+                    .await
+                    .unwrap_or_else(ApiError::into_response);
+                (Some(route), response)
+            }
+            Resolution::WrongMethod(allow) => {
+                let mut response =
+                    Response::detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+                if let Ok(value) = HeaderValue::from_str(&allow) {
+                    response.headers.insert(ALLOW, value);
+                }
+                (None, response)
+            }
+            Resolution::Redirect(twin) => (None, self.redirect(&req, &twin)),
+            Resolution::NotFound => (None, Response::detail(StatusCode::NOT_FOUND, "Not Found")),
+        };
+        if method == Method::HEAD {
+            let length = response.body.len();
+            response
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(length));
+            response.body = bytes::Bytes::new();
+        }
+        tracing::info!(
+            method = %method,
+            path = %path,
+            route = route.map_or("-", Route::template),
+            status = response.status.as_u16(),
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+        response
+    }
+
+    /// Starlette's trailing-slash redirect: 307 to the twin path, absolute, query kept.
+    fn redirect(&self, req: &Request, twin: &str) -> Response {
+        let host = req
+            .header("host")
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}:{}", self.config.app.host, self.config.app.port));
+        let mut location = format!("http://{host}{twin}");
+        if let Some(query) = &req.query {
+            location.push('?');
+            location.push_str(query);
+        }
+        let mut response = Response::empty(StatusCode::TEMPORARY_REDIRECT);
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers.insert(LOCATION, value);
+        }
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        route: Route,
+        param: Option<String>,
+        req: Request,
+    ) -> Result<Response, ApiError> {
+        let user_param = param.as_deref().unwrap_or_default();
+        match (route, &req.method) {
+            (Route::Root, _) => Ok(meta::root(self)),
+            (Route::Health, _) => Ok(meta::health()),
+            (Route::Ready, _) => meta::ready(self).await,
+            (Route::Signup, _) => account::signup(self, &req).await,
+            (Route::Signin, _) => session::signin(self, &req).await,
+            (Route::RefreshToken, _) => session::refresh(self, &req).await,
+            (Route::Signout, _) => session::signout(self, &req).await,
+            (Route::VerifyEmail, _) => verification::verify_email(self, &req).await,
+            (Route::ResendVerification, _) => verification::resend(self, &req).await,
+            (Route::ForgotPassword, _) => password::forgot(self, &req).await,
+            (Route::ResetPassword, _) => password::reset(self, &req).await,
+            (Route::Me, _) => users::me(self, &req).await,
+            (Route::Users, &Method::POST) => users::create(self, &req).await,
+            (Route::Users, _) => users::list(self, &req).await,
+            (Route::User, &Method::PUT) => users::update(self, &req, user_param).await,
+            (Route::User, &Method::DELETE) => users::delete(self, &req, user_param).await,
+            (Route::User, _) => users::get(self, &req, user_param).await,
+            (Route::EmailTest, _) => email_test::send(self, &req).await,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Sign-in, refresh and sign-out: the device session and its tokens.
+
+use http::StatusCode;
+use http::header::SET_COOKIE;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{self, Principal};
+use super::{ApiError, App, check_limit};
+use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
+use crate::http::validate::{self, Field, Model};
+use crate::http::{Request, Response};
+use crate::identity::{CredentialCheck, DeviceInfo, Login, RefreshDenied};
+use crate::tokens::Subject;
+
+use super::verification::send_verification;
+
+#[derive(Debug, Deserialize)]
+struct SigninBody {
+    username: String,
+    password: String,
+    fallback_url: Option<String>,
+}
+
+impl Model for SigninBody {
+    const FIELDS: &'static [Field] = &[
+        Field::string("username", 0, 255),
+        Field::string("password", 0, 1024),
+        Field::string("fallback_url", 0, 2083).optional(),
+    ];
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+impl Model for RefreshBody {
+    const FIELDS: &'static [Field] = &[Field::string("refresh_token", 0, 8192)];
+}
+
+/// The answer of sign-up, sign-in (`SessionAnswer` keys are always all present).
+#[derive(Debug, Serialize)]
+pub struct SessionAnswer {
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<u64>,
+    pub fallback_url: Option<String>,
+    pub message: Option<&'static str>,
+}
+
+/// A freshly minted pair for a recorded device session.
+#[derive(Debug)]
+pub struct SessionTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+impl SessionTokens {
+    /// Sets both cookies on a response.
+    pub fn set_cookies(&self, app: &App, response: &mut Response) {
+        let settings = &app.config.cookies;
+        let lifetimes = app.tokens.lifetimes();
+        let pairs = [
+            (
+                ACCESS_COOKIE,
+                &self.access_token,
+                lifetimes.access.as_secs(),
+            ),
+            (
+                REFRESH_COOKIE,
+                &self.refresh_token,
+                lifetimes.refresh.as_secs(),
+            ),
+        ];
+        for (name, value, max_age) in pairs {
+            if let Some(header) = cookies::set(name, value, max_age, settings) {
+                response.headers.append(SET_COOKIE, header);
+            }
+        }
+    }
+}
+
+/// What the request tells about the device (legacy `device_sessions` columns).
+pub fn device_info(req: &Request) -> DeviceInfo {
+    DeviceInfo {
+        device_type: req.header("sec-ch-ua-platform").map(str::to_string),
+        device_name: req.header("sec-ch-ua").map(str::to_string),
+        user_agent: req.header("user-agent").map(str::to_string),
+        ip_address: req.client_ip.map(|ip| ip.to_string()),
+    }
+}
+
+/// Mints the pair for a login and records its device session.
+pub async fn open_session(
+    app: &App,
+    login: &Login,
+    device: &DeviceInfo,
+) -> Result<SessionTokens, ApiError> {
+    let subject = Subject {
+        user_id: login.user.id,
+        email: Some(login.user.email.clone()),
+        device_id: Some(login.device_id.clone()),
+    };
+    let access_token = app
+        .tokens
+        .mint_access(&subject)
+        .map_err(ApiError::internal)?;
+    let refresh_token = app
+        .tokens
+        .mint_refresh(&subject)
+        .map_err(ApiError::internal)?;
+    app.backend
+        .record_session(login, device, &refresh_token)
+        .await?;
+    Ok(SessionTokens {
+        access_token,
+        refresh_token,
+        expires_in: app.tokens.access_seconds(),
+    })
+}
+
+pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body: SigninBody = validate::json_body(req)?;
+    check_limit(app.limits.signin_per_ip.as_ref(), &req.client_ip_text())?;
+    check_limit(
+        app.limits.signin_per_account.as_ref(),
+        &body.username.trim().to_lowercase(),
+    )?;
+    match app
+        .backend
+        .check_credentials(&body.username, &body.password)
+        .await?
+    {
+        CredentialCheck::Invalid => {
+            tracing::info!(outcome = "invalid", "sign-in");
+            Err(ApiError::status(
+                StatusCode::UNAUTHORIZED,
+                "Invalid credentials",
+            ))
+        }
+        CredentialCheck::Unverified(user) => {
+            tracing::info!(outcome = "unverified", user_id = user.id, "sign-in");
+            send_verification(app, &user, None, true).await?;
+            Ok(Response::json(
+                StatusCode::OK,
+                &SessionAnswer {
+                    access_token: None,
+                    refresh_token: None,
+                    expires_in: None,
+                    fallback_url: Some(
+                        body.fallback_url
+                            .unwrap_or_else(|| "/verify-email".to_string()),
+                    ),
+                    message: Some("Please verify your email first"),
+                },
+            ))
+        }
+        CredentialCheck::Valid(login) => {
+            tracing::info!(outcome = "success", user_id = login.user.id, "sign-in");
+            let tokens = open_session(app, &login, &device_info(req)).await?;
+            let mut response = Response::json(
+                StatusCode::OK,
+                &SessionAnswer {
+                    access_token: Some(tokens.access_token.clone()),
+                    refresh_token: Some(tokens.refresh_token.clone()),
+                    expires_in: Some(tokens.expires_in),
+                    fallback_url: None,
+                    message: None,
+                },
+            );
+            tokens.set_cookies(app, &mut response);
+            Ok(response)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RefreshAnswer {
+    access_token: String,
+    expires_in: u64,
+}
+
+pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body: RefreshBody = validate::json_body(req)?;
+    let claims = app
+        .tokens
+        .verify_refresh(&body.refresh_token)
+        .map_err(|err| {
+            tracing::debug!(reason = err.reason(), "refresh token refused");
+            let detail = match err {
+                crate::tokens::TokenError::Expired => "Refresh token expired",
+                _ => "Invalid refresh token",
+            };
+            ApiError::status(StatusCode::UNAUTHORIZED, detail)
+        })?;
+    match app
+        .backend
+        .check_refresh(claims.user_id, claims.device_id.as_deref())
+        .await?
+    {
+        Ok(()) => {}
+        Err(RefreshDenied::SessionEnded) => {
+            return Err(ApiError::status(
+                StatusCode::UNAUTHORIZED,
+                "Session has ended",
+            ));
+        }
+        Err(RefreshDenied::UserGone) => {
+            return Err(ApiError::status(
+                StatusCode::UNAUTHORIZED,
+                "User is no longer active",
+            ));
+        }
+    }
+    let access_token = app
+        .tokens
+        .mint_access(&Subject {
+            user_id: claims.user_id,
+            email: claims.email,
+            device_id: claims.device_id,
+        })
+        .map_err(ApiError::internal)?;
+    Ok(Response::json(
+        StatusCode::OK,
+        &RefreshAnswer {
+            access_token,
+            expires_in: app.tokens.access_seconds(),
+        },
+    ))
+}
+
+pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let Principal {
+        user_id, device_id, ..
+    } = auth::require(app, req).await?;
+    if let Some(device_id) = device_id.as_deref() {
+        app.backend.end_session(user_id, device_id).await?;
+    }
+    let mut response = Response::json(
+        StatusCode::OK,
+        &serde_json::json!({ "message": "Successfully signed out", "status": "success" }),
+    );
+    for name in [ACCESS_COOKIE, REFRESH_COOKIE] {
+        if let Some(header) = cookies::clear(name, &app.config.cookies) {
+            response.headers.append(SET_COOKIE, header);
+        }
+    }
+    Ok(response)
+}

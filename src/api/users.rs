@@ -1,0 +1,159 @@
+//! `/users/me` and user administration.
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{self, Principal};
+use super::{ApiError, App};
+use crate::http::validate::{self, Field, Model};
+use crate::http::{Request, Response};
+use crate::identity::{IdentityError, NewUser, User, UserPatch};
+
+/// The contract's user object. It never carries a password or hash.
+#[derive(Serialize)]
+struct UserOut<'a> {
+    username: &'a str,
+    email: &'a str,
+    id: i64,
+}
+
+impl<'a> From<&'a User> for UserOut<'a> {
+    fn from(user: &'a User) -> Self {
+        Self {
+            username: &user.username,
+            email: &user.email,
+            id: user.id,
+        }
+    }
+}
+
+fn user_response(user: &User) -> Response {
+    Response::json(StatusCode::OK, &UserOut::from(user))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateBody {
+    username: String,
+    email: String,
+    password: String,
+}
+
+impl Model for CreateBody {
+    const FIELDS: &'static [Field] = &[
+        Field::string("username", 3, 50),
+        Field::email("email"),
+        Field::string("password", 8, 128),
+    ];
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateBody {
+    email: Option<String>,
+    password: Option<String>,
+    is_verified: Option<bool>,
+}
+
+impl Model for UpdateBody {
+    const FIELDS: &'static [Field] = &[
+        Field::email("email").optional(),
+        Field::string("password", 8, 128).optional(),
+        Field::boolean("is_verified").optional(),
+    ];
+}
+
+pub async fn me(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let principal = auth::require(app, req).await?;
+    let user = app
+        .backend
+        .user_by_id(principal.user_id)
+        .await?
+        .ok_or(IdentityError::NotFound)?;
+    Ok(user_response(&user))
+}
+
+pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
+    auth::require(app, req).await?;
+    let offset = validate::query_int(req, "offset", 0, 0, i64::from(i32::MAX))?;
+    let limit = validate::query_int(req, "limit", 100, 0, 1000)?;
+    let users = app.backend.list_users(offset, limit).await?;
+    let out: Vec<UserOut<'_>> = users.iter().map(UserOut::from).collect();
+    Ok(Response::json(StatusCode::OK, &out))
+}
+
+pub async fn create(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let principal = auth::require(app, req).await?;
+    auth::require_admin(app, &principal).await?;
+    let body: CreateBody = validate::json_body(req)?;
+    let user = app
+        .backend
+        .register(
+            NewUser {
+                username: body.username,
+                email: body.email,
+                password: body.password,
+            },
+            None,
+        )
+        .await?;
+    tracing::info!(
+        user_id = user.id,
+        by = principal.user_id,
+        "user created by admin"
+    );
+    Ok(user_response(&user))
+}
+
+pub async fn get(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    auth::require(app, req).await?;
+    let id = validate::path_int("user_id", id)?;
+    let user = app
+        .backend
+        .user_by_id(id)
+        .await?
+        .ok_or(IdentityError::NotFound)?;
+    Ok(user_response(&user))
+}
+
+/// The user themself or an admin; returns whether the caller is an admin.
+async fn self_or_admin(app: &App, principal: &Principal, id: i64) -> Result<bool, ApiError> {
+    let admin = auth::is_admin(app, principal).await?;
+    if principal.user_id != id && !admin {
+        return Err(ApiError::forbidden("Not enough permissions"));
+    }
+    Ok(admin)
+}
+
+pub async fn update(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let principal = auth::require(app, req).await?;
+    let id = validate::path_int("user_id", id)?;
+    let body: UpdateBody = validate::json_body(req)?;
+    let admin = self_or_admin(app, &principal, id).await?;
+    if body.is_verified.is_some() && !admin {
+        return Err(ApiError::forbidden("Not enough permissions"));
+    }
+    let user = app
+        .backend
+        .update_user(
+            id,
+            UserPatch {
+                email: body.email,
+                password: body.password,
+                is_verified: body.is_verified,
+            },
+        )
+        .await?;
+    tracing::info!(user_id = id, by = principal.user_id, "user updated");
+    Ok(user_response(&user))
+}
+
+pub async fn delete(app: &App, req: &Request, id: &str) -> Result<Response, ApiError> {
+    let principal = auth::require(app, req).await?;
+    let id = validate::path_int("user_id", id)?;
+    self_or_admin(app, &principal, id).await?;
+    app.backend.delete_user(id).await?;
+    tracing::info!(user_id = id, by = principal.user_id, "user deleted");
+    Ok(Response::json(
+        StatusCode::OK,
+        &serde_json::json!({ "message": "User deleted successfully" }),
+    ))
+}

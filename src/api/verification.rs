@@ -1,0 +1,187 @@
+//! E-mail verification: the link mailed at sign-up, sign-in and on request,
+//! and its single-use redemption (which also signs the user in).
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::session::{device_info, open_session};
+use super::{ApiError, App, check_limit};
+use crate::http::validate::{self, Field, Model};
+use crate::http::{Request, Response};
+use crate::identity::{MailQuota, User};
+use crate::mail::{Mail, MailKind};
+use crate::tokens::{EmailPurpose, TokenError};
+
+const INVALID_OR_EXPIRED: &str = "Invalid or expired reset token";
+
+#[derive(Debug, Deserialize)]
+struct VerifyBody {
+    token: String,
+    redirect_url: Option<String>,
+}
+
+impl Model for VerifyBody {
+    const FIELDS: &'static [Field] = &[
+        Field::string("token", 0, 4096),
+        Field::url("redirect_url").optional(),
+    ];
+}
+
+#[derive(Debug, Deserialize)]
+struct ResendBody {
+    email: String,
+    verification_url: Option<String>,
+}
+
+impl Model for ResendBody {
+    const FIELDS: &'static [Field] = &[
+        Field::email("email"),
+        Field::url("verification_url").optional(),
+    ];
+}
+
+/// `<base>?token=<token>` (or `&token=` when the base already has a query).
+pub fn link_with_token(base: &str, token: &str) -> String {
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{joiner}token={token}")
+}
+
+/// Mints, stores and mails a verification token. With `counted`, the mail
+/// counts toward the resend limit and is skipped when the limit is reached.
+pub async fn send_verification(
+    app: &App,
+    user: &User,
+    verification_url: Option<&str>,
+    counted: bool,
+) -> Result<MailQuota, ApiError> {
+    if counted {
+        let quota = app.backend.reserve_verification_mail(user.id).await?;
+        if quota != MailQuota::Granted {
+            return Ok(quota);
+        }
+    }
+    let token = app
+        .tokens
+        .mint_email(&user.email, EmailPurpose::Verification)
+        .map_err(ApiError::internal)?;
+    app.backend
+        .store_email_token(
+            user.id,
+            EmailPurpose::Verification,
+            &token,
+            email_token_expiry(app),
+        )
+        .await?;
+    mail_verification_link(app, user, verification_url, &token);
+    Ok(MailQuota::Granted)
+}
+
+/// Mails an already stored verification token.
+pub fn mail_verification_link(app: &App, user: &User, verification_url: Option<&str>, token: &str) {
+    let default_base = format!("{}/verify-email", app.config.app.url);
+    let base = verification_url.unwrap_or(&default_base);
+    app.mailer.send_in_background(Mail {
+        kind: MailKind::Verification,
+        to: user.email.clone(),
+        username: user.username.clone(),
+        link: link_with_token(base, token),
+    });
+}
+
+pub fn email_token_expiry(app: &App) -> chrono::DateTime<chrono::Utc> {
+    let lifetime = chrono::Duration::from_std(app.tokens.lifetimes().email)
+        .unwrap_or(chrono::Duration::days(1));
+    app.clock.now() + lifetime
+}
+
+#[derive(Serialize)]
+struct VerifiedAnswer {
+    message: &'static str,
+    verified: bool,
+    redirect_url: Option<String>,
+    access_token: String,
+    refresh_token: String,
+    expires_in: u64,
+}
+
+pub async fn verify_email(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body: VerifyBody = validate::json_body(req)?;
+    match app
+        .tokens
+        .verify_email(&body.token, EmailPurpose::Verification)
+    {
+        Ok(_) => {}
+        Err(TokenError::Scope) => return Err(ApiError::bad_request("Invalid verification token")),
+        Err(_) => return Err(ApiError::bad_request(INVALID_OR_EXPIRED)),
+    }
+    let user = app
+        .backend
+        .redeem_verification(&body.token)
+        .await?
+        .ok_or_else(|| ApiError::bad_request(INVALID_OR_EXPIRED))?;
+    tracing::info!(user_id = user.id, "e-mail verified");
+    let login = app.backend.login_verified(&user).await?;
+    let tokens = open_session(app, &login, &device_info(req)).await?;
+    let mut response = Response::json(
+        StatusCode::OK,
+        &VerifiedAnswer {
+            message: "Email verified successfully",
+            verified: true,
+            redirect_url: body.redirect_url,
+            access_token: tokens.access_token.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+            expires_in: tokens.expires_in,
+        },
+    );
+    tokens.set_cookies(app, &mut response);
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct ResendAnswer {
+    message: &'static str,
+    retry_after: Option<u64>,
+}
+
+pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {
+    let body: ResendBody = validate::json_body(req)?;
+    check_limit(app.limits.email_per_ip.as_ref(), &req.client_ip_text())?;
+    let sent = ResendAnswer {
+        message: "Verification email sent successfully",
+        retry_after: None,
+    };
+    // Unknown addresses answer exactly as known ones (deliberate difference 3).
+    let Some(user) = app.backend.user_by_email(&body.email).await? else {
+        return Ok(Response::json(StatusCode::OK, &sent));
+    };
+    if user.is_verified {
+        return Err(ApiError::bad_request("Email already verified"));
+    }
+    match send_verification(app, &user, body.verification_url.as_deref(), true).await? {
+        MailQuota::Granted => Ok(Response::json(StatusCode::OK, &sent)),
+        MailQuota::Exhausted { retry_after } => Ok(Response::json(
+            StatusCode::OK,
+            &ResendAnswer {
+                message: "Too many verification attempts",
+                retry_after: Some(retry_after),
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_with_token;
+
+    #[test]
+    fn links() {
+        assert_eq!(
+            link_with_token("https://app.example/verify", "t"),
+            "https://app.example/verify?token=t"
+        );
+        assert_eq!(
+            link_with_token("https://app.example/verify?lang=en", "t"),
+            "https://app.example/verify?lang=en&token=t"
+        );
+    }
+}

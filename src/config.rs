@@ -1,0 +1,629 @@
+//! Settings from the environment (and an optional `.env`), with the legacy
+//! service's names and defaults. Every problem names its setting.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::password::DEFAULT_ROUNDS;
+use crate::ratelimit::Quota;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn problem(text: impl Into<String>) -> ConfigError {
+    ConfigError(text.into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Native,
+    Keycloak,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (the legacy behaviour).
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No encryption (local relays and test servers only).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    /// As the old service wrote it in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lax => "lax",
+            Self::Strict => "strict",
+            Self::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppSettings {
+    pub name: String,
+    pub version: String,
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub contact: Vec<(String, String)>,
+    /// Worker threads of the HTTP service.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub migrate_on_start: bool,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct JwtSettings {
+    pub secret: String,
+    pub access_minutes: u64,
+    pub refresh_minutes: u64,
+    pub email_minutes: u64,
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("secret", &"***")
+            .field("access_minutes", &self.access_minutes)
+            .field("refresh_minutes", &self.refresh_minutes)
+            .field("email_minutes", &self.email_minutes)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    pub domain: Option<String>,
+    pub secure: bool,
+    pub http_only: bool,
+    pub same_site: SameSite,
+}
+
+#[derive(Clone)]
+pub struct SmtpSettings {
+    /// `None` when `SMTP_HOST` is unset: mail is then only logged.
+    pub host: Option<String>,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sender_name: String,
+    pub from_address: String,
+    pub tls: SmtpTls,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("sender_name", &self.sender_name)
+            .field("from_address", &self.from_address)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub signin_per_ip: Option<Quota>,
+    pub signin_per_account: Option<Quota>,
+    pub signup_per_ip: Option<Quota>,
+    pub email_per_ip: Option<Quota>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backend: Backend,
+    pub app: AppSettings,
+    pub database: DatabaseSettings,
+    pub jwt: JwtSettings,
+    pub cookies: CookieSettings,
+    pub smtp: SmtpSettings,
+    pub password_rounds: u32,
+    pub templates_dir: Option<PathBuf>,
+    pub rate_limits: RateLimitSettings,
+    pub log_format: LogFormat,
+    pub verification_mail_limit: u32,
+    pub verification_mail_window: Duration,
+}
+
+/// Reads settings through `get`, so tests can pass a map instead of the process environment.
+struct Source<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Source<'_> {
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.get)(name).map(|v| v.trim().to_string())
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.raw(name)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    fn optional(&self, name: &str) -> Option<String> {
+        self.raw(name).filter(|v| !v.is_empty())
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+        &self,
+        name: &str,
+        default: T,
+        min: T,
+    ) -> Result<T, ConfigError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(text) => {
+                let value: T = text
+                    .parse()
+                    .map_err(|_| problem(format!("{name} must be a number (got {text:?})")))?;
+                if value < min {
+                    return Err(problem(format!(
+                        "{name} must be at least {min} (got {text})"
+                    )));
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(text) => parse_bool(&text)
+                .ok_or_else(|| problem(format!("{name} must be true or false (got {text:?})"))),
+        }
+    }
+
+    fn quota(&self, name: &str, default: &str) -> Result<Option<Quota>, ConfigError> {
+        let text = self.string(name, default);
+        if matches!(text.to_ascii_lowercase().as_str(), "off" | "none" | "0") {
+            return Ok(None);
+        }
+        Quota::parse(&text)
+            .map(Some)
+            .map_err(|why| problem(format!("{name} {why} (got {text:?})")))
+    }
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "t" | "y" => Some(true),
+        "0" | "false" | "no" | "off" | "f" | "n" => Some(false),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Loads `.env` (when present) and then reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(err) if err.not_found() => {}
+            Err(err) => return Err(problem(format!(".env cannot be read: {err}"))),
+        }
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| map.get(name).cloned())
+    }
+
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let src = Source { get };
+
+        let backend = match src
+            .string("AUTH_BACKEND", "native")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "native" => Backend::Native,
+            "keycloak" => Backend::Keycloak,
+            other => {
+                return Err(problem(format!(
+                    "AUTH_BACKEND must be native or keycloak (got {other:?})"
+                )));
+            }
+        };
+
+        let secret = src
+            .raw("SECRET_KEY")
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| problem("SECRET_KEY is not set (32 bytes, shared with the services that verify access tokens)"))?;
+        if secret.len() != 32 {
+            return Err(problem(format!(
+                "SECRET_KEY must be 32 bytes for the refresh-token JWE (got {})",
+                secret.len()
+            )));
+        }
+        let algorithm = src.string("JWT_ALGORITHM", "HS256");
+        if algorithm != "HS256" {
+            return Err(problem(format!(
+                "JWT_ALGORITHM must be HS256, the legacy token format (got {algorithm:?})"
+            )));
+        }
+
+        let app_name = src.string("APP_NAME", "AISER Authentication Service");
+        let port = src.number("APP_PORT", 5000u16, 1)?;
+        let host = src.string("APP_HOST", "127.0.0.1");
+        let mut contact = Vec::new();
+        for (key, var) in [
+            ("name", "APP_CONTACT_NAME"),
+            ("email", "APP_CONTACT_EMAIL"),
+            ("url", "APP_CONTACT_URL"),
+        ] {
+            if let Some(value) = src.optional(var) {
+                contact.push((key.to_string(), value));
+            }
+        }
+        let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let app = AppSettings {
+            version: src.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
+            url: src
+                .string("APP_URL", &format!("http://localhost:{port}"))
+                .trim_end_matches('/')
+                .to_string(),
+            host,
+            port,
+            contact,
+            workers: src.number("APP_WORKERS", default_workers, 1)?,
+            max_body_bytes: src.number("MAX_BODY_BYTES", 64 * 1024, 1024)?,
+            name: app_name,
+        };
+        url::Url::parse(&app.url)
+            .map_err(|err| problem(format!("APP_URL is not a URL ({err}): {:?}", app.url)))?;
+
+        let database = DatabaseSettings {
+            url: match src.optional("DATABASE_URL") {
+                Some(url) => url,
+                None => postgres_url(&src),
+            },
+            max_connections: src.number("DATABASE_MAX_CONNECTIONS", 10u32, 1)?,
+            acquire_timeout: Duration::from_millis(src.number(
+                "DATABASE_TIMEOUT_MS",
+                3000u64,
+                100,
+            )?),
+            migrate_on_start: src.boolean("MIGRATE_ON_START", true)?,
+        };
+        if backend == Backend::Native
+            && !(database.url.starts_with("postgres://")
+                || database.url.starts_with("postgresql://"))
+        {
+            return Err(problem(format!(
+                "DATABASE_URL must be a postgres:// URL (got {})",
+                redact_url(&database.url)
+            )));
+        }
+
+        let jwt = JwtSettings {
+            secret,
+            access_minutes: src.number("JWT_EXP_TIME_MINUTES", 60u64, 1)?,
+            refresh_minutes: src.number("JWT_REFRESH_EXP_TIME_MINUTES", 10080u64, 1)?,
+            email_minutes: src.number("JWT_EMAIL_EXP_TIME_MINUTES", 1440u64, 1)?,
+        };
+
+        let same_site = match src
+            .string("COOKIE_SAMESITE", "lax")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "lax" => SameSite::Lax,
+            "strict" => SameSite::Strict,
+            "none" => SameSite::None,
+            other => {
+                return Err(problem(format!(
+                    "COOKIE_SAMESITE must be lax, strict or none (got {other:?})"
+                )));
+            }
+        };
+        let cookies = CookieSettings {
+            domain: src.optional("COOKIE_DOMAIN"),
+            secure: src.boolean("COOKIE_SECURE", false)?,
+            http_only: src.boolean("COOKIE_HTTPONLY", true)?,
+            same_site,
+        };
+
+        let smtp = smtp_settings(&src, &app.name)?;
+
+        let rate_limits = RateLimitSettings {
+            signin_per_ip: src.quota("RATE_LIMIT_SIGNIN_PER_IP", "60/minute")?,
+            signin_per_account: src.quota("RATE_LIMIT_SIGNIN_PER_ACCOUNT", "10/minute")?,
+            signup_per_ip: src.quota("RATE_LIMIT_SIGNUP_PER_IP", "30/minute")?,
+            email_per_ip: src.quota("RATE_LIMIT_EMAIL_PER_IP", "30/minute")?,
+        };
+
+        let log_format = match src
+            .string("LOG_FORMAT", "text")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(problem(format!(
+                    "LOG_FORMAT must be text or json (got {other:?})"
+                )));
+            }
+        };
+
+        Ok(Self {
+            backend,
+            app,
+            database,
+            jwt,
+            cookies,
+            smtp,
+            password_rounds: src.number("PASSWORD_PBKDF2_ROUNDS", DEFAULT_ROUNDS, 1000)?,
+            templates_dir: src.optional("TEMPLATES_DIR").map(PathBuf::from),
+            rate_limits,
+            log_format,
+            verification_mail_limit: src.number("VERIFICATION_MAIL_LIMIT", 3u32, 1)?,
+            verification_mail_window: Duration::from_secs(src.number(
+                "VERIFICATION_MAIL_WINDOW_SECONDS",
+                3600u64,
+                1,
+            )?),
+        })
+    }
+
+    /// The address `serve` listens on (`APP_HOST:APP_PORT`).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let host = self.app.host.as_str();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.app.port));
+        }
+        (host, self.app.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.find(SocketAddr::is_ipv4))
+            .ok_or_else(|| problem(format!("APP_HOST cannot be resolved: {host:?}")))
+    }
+}
+
+fn postgres_url(src: &Source<'_>) -> String {
+    let user = src.string("POSTGRES_USER", "postgres");
+    let password = src.string("POSTGRES_PASSWORD", "postgres");
+    let server = src.string("POSTGRES_SERVER", "localhost");
+    let port = src.string("POSTGRES_PORT", "5432");
+    let db = src.string("POSTGRES_DB", "fastapi-boilerplate");
+    let enc = |s: &str| {
+        url::form_urlencoded::byte_serialize(s.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
+    format!(
+        "postgres://{}:{}@{server}:{port}/{}",
+        enc(&user),
+        enc(&password),
+        enc(&db)
+    )
+}
+
+fn smtp_settings(src: &Source<'_>, app_name: &str) -> Result<SmtpSettings, ConfigError> {
+    let tls = match src
+        .string("SMTP_TLS", "starttls")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "starttls" => SmtpTls::StartTls,
+        "tls" | "ssl" => SmtpTls::Tls,
+        "none" | "plain" | "off" => SmtpTls::None,
+        other => {
+            return Err(problem(format!(
+                "SMTP_TLS must be starttls, tls or none (got {other:?})"
+            )));
+        }
+    };
+    let username = src.optional("SMTP_USERNAME");
+    let password = src.optional("SMTP_PASSWORD");
+    if username.is_some() != password.is_some() {
+        return Err(problem(
+            "SMTP_USERNAME and SMTP_PASSWORD must be set together (or neither)",
+        ));
+    }
+    let sender = src.string("SMTP_SENDER", app_name);
+    // The legacy SMTP_SENDER held a display name; an address there is used as such.
+    let (sender_name, default_from) = if sender.contains('@') {
+        (app_name.to_string(), sender.clone())
+    } else {
+        (
+            sender.clone(),
+            username
+                .clone()
+                .filter(|u| u.contains('@'))
+                .unwrap_or_else(|| "no-reply@localhost".to_string()),
+        )
+    };
+    let from_address = src.optional("SMTP_FROM").unwrap_or(default_from);
+    if from_address.parse::<lettre::Address>().is_err() {
+        return Err(problem(format!(
+            "SMTP_FROM must be an e-mail address (got {from_address:?})"
+        )));
+    }
+    let ca_file = src.optional("SMTP_CA_FILE").map(PathBuf::from);
+    if let Some(path) = &ca_file
+        && !path.is_file()
+    {
+        return Err(problem(format!(
+            "SMTP_CA_FILE does not name a readable file: {}",
+            path.display()
+        )));
+    }
+    Ok(SmtpSettings {
+        host: src.optional("SMTP_HOST"),
+        port: src.number("SMTP_PORT", 587u16, 1)?,
+        username,
+        password,
+        sender_name,
+        from_address,
+        tls,
+        ca_file,
+        timeout: Duration::from_secs(src.number("SMTP_TIMEOUT_SECONDS", 10u64, 1)?),
+    })
+}
+
+/// The URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<String, String> {
+        HashMap::from([(
+            "SECRET_KEY".to_string(),
+            "9e25a2588fcee7d21ea15fb1a63d5135".to_string(),
+        )])
+    }
+
+    #[test]
+    fn legacy_defaults() {
+        let config = Config::from_map(&base()).unwrap();
+        assert_eq!(config.app.port, 5000);
+        assert_eq!(config.jwt.access_minutes, 60);
+        assert_eq!(config.jwt.refresh_minutes, 10080);
+        assert_eq!(config.jwt.email_minutes, 1440);
+        assert!(config.cookies.http_only);
+        assert!(!config.cookies.secure);
+        assert_eq!(config.cookies.same_site, SameSite::Lax);
+        assert_eq!(config.cookies.domain, None);
+        assert_eq!(config.smtp.tls, SmtpTls::StartTls);
+        assert_eq!(config.smtp.port, 587);
+        assert_eq!(config.backend, Backend::Native);
+        assert_eq!(config.password_rounds, 600_000);
+        assert_eq!(
+            config.database.url,
+            "postgres://postgres:postgres@localhost:5432/fastapi-boilerplate"
+        );
+    }
+
+    #[test]
+    fn database_url_wins_over_postgres_parts() {
+        let mut map = base();
+        map.insert("POSTGRES_SERVER".into(), "db".into());
+        map.insert("DATABASE_URL".into(), "postgres://u:p@h/x".into());
+        assert_eq!(
+            Config::from_map(&map).unwrap().database.url,
+            "postgres://u:p@h/x"
+        );
+    }
+
+    #[test]
+    fn each_problem_names_its_setting() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "SECRET_KEY",
+                "short",
+                "SECRET_KEY must be 32 bytes for the refresh-token JWE (got 5)",
+            ),
+            ("APP_PORT", "x", "APP_PORT must be a number"),
+            (
+                "AUTH_BACKEND",
+                "ldap",
+                "AUTH_BACKEND must be native or keycloak",
+            ),
+            (
+                "SMTP_TLS",
+                "maybe",
+                "SMTP_TLS must be starttls, tls or none",
+            ),
+            ("COOKIE_SAMESITE", "sometimes", "COOKIE_SAMESITE must be"),
+            (
+                "COOKIE_SECURE",
+                "perhaps",
+                "COOKIE_SECURE must be true or false",
+            ),
+            (
+                "PASSWORD_PBKDF2_ROUNDS",
+                "10",
+                "PASSWORD_PBKDF2_ROUNDS must be at least 1000",
+            ),
+            (
+                "RATE_LIMIT_SIGNIN_PER_IP",
+                "lots",
+                "RATE_LIMIT_SIGNIN_PER_IP",
+            ),
+            (
+                "DATABASE_URL",
+                "mysql://x",
+                "DATABASE_URL must be a postgres:// URL",
+            ),
+        ];
+        for (name, value, expected) in cases {
+            let mut map = base();
+            map.insert((*name).to_string(), (*value).to_string());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(err.0.starts_with(expected), "{name}: {}", err.0);
+            assert!(!err.0.contains('\n'));
+        }
+        let err = Config::from_map(&HashMap::new()).unwrap_err();
+        assert!(err.0.starts_with("SECRET_KEY is not set"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut map = base();
+        map.insert("DATABASE_URL".into(), "postgres://u:hunter2@h/x".into());
+        map.insert("SMTP_USERNAME".into(), "u".into());
+        map.insert("SMTP_PASSWORD".into(), "mailpass".into());
+        let text = format!("{:?}", Config::from_map(&map).unwrap());
+        assert!(!text.contains("hunter2"));
+        assert!(!text.contains("mailpass"));
+        assert!(!text.contains("9e25a2588fcee7d21ea15fb1a63d5135"));
+    }
+}

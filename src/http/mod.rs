@@ -1,0 +1,11 @@
+//! Request and response plumbing: routing, JSON bodies and 422 errors,
+//! cookies. Nothing here knows about users or tokens.
+
+pub mod cookies;
+mod request;
+mod response;
+pub mod router;
+pub mod validate;
+
+pub use request::Request;
+pub use response::Response;

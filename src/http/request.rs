@@ -1,0 +1,81 @@
+//! A request as the api layer sees it: read whole, headers and body bytes.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The peer's address (the socket, not a forwarding header).
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Request {
+    pub fn new(method: Method, path: &str) -> Self {
+        Self {
+            method,
+            path: path.to_string(),
+            query: None,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            client_ip: None,
+        }
+    }
+
+    /// A header as text; `None` when absent or not visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The value of a cookie from the `Cookie` header(s).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(cookie::Cookie::split_parse)
+            .filter_map(Result::ok)
+            .find(|c| c.name() == name)
+            .map(|c| c.value_trimmed().to_string())
+    }
+
+    /// The first value of a query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The client address as text, for logs, limits and device sessions.
+    pub fn client_ip_text(&self) -> String {
+        self.client_ip
+            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cookies_and_query() {
+        let mut req = Request::new(Method::GET, "/users/");
+        req.headers.insert(
+            "cookie",
+            "a=1; access_token=tok.en.x; b=\"q\"".parse().unwrap(),
+        );
+        req.query = Some("offset=5&limit=a%20b".into());
+        assert_eq!(req.cookie("access_token").as_deref(), Some("tok.en.x"));
+        assert_eq!(req.cookie("b").as_deref(), Some("q"));
+        assert_eq!(req.cookie("missing"), None);
+        assert_eq!(req.query_param("offset").as_deref(), Some("5"));
+        assert_eq!(req.query_param("limit").as_deref(), Some("a b"));
+    }
+}

@@ -1,0 +1,159 @@
+//! Paths and methods of the API, resolved the way Starlette's router did:
+//! an unknown method on a known path is 405 (with `Allow`), an unknown path
+//! whose twin with (or without) a trailing slash exists is a 307 to the twin,
+//! anything else is 404. GET routes also answer HEAD.
+
+use http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    Root,
+    Health,
+    Ready,
+    Signup,
+    Signin,
+    RefreshToken,
+    Signout,
+    VerifyEmail,
+    ResendVerification,
+    ForgotPassword,
+    ResetPassword,
+    Me,
+    Users,
+    User,
+    EmailTest,
+}
+
+impl Route {
+    fn methods(self) -> &'static [Method] {
+        const GET: &[Method] = &[Method::GET, Method::HEAD];
+        const POST: &[Method] = &[Method::POST];
+        match self {
+            Self::Root | Self::Health | Self::Ready | Self::Me => GET,
+            Self::Users => &[Method::GET, Method::HEAD, Method::POST],
+            Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+            Self::Signup
+            | Self::Signin
+            | Self::RefreshToken
+            | Self::Signout
+            | Self::VerifyEmail
+            | Self::ResendVerification
+            | Self::ForgotPassword
+            | Self::ResetPassword
+            | Self::EmailTest => POST,
+        }
+    }
+
+    /// A label for logs and metrics (the path template).
+    pub fn template(self) -> &'static str {
+        PATHS
+            .iter()
+            .find(|(_, route)| *route == self)
+            .map_or("unknown", |(path, _)| path)
+    }
+}
+
+const PATHS: &[(&str, Route)] = &[
+    ("/", Route::Root),
+    ("/health", Route::Health),
+    ("/ready", Route::Ready),
+    ("/users/signup", Route::Signup),
+    ("/users/signin", Route::Signin),
+    ("/users/refresh-token", Route::RefreshToken),
+    ("/users/signout", Route::Signout),
+    ("/users/verify-email", Route::VerifyEmail),
+    ("/users/resend-verification", Route::ResendVerification),
+    ("/users/forgot-password", Route::ForgotPassword),
+    ("/users/reset-password", Route::ResetPassword),
+    ("/users/me/", Route::Me),
+    ("/users/me", Route::Me),
+    ("/users/", Route::Users),
+    ("/users/{user_id}", Route::User),
+    ("/email/email/test", Route::EmailTest),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The route, and the `{user_id}` segment when the route has one.
+    Found(Route, Option<String>),
+    WrongMethod(String),
+    /// 307 to this path (the twin with or without a trailing slash).
+    Redirect(String),
+    NotFound,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    inner: matchit::Router<Route>,
+}
+
+impl Router {
+    pub fn new() -> Result<Self, matchit::InsertError> {
+        let mut inner = matchit::Router::new();
+        for (path, route) in PATHS {
+            inner.insert(*path, *route)?;
+        }
+        Ok(Self { inner })
+    }
+
+    pub fn resolve(&self, method: &Method, path: &str) -> Resolution {
+        if let Ok(found) = self.inner.at(path) {
+            let route = *found.value;
+            if !route.methods().contains(method) {
+                let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
+                return Resolution::WrongMethod(allow.join(", "));
+            }
+            let param = found.params.get("user_id").map(str::to_string);
+            return Resolution::Found(route, param);
+        }
+        if path != "/" {
+            let twin = match path.strip_suffix('/') {
+                Some(stripped) => stripped.to_string(),
+                None => format!("{path}/"),
+            };
+            if self.inner.at(&twin).is_ok() {
+                return Resolution::Redirect(twin);
+            }
+        }
+        Resolution::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_like_starlette() {
+        let router = Router::new().unwrap();
+        assert_eq!(
+            router.resolve(&Method::POST, "/users/signin"),
+            Resolution::Found(Route::Signin, None)
+        );
+        assert_eq!(
+            router.resolve(&Method::GET, "/users/me"),
+            Resolution::Found(Route::Me, None)
+        );
+        assert_eq!(
+            router.resolve(&Method::GET, "/users/12"),
+            Resolution::Found(Route::User, Some("12".into()))
+        );
+        assert_eq!(
+            router.resolve(&Method::GET, "/users"),
+            Resolution::Redirect("/users/".into())
+        );
+        assert_eq!(
+            router.resolve(&Method::POST, "/users/signin/"),
+            Resolution::Redirect("/users/signin".into())
+        );
+        assert_eq!(
+            router.resolve(&Method::GET, "/users/signin"),
+            Resolution::WrongMethod("POST".into())
+        );
+        assert_eq!(router.resolve(&Method::GET, "/nope"), Resolution::NotFound);
+        assert_eq!(
+            router.resolve(&Method::HEAD, "/health"),
+            Resolution::Found(Route::Health, None)
+        );
+    }
+}

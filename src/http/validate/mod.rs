@@ -1,0 +1,608 @@
+//! Request validation with FastAPI's 422 shape (pydantic 2.10 error entries).
+//!
+//! A request model declares its fields in order ([`Model::FIELDS`]); the body
+//! is checked field by field, every problem is reported, and only a fully
+//! valid body is turned into the typed model, so a handler never sees (and
+//! never writes) half-valid input.
+
+pub mod email;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::Request;
+
+const URL_MAX_LEN: usize = 2083;
+const ERRORS_URL: &str = "https://errors.pydantic.dev/2.10/v/";
+
+/// One element of an error's `loc`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Loc {
+    Key(String),
+    Index(usize),
+}
+
+impl From<&str> for Loc {
+    fn from(value: &str) -> Self {
+        Self::Key(value.to_string())
+    }
+}
+
+/// One entry of a 422 `detail` list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Issue {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub loc: Vec<Loc>,
+    pub msg: String,
+    pub input: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl Issue {
+    fn new(kind: &'static str, loc: Vec<Loc>, msg: impl Into<String>, input: Value) -> Self {
+        Self {
+            kind,
+            loc,
+            msg: msg.into(),
+            input,
+            ctx: None,
+            url: Some(format!("{ERRORS_URL}{kind}")),
+        }
+    }
+
+    fn ctx(mut self, ctx: Value) -> Self {
+        self.ctx = Some(ctx);
+        self
+    }
+
+    fn no_url(mut self) -> Self {
+        self.url = None;
+        self
+    }
+}
+
+/// A request that failed validation: answered with 422 and these issues.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("request validation failed ({} issues)", .0.len())]
+pub struct Rejection(pub Vec<Issue>);
+
+impl Rejection {
+    fn one(issue: Issue) -> Self {
+        Self(vec![issue])
+    }
+}
+
+/// What a field holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// A string of `min..=max` characters.
+    Str {
+        min: usize,
+        max: usize,
+    },
+    /// An e-mail address (normalised: domain lower-cased).
+    Email,
+    /// An `http`/`https` URL (normalised as pydantic's `HttpUrl` does).
+    HttpUrl,
+    Bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+}
+
+impl Field {
+    pub const fn string(name: &'static str, min: usize, max: usize) -> Self {
+        Self {
+            name,
+            kind: Kind::Str { min, max },
+            required: true,
+        }
+    }
+
+    pub const fn email(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Email,
+            required: true,
+        }
+    }
+
+    pub const fn url(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::HttpUrl,
+            required: true,
+        }
+    }
+
+    pub const fn boolean(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: Kind::Bool,
+            required: true,
+        }
+    }
+
+    /// The field may be absent or `null`.
+    pub const fn optional(mut self) -> Self {
+        self.required = false;
+        self
+    }
+}
+
+/// A request body model: its fields, in the order errors are reported.
+pub trait Model: DeserializeOwned {
+    const FIELDS: &'static [Field];
+}
+
+/// Parses and validates a JSON body into `M`, the way FastAPI did.
+pub fn json_body<M: Model>(req: &Request) -> Result<M, Rejection> {
+    let body = parse_body(req)?;
+    let Value::Object(object) = &body else {
+        return Err(Rejection::one(model_type(body)));
+    };
+    let mut issues = Vec::new();
+    let mut clean = Map::new();
+    for field in M::FIELDS {
+        match object.get(field.name) {
+            None if field.required => issues.push(Issue::new(
+                "missing",
+                vec!["body".into(), field.name.into()],
+                "Field required",
+                body.clone(),
+            )),
+            None => {}
+            Some(Value::Null) if !field.required => {}
+            Some(value) => match check(field, value) {
+                Ok(clean_value) => {
+                    clean.insert(field.name.to_string(), clean_value);
+                }
+                Err(issue) => issues.push(issue),
+            },
+        }
+    }
+    if !issues.is_empty() {
+        return Err(Rejection(issues));
+    }
+    serde_json::from_value(Value::Object(clean)).map_err(|err| {
+        // Only reachable if a model's FIELDS disagree with its struct.
+        tracing::error!(error = %err, "validated body does not fit its model");
+        Rejection::one(model_type(body))
+    })
+}
+
+/// FastAPI reads the body as JSON when there is no content type or a JSON one;
+/// any other body is bytes, which no model accepts.
+fn parse_body(req: &Request) -> Result<Value, Rejection> {
+    if req.body.is_empty() {
+        return Err(Rejection::one(Issue::new(
+            "missing",
+            vec!["body".into()],
+            "Field required",
+            Value::Null,
+        )));
+    }
+    let is_json = match req.header("content-type") {
+        None => true,
+        Some(content_type) => {
+            let essence = content_type
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        }
+    };
+    if !is_json {
+        let text = String::from_utf8_lossy(&req.body).into_owned();
+        return Err(Rejection::one(model_type(Value::String(text))));
+    }
+    serde_json::from_slice(&req.body).map_err(|err| {
+        let position = char_offset(&req.body, err.line(), err.column());
+        let text = err.to_string();
+        let reason = text.split(" at line ").next().unwrap_or(&text).to_string();
+        Rejection::one(
+            Issue::new(
+                "json_invalid",
+                vec!["body".into(), Loc::Index(position)],
+                "JSON decode error",
+                json!({}),
+            )
+            .ctx(json!({ "error": reason }))
+            .no_url(),
+        )
+    })
+}
+
+/// Character offset (as Python's `JSONDecodeError.pos`) of a 1-based line/column.
+fn char_offset(body: &[u8], line: usize, column: usize) -> usize {
+    let text = String::from_utf8_lossy(body);
+    let mut byte = 0usize;
+    for (index, line_text) in text.split_inclusive('\n').enumerate() {
+        if index + 1 == line {
+            byte += column.saturating_sub(1).min(line_text.len());
+            break;
+        }
+        byte += line_text.len();
+    }
+    let byte = byte.min(text.len());
+    text.char_indices().take_while(|(i, _)| *i < byte).count()
+}
+
+fn model_type(input: Value) -> Issue {
+    Issue::new(
+        "model_attributes_type",
+        vec!["body".into()],
+        "Input should be a valid dictionary or object to extract fields from",
+        input,
+    )
+}
+
+// An issue is built at most once per field of a refused request: its size is no cost.
+#[allow(clippy::result_large_err)]
+fn check(field: &Field, value: &Value) -> Result<Value, Issue> {
+    let loc = || vec![Loc::from("body"), Loc::from(field.name)];
+    match field.kind {
+        Kind::Str { min, max } => {
+            let text = value.as_str().ok_or_else(|| string_type(loc(), value))?;
+            let len = text.chars().count();
+            if len < min {
+                let unit = if min == 1 { "character" } else { "characters" };
+                return Err(Issue::new(
+                    "string_too_short",
+                    loc(),
+                    format!("String should have at least {min} {unit}"),
+                    value.clone(),
+                )
+                .ctx(json!({ "min_length": min })));
+            }
+            if len > max {
+                let unit = if max == 1 { "character" } else { "characters" };
+                return Err(Issue::new(
+                    "string_too_long",
+                    loc(),
+                    format!("String should have at most {max} {unit}"),
+                    value.clone(),
+                )
+                .ctx(json!({ "max_length": max })));
+            }
+            Ok(value.clone())
+        }
+        Kind::Email => {
+            let text = value.as_str().ok_or_else(|| string_type(loc(), value))?;
+            email::normalize(text).map(Value::String).map_err(|reason| {
+                Issue::new(
+                    "value_error",
+                    loc(),
+                    format!("value is not a valid email address: {reason}"),
+                    value.clone(),
+                )
+                .ctx(json!({ "reason": reason }))
+                .no_url()
+            })
+        }
+        Kind::HttpUrl => {
+            let text = value.as_str().ok_or_else(|| {
+                Issue::new(
+                    "url_type",
+                    loc(),
+                    "URL input should be a string or URL",
+                    value.clone(),
+                )
+            })?;
+            http_url(text)
+                .map(Value::String)
+                .map_err(|issue| issue.at(loc(), value))
+        }
+        Kind::Bool => boolean(value).map(Value::Bool).ok_or_else(|| {
+            if value.is_string() || value.is_number() {
+                Issue::new(
+                    "bool_parsing",
+                    loc(),
+                    "Input should be a valid boolean, unable to interpret input",
+                    value.clone(),
+                )
+            } else {
+                Issue::new(
+                    "bool_type",
+                    loc(),
+                    "Input should be a valid boolean",
+                    value.clone(),
+                )
+            }
+        }),
+    }
+}
+
+fn string_type(loc: Vec<Loc>, value: &Value) -> Issue {
+    Issue::new(
+        "string_type",
+        loc,
+        "Input should be a valid string",
+        value.clone(),
+    )
+}
+
+fn boolean(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(0.0) => Some(false),
+            Some(1.0) => Some(true),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "t" | "yes" | "y" | "on" => Some(true),
+            "0" | "false" | "f" | "no" | "n" | "off" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A URL problem before it knows where it happened.
+struct UrlIssue {
+    kind: &'static str,
+    msg: String,
+    ctx: Value,
+}
+
+impl UrlIssue {
+    fn at(self, loc: Vec<Loc>, value: &Value) -> Issue {
+        Issue::new(self.kind, loc, self.msg, value.clone()).ctx(self.ctx)
+    }
+}
+
+/// pydantic's `HttpUrl`: http or https, a host, at most 2083 characters;
+/// the result is the URL's normal form (e.g. `https://a.example/`).
+fn http_url(text: &str) -> Result<String, UrlIssue> {
+    if text.chars().count() > URL_MAX_LEN {
+        return Err(UrlIssue {
+            kind: "url_too_long",
+            msg: format!("URL should have at most {URL_MAX_LEN} characters"),
+            ctx: json!({ "max_length": URL_MAX_LEN }),
+        });
+    }
+    let parsed = url::Url::parse(text.trim()).map_err(|err| UrlIssue {
+        kind: "url_parsing",
+        msg: format!("Input should be a valid URL, {err}"),
+        ctx: json!({ "error": err.to_string() }),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(UrlIssue {
+            kind: "url_scheme",
+            msg: "URL scheme should be 'http' or 'https'".into(),
+            ctx: json!({ "expected_schemes": "'http' or 'https'" }),
+        });
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(UrlIssue {
+            kind: "url_parsing",
+            msg: "Input should be a valid URL, empty host".into(),
+            ctx: json!({ "error": "empty host" }),
+        });
+    }
+    Ok(parsed.to_string())
+}
+
+/// An integer query parameter (`offset`, `limit`) with bounds.
+pub fn query_int(
+    req: &Request,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, Rejection> {
+    let Some(text) = req.query_param(name) else {
+        return Ok(default);
+    };
+    bounded_int(vec!["query".into(), name.into()], &text, min, max)
+}
+
+/// An integer path parameter (`/users/{user_id}`).
+pub fn path_int(name: &str, text: &str) -> Result<i64, Rejection> {
+    bounded_int(
+        vec!["path".into(), name.into()],
+        text,
+        i64::from(i32::MIN),
+        i64::from(i32::MAX),
+    )
+}
+
+fn bounded_int(loc: Vec<Loc>, text: &str, min: i64, max: i64) -> Result<i64, Rejection> {
+    let input = Value::String(text.to_string());
+    let value: i64 = text.trim().parse().map_err(|_| {
+        Rejection::one(Issue::new(
+            "int_parsing",
+            loc.clone(),
+            "Input should be a valid integer, unable to parse string as an integer",
+            input.clone(),
+        ))
+    })?;
+    if value < min {
+        return Err(Rejection::one(
+            Issue::new(
+                "greater_than_equal",
+                loc,
+                format!("Input should be greater than or equal to {min}"),
+                input,
+            )
+            .ctx(json!({ "ge": min })),
+        ));
+    }
+    if value > max {
+        return Err(Rejection::one(
+            Issue::new(
+                "less_than_equal",
+                loc,
+                format!("Input should be less than or equal to {max}"),
+                input,
+            )
+            .ctx(json!({ "le": max })),
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Signup {
+        email: String,
+        username: String,
+        password: String,
+        verification_url: Option<String>,
+    }
+
+    impl Model for Signup {
+        const FIELDS: &'static [Field] = &[
+            Field::email("email"),
+            Field::string("username", 3, 50),
+            Field::string("password", 8, 128),
+            Field::url("verification_url").optional(),
+        ];
+    }
+
+    fn request(body: &str, content_type: Option<&str>) -> Request {
+        let mut req = Request::new(Method::POST, "/users/signup");
+        req.body = bytes::Bytes::from(body.to_string());
+        if let Some(ct) = content_type {
+            req.headers.insert("content-type", ct.parse().unwrap());
+        }
+        req
+    }
+
+    fn issues(body: &str) -> Vec<Issue> {
+        json_body::<Signup>(&request(body, Some("application/json")))
+            .unwrap_err()
+            .0
+    }
+
+    #[test]
+    fn valid_body_is_normalised() {
+        let body = r#"{"email":"Ada@Example.COM","username":"ada","password":"12345678","verification_url":"https://app.example","extra":1}"#;
+        let parsed: Signup = json_body(&request(body, None)).unwrap();
+        assert_eq!(parsed.email, "Ada@example.com");
+        assert_eq!(
+            parsed.verification_url.as_deref(),
+            Some("https://app.example/")
+        );
+    }
+
+    #[test]
+    fn missing_fields_in_model_order_with_whole_body_as_input() {
+        let found = issues(r#"{"password":"x"}"#);
+        let kinds: Vec<_> = found.iter().map(|i| (i.kind, i.loc.clone())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("missing", vec![Loc::from("body"), Loc::from("email")]),
+                ("missing", vec![Loc::from("body"), Loc::from("username")]),
+                (
+                    "string_too_short",
+                    vec![Loc::from("body"), Loc::from("password")]
+                ),
+            ]
+        );
+        assert_eq!(found[0].input, json!({"password": "x"}));
+        assert_eq!(found[0].msg, "Field required");
+        assert_eq!(found[2].msg, "String should have at least 8 characters");
+        assert_eq!(found[2].ctx, Some(json!({"min_length": 8})));
+        assert_eq!(
+            found[2].url.as_deref(),
+            Some("https://errors.pydantic.dev/2.10/v/string_too_short")
+        );
+    }
+
+    #[test]
+    fn absent_body_and_non_objects() {
+        let err = json_body::<Signup>(&request("", Some("application/json"))).unwrap_err();
+        assert_eq!(err.0[0].loc, vec![Loc::from("body")]);
+        assert_eq!(err.0[0].input, Value::Null);
+        let err = json_body::<Signup>(&request("[1,2]", None)).unwrap_err();
+        assert_eq!(err.0[0].kind, "model_attributes_type");
+        let err = json_body::<Signup>(&request(
+            "email=a%40b.c",
+            Some("application/x-www-form-urlencoded"),
+        ))
+        .unwrap_err();
+        assert_eq!(err.0[0].kind, "model_attributes_type");
+        assert_eq!(err.0[0].input, json!("email=a%40b.c"));
+    }
+
+    #[test]
+    fn invalid_json_reports_position() {
+        let found = issues(r#"{"email": }"#);
+        assert_eq!(found[0].kind, "json_invalid");
+        assert_eq!(found[0].loc, vec![Loc::from("body"), Loc::Index(10)]);
+        assert_eq!(found[0].input, json!({}));
+        assert!(found[0].url.is_none());
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values() {
+        let found = issues(
+            r#"{"email":"nope","username":12,"password":"x".repeat,"verification_url":"ftp://x"}"#,
+        );
+        assert_eq!(found[0].kind, "json_invalid");
+        let found = issues(
+            r#"{"email":"nope","username":12,"password":"123456789","verification_url":"ftp://x.example"}"#,
+        );
+        let kinds: Vec<_> = found.iter().map(|i| i.kind).collect();
+        assert_eq!(kinds, vec!["value_error", "string_type", "url_scheme"]);
+        assert_eq!(
+            found[0].msg,
+            "value is not a valid email address: An email address must have an @-sign."
+        );
+        assert!(found[0].url.is_none());
+        let found = issues(
+            r#"{"email":"a@b.example","username":"abc","password":"123456789","verification_url":"not a url"}"#,
+        );
+        assert_eq!(found[0].kind, "url_parsing");
+        assert_eq!(
+            found[0].msg,
+            "Input should be a valid URL, relative URL without a base"
+        );
+    }
+
+    #[test]
+    fn too_long_strings_counted_in_characters() {
+        let name = "é".repeat(51);
+        let body =
+            format!(r#"{{"email":"a@b.example","username":"{name}","password":"12345678"}}"#);
+        let found = issues(&body);
+        assert_eq!(found[0].kind, "string_too_long");
+        assert_eq!(found[0].msg, "String should have at most 50 characters");
+        let name = "é".repeat(50);
+        let body =
+            format!(r#"{{"email":"a@b.example","username":"{name}","password":"12345678"}}"#);
+        assert!(json_body::<Signup>(&request(&body, None)).is_ok());
+    }
+
+    #[test]
+    fn query_ints() {
+        let mut req = Request::new(Method::GET, "/users/");
+        req.query = Some("offset=abc&limit=-1".into());
+        let err = query_int(&req, "offset", 0, 0, 1000).unwrap_err();
+        assert_eq!(err.0[0].kind, "int_parsing");
+        assert_eq!(err.0[0].loc, vec![Loc::from("query"), Loc::from("offset")]);
+        let err = query_int(&req, "limit", 100, 0, 1000).unwrap_err();
+        assert_eq!(err.0[0].kind, "greater_than_equal");
+        assert_eq!(query_int(&req, "other", 100, 0, 1000).unwrap(), 100);
+    }
+}

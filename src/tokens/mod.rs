@@ -1,0 +1,507 @@
+//! The legacy token formats (see the contract's "Tokens" section).
+//!
+//! - access token: HS256 JWT, `scope = "access_token"`;
+//! - refresh token: the same JWT with `scope = "refresh_token"`, wrapped in a
+//!   `dir`/`A256GCM` JWE keyed by the 32 bytes of `SECRET_KEY`;
+//! - e-mail tokens: HS256 JWTs with `sub` = address and a scope per purpose.
+//!
+//! Tokens are written exactly as python-jose wrote them (header
+//! `{"alg":"HS256","typ":"JWT"}`, compact JSON, `exp` as a float, `iat` as an
+//! integer), and read leniently (`exp` float or integer). Expiry is checked
+//! against the injected [`Clock`], so tests control time.
+
+mod jwe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+pub use jwe::DirA256Gcm;
+
+use crate::clock::Clock;
+
+/// `{"alg":"HS256","typ":"JWT"}` as python-jose encodes it.
+const HS256_HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+pub const ACCESS_SCOPE: &str = "access_token";
+pub const REFRESH_SCOPE: &str = "refresh_token";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token signature or encryption does not verify")]
+    Signature,
+    #[error("token algorithm is not accepted")]
+    Algorithm,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is of another scope")]
+    Scope,
+    #[error("token claims are missing or of the wrong type")]
+    Claims,
+    #[error("the key must be 32 bytes")]
+    KeyLength,
+    #[error("no randomness available")]
+    Random,
+}
+
+impl TokenError {
+    /// A short label for logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Signature => "signature",
+            Self::Algorithm => "algorithm",
+            Self::Expired => "expired",
+            Self::Scope => "scope",
+            Self::Claims => "claims",
+            Self::KeyLength => "key_length",
+            Self::Random => "random",
+        }
+    }
+}
+
+/// Purpose of an e-mailed token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EmailPurpose {
+    Verification,
+    PasswordReset,
+}
+
+impl EmailPurpose {
+    pub fn scope(self) -> &'static str {
+        match self {
+            Self::Verification => "email_verification",
+            Self::PasswordReset => "password_reset",
+        }
+    }
+}
+
+/// Claims of an access or refresh token, as read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SessionClaims {
+    pub user_id: i64,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub device_id: Option<String>,
+    pub exp: f64,
+    #[serde(default)]
+    pub iat: Option<f64>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// Claims written into access and refresh tokens (field order is the wire order).
+#[derive(Serialize)]
+struct SessionClaimsOut<'a> {
+    user_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<&'a str>,
+    exp: f64,
+    iat: i64,
+    scope: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EmailClaims {
+    pub sub: String,
+    pub exp: f64,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EmailClaimsOut<'a> {
+    sub: &'a str,
+    exp: f64,
+    iat: i64,
+    scope: &'a str,
+    /// Makes every e-mail token unique, even two minted in the same second.
+    jti: &'a str,
+}
+
+/// Who a token is for: what goes into a minted access/refresh pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub user_id: i64,
+    pub email: Option<String>,
+    pub device_id: Option<String>,
+}
+
+/// Lifetimes of the three token kinds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub access: Duration,
+    pub refresh: Duration,
+    pub email: Duration,
+}
+
+/// Mints and verifies every legacy token.
+#[derive(Clone)]
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    jwe: DirA256Gcm,
+    lifetimes: Lifetimes,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("lifetimes", &self.lifetimes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// `secret` is `SECRET_KEY`; it must be 32 bytes for the JWE.
+    pub fn new(
+        secret: &[u8],
+        lifetimes: Lifetimes,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TokenError> {
+        let encoding = EncodingKey::from_secret(secret).map_err(|_| TokenError::KeyLength)?;
+        let decoding = DecodingKey::from_secret(secret).map_err(|_| TokenError::KeyLength)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        Ok(Self {
+            encoding,
+            decoding,
+            validation,
+            jwe: DirA256Gcm::new(secret)?,
+            lifetimes,
+            clock,
+        })
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// Seconds an access token lives (the `expires_in` of the contract).
+    pub fn access_seconds(&self) -> u64 {
+        self.lifetimes.access.as_secs()
+    }
+
+    pub fn mint_access(&self, subject: &Subject) -> Result<String, TokenError> {
+        self.mint_session(subject, ACCESS_SCOPE, self.lifetimes.access)
+    }
+
+    pub fn mint_refresh(&self, subject: &Subject) -> Result<String, TokenError> {
+        let inner = self.mint_session(subject, REFRESH_SCOPE, self.lifetimes.refresh)?;
+        self.jwe.encrypt(inner.as_bytes())
+    }
+
+    /// Verifies an access token: signature, expiry and `scope = access_token`.
+    pub fn verify_access(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        let claims: SessionClaims = self.verify_jwt(token)?;
+        self.check_session(claims, ACCESS_SCOPE)
+    }
+
+    /// Decrypts and verifies a refresh token.
+    pub fn verify_refresh(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        let inner = self.jwe.decrypt(token)?;
+        let inner = std::str::from_utf8(&inner).map_err(|_| TokenError::Malformed)?;
+        let claims: SessionClaims = self.verify_jwt(inner)?;
+        self.check_session(claims, REFRESH_SCOPE)
+    }
+
+    pub fn mint_email(&self, address: &str, purpose: EmailPurpose) -> Result<String, TokenError> {
+        let now = self.clock.unix();
+        let mut nonce = [0u8; 9];
+        getrandom::fill(&mut nonce).map_err(|_| TokenError::Random)?;
+        let jti = URL_SAFE_NO_PAD.encode(nonce);
+        self.sign(&EmailClaimsOut {
+            sub: address,
+            exp: expiry(now, self.lifetimes.email),
+            iat: now,
+            scope: purpose.scope(),
+            jti: &jti,
+        })
+    }
+
+    /// Verifies signature and expiry of an e-mail token and then its scope:
+    /// `Err(Scope)` tells a token of another purpose from a bad one.
+    pub fn verify_email(
+        &self,
+        token: &str,
+        purpose: EmailPurpose,
+    ) -> Result<EmailClaims, TokenError> {
+        let claims: EmailClaims = self.verify_jwt(token)?;
+        self.check_expiry(claims.exp)?;
+        if claims.scope.as_deref() != Some(purpose.scope()) {
+            return Err(TokenError::Scope);
+        }
+        Ok(claims)
+    }
+
+    fn mint_session(
+        &self,
+        subject: &Subject,
+        scope: &str,
+        lifetime: Duration,
+    ) -> Result<String, TokenError> {
+        let now = self.clock.unix();
+        self.sign(&SessionClaimsOut {
+            user_id: subject.user_id,
+            email: subject.email.as_deref(),
+            device_id: subject.device_id.as_deref(),
+            exp: expiry(now, lifetime),
+            iat: now,
+            scope,
+        })
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let payload = serde_json::to_vec(claims).map_err(|_| TokenError::Claims)?;
+        let message = format!("{HS256_HEADER_B64}.{}", URL_SAFE_NO_PAD.encode(payload));
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding, Algorithm::HS256)
+                .map_err(|_| TokenError::Signature)?;
+        Ok(format!("{message}.{signature}"))
+    }
+
+    fn verify_jwt<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| match err.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    TokenError::Algorithm
+                }
+                ErrorKind::Json(_) => TokenError::Claims,
+                _ => TokenError::Malformed,
+            })
+    }
+
+    fn check_session(
+        &self,
+        claims: SessionClaims,
+        scope: &str,
+    ) -> Result<SessionClaims, TokenError> {
+        self.check_expiry(claims.exp)?;
+        if claims.scope.as_deref() != Some(scope) {
+            return Err(TokenError::Scope);
+        }
+        Ok(claims)
+    }
+
+    fn check_expiry(&self, exp: f64) -> Result<(), TokenError> {
+        if !exp.is_finite() || exp <= self.clock.unix() as f64 {
+            return Err(TokenError::Expired);
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of a token, hex-encoded: how single-use e-mail tokens and refresh
+/// tokens are kept at rest (a database dump holds no usable token).
+pub fn digest(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn expiry(now: i64, lifetime: Duration) -> f64 {
+    now.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const SECRET: &[u8] = b"9e25a2588fcee7d21ea15fb1a63d5135";
+    const VALID_SIGNIN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjo0MiwiZW1haWwiOiJhZGFAZXhhbXBsZS5jb20iLCJkZXZpY2VfaWQiOiI2ZjFjMmE4ZS0zYjdkLTRlNTktOWE0MS0yYzhkN2YwYjVlMTMiLCJleHAiOjQxMDI0NDQ4MDAuMCwiaWF0IjoxNzMyNzkwMDAwLCJzY29wZSI6ImFjY2Vzc190b2tlbiJ9.6YWxBwTgYAALeSatPC_24Nts8o_y-dn2hQcbuenthvU";
+
+    fn service(clock: Arc<ManualClock>) -> TokenService {
+        TokenService::new(
+            SECRET,
+            Lifetimes {
+                access: Duration::from_secs(3600),
+                refresh: Duration::from_secs(7 * 86400),
+                email: Duration::from_secs(86400),
+            },
+            clock,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn minted_tokens_are_byte_identical_to_python_jose() {
+        // The vector was minted at iat=1732790000 with exp=4102444800.0.
+        let clock = Arc::new(ManualClock::at(1_732_790_000));
+        let tokens = TokenService::new(
+            SECRET,
+            Lifetimes {
+                access: Duration::from_secs(4_102_444_800 - 1_732_790_000),
+                refresh: Duration::from_secs(1),
+                email: Duration::from_secs(1),
+            },
+            clock,
+        )
+        .unwrap();
+        let minted = tokens
+            .mint_access(&Subject {
+                user_id: 42,
+                email: Some("ada@example.com".into()),
+                device_id: Some("6f1c2a8e-3b7d-4e59-9a41-2c8d7f0b5e13".into()),
+            })
+            .unwrap();
+        assert_eq!(minted, VALID_SIGNIN);
+    }
+
+    #[test]
+    fn access_token_expires_with_the_clock() {
+        let clock = Arc::new(ManualClock::at(1_800_000_000));
+        let tokens = service(clock.clone());
+        let subject = Subject {
+            user_id: 7,
+            email: None,
+            device_id: None,
+        };
+        let token = tokens.mint_access(&subject).unwrap();
+        assert_eq!(tokens.verify_access(&token).unwrap().user_id, 7);
+        clock.advance(3599);
+        assert!(tokens.verify_access(&token).is_ok());
+        clock.advance(1);
+        assert_eq!(tokens.verify_access(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn scopes_do_not_mix() {
+        let clock = Arc::new(ManualClock::at(1_800_000_000));
+        let tokens = service(clock);
+        let subject = Subject {
+            user_id: 7,
+            email: Some("a@b.example".into()),
+            device_id: None,
+        };
+        let refresh = tokens.mint_refresh(&subject).unwrap();
+        let claims = tokens.verify_refresh(&refresh).unwrap();
+        assert_eq!(claims.scope.as_deref(), Some(REFRESH_SCOPE));
+        // An access token is not a refresh token, and vice versa.
+        let access = tokens.mint_access(&subject).unwrap();
+        assert!(tokens.verify_refresh(&access).is_err());
+        let email = tokens
+            .mint_email("a@b.example", EmailPurpose::Verification)
+            .unwrap();
+        assert_eq!(tokens.verify_access(&email), Err(TokenError::Claims));
+        assert_eq!(
+            tokens.verify_email(&email, EmailPurpose::PasswordReset),
+            Err(TokenError::Scope)
+        );
+        assert!(
+            tokens
+                .verify_email(&email, EmailPurpose::Verification)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn email_tokens_are_unique_within_a_second() {
+        let tokens = service(Arc::new(ManualClock::at(1_800_000_000)));
+        let a = tokens
+            .mint_email("a@b.example", EmailPurpose::PasswordReset)
+            .unwrap();
+        let b = tokens
+            .mint_email("a@b.example", EmailPurpose::PasswordReset)
+            .unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn alg_none_and_truncation_are_rejected() {
+        let tokens = service(Arc::new(ManualClock::at(1_800_000_000)));
+        let payload = VALID_SIGNIN.split('.').nth(1).unwrap();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert!(tokens.verify_access(&none).is_err());
+        let truncated = &VALID_SIGNIN[..VALID_SIGNIN.len() - 5];
+        assert!(tokens.verify_access(truncated).is_err());
+        assert!(tokens.verify_access("garbage").is_err());
+        assert!(tokens.verify_access("").is_err());
+    }
+
+    /// Every token of the legacy vectors is accepted or refused as its name says.
+    #[test]
+    fn legacy_vectors() {
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/legacy.json")).unwrap();
+        let secret = vectors["secret_key"].as_str().unwrap();
+        assert_eq!(secret.as_bytes(), SECRET);
+        let tokens = service(Arc::new(ManualClock::at(1_800_000_000)));
+        let access = &vectors["access_tokens"];
+        let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+
+        let signin = tokens
+            .verify_access(&text(&access["valid_signin"]))
+            .unwrap();
+        assert_eq!(signin.user_id, 42);
+        assert_eq!(signin.email.as_deref(), Some("ada@example.com"));
+        assert_eq!(
+            signin.device_id.as_deref(),
+            Some("6f1c2a8e-3b7d-4e59-9a41-2c8d7f0b5e13")
+        );
+        let refreshed = tokens
+            .verify_access(&text(&access["valid_refreshed"]))
+            .unwrap();
+        assert_eq!((refreshed.user_id, refreshed.email), (42, None));
+        assert_eq!(
+            tokens.verify_access(&text(&access["expired"])),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            tokens.verify_access(&text(&access["wrong_secret"])),
+            Err(TokenError::Signature)
+        );
+
+        let refresh = &vectors["refresh_tokens"];
+        let claims = tokens.verify_refresh(&text(&refresh["valid"])).unwrap();
+        assert_eq!(claims.user_id, 42);
+        assert_eq!(
+            tokens.verify_refresh(&text(&refresh["expired"])),
+            Err(TokenError::Expired)
+        );
+        // A refresh token is not an access token.
+        assert!(tokens.verify_access(&text(&refresh["valid"])).is_err());
+
+        let email = &vectors["email_tokens"];
+        let verification = text(&email["email_verification"]);
+        let reset = text(&email["password_reset"]);
+        assert_eq!(
+            tokens
+                .verify_email(&verification, EmailPurpose::Verification)
+                .unwrap()
+                .sub,
+            "ada@example.com"
+        );
+        assert!(
+            tokens
+                .verify_email(&reset, EmailPurpose::PasswordReset)
+                .is_ok()
+        );
+        assert_eq!(
+            tokens.verify_email(&verification, EmailPurpose::PasswordReset),
+            Err(TokenError::Scope)
+        );
+        // Deliberate difference 1: e-mail tokens are not access tokens.
+        assert!(tokens.verify_access(&verification).is_err());
+        assert!(tokens.verify_access(&reset).is_err());
+    }
+}

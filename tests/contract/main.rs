@@ -1,0 +1,99 @@
+//! The integration suite: one test binary, real servers (PostgreSQL, SMTP
+//! with a readable mailbox), one `authgate serve` process per test.
+//!
+//! `cases` is the contract suite, written against the wire only, so the same
+//! cases run against every backend (`suite!` makes one test per case and
+//! backend). The other modules test what only one backend or the process
+//! itself has (the legacy database, faults, configuration).
+
+mod cases;
+mod config_errors;
+mod faults;
+mod harness;
+mod legacy_db;
+mod smtp;
+
+use harness::{Gateway, Mailbox, Options, TestDb, TestUser};
+
+/// One backend under test: its gateway, its store, its mailbox.
+pub struct Env {
+    // Field order is drop order: the process goes before its database.
+    pub gw: Gateway,
+    pub db: TestDb,
+    pub mail: Mailbox,
+}
+
+impl Env {
+    pub async fn native() -> Self {
+        Self::native_with(|o| o).await
+    }
+
+    pub async fn native_with(tweak: impl FnOnce(Options) -> Options) -> Self {
+        let db = TestDb::create().await;
+        let gw = Gateway::start(tweak(Options::native(&db.url))).await;
+        Self {
+            gw,
+            db,
+            mail: Mailbox::plain(),
+        }
+    }
+
+    /// Another gateway on the same backend and store, with changed settings.
+    pub async fn sibling(&self, tweak: impl FnOnce(Options) -> Options) -> Gateway {
+        let mut options = tweak(self.gw.options.clone());
+        options.env.remove("APP_PORT");
+        options.env.remove("APP_URL");
+        Gateway::start(options).await
+    }
+
+    /// Gives a user the `admin` role the way an operator would.
+    pub async fn make_admin(&self, user: &TestUser) {
+        self.gw.grant_role(&user.username, "admin");
+    }
+}
+
+/// One `#[tokio::test]` per case and backend.
+macro_rules! suite {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod native {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let env = crate::Env::native().await;
+                    crate::cases::$module::$case(&env).await;
+                }
+            )*
+        }
+    };
+}
+
+suite! {
+    walk::signup_verify_signin_refresh_signout_reset,
+    walk::links_follow_the_given_urls,
+    walk::signup_tokens_work_before_verification,
+    walk::unverified_signin_mails_a_link_and_sets_no_cookies,
+    meta::root_health_ready,
+    meta::routing_like_starlette,
+    validation::signup_validation_shapes,
+    validation::bodies_that_are_not_json_objects,
+    validation::over_long_fields_are_422_not_500,
+    validation::signin_refresh_and_reset_validation,
+    validation::oversized_body_is_413,
+    auth::token_required_rules,
+    auth::legacy_vectors_accepted_or_refused_by_name,
+    auth::forged_and_cross_scope_tokens,
+    auth::signout_revokes_access_and_refresh,
+    email_flows::duplicates_and_case_insensitive_email,
+    email_flows::email_tokens_are_single_use_and_scoped,
+    email_flows::unknown_addresses_answer_like_known_ones,
+    email_flows::resend_limit_and_retry_after,
+    email_flows::already_verified,
+    email_flows::reset_ends_sessions,
+    users::list_requires_token_and_pages,
+    users::admin_create_get_update_delete,
+    users::non_admins_are_refused,
+    users::deleted_user_cannot_sign_in,
+    users::email_test_is_admin_only,
+    limits::signin_is_rate_limited,
+    limits::concurrent_signins_all_succeed,
+}
