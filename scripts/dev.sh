@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs authgate for development: starts PostgreSQL and the mail catcher
-# (scripts/services.sh), creates the `authgate_dev` database, then
+# (scripts/services.sh) and, with AUTH_BACKEND=keycloak, Keycloak
+# (keycloak/start.sh); creates the `authgate_dev` database, then
 # `authgate serve` on http://127.0.0.1:${APP_PORT:-5000}.
 # Mail lands in the web inbox at http://127.0.0.1:1080.
 # Any setting from the README can be exported before running this script.
@@ -30,6 +31,12 @@ export SMTP_HOST=${SMTP_HOST:-127.0.0.1}
 export SMTP_PORT=${SMTP_PORT:-$AUTHGATE_TEST_SMTP_PORT}
 export SMTP_TLS=${SMTP_TLS:-none}
 export APP_PORT=${APP_PORT:-5000}
+
+if [[ ${AUTH_BACKEND:-native} == keycloak ]]; then
+  KEYCLOAK_URL=${KEYCLOAK_URL:-$(keycloak/start.sh | tail -n 1)}
+  export KEYCLOAK_URL
+  echo "Keycloak at $KEYCLOAK_URL (admin console: admin / admin)"
+fi
 
 echo "authgate on http://127.0.0.1:$APP_PORT  (mail inbox: $AUTHGATE_TEST_MAILBOX_URL)"
 exec cargo run --release --locked -- serve

@@ -23,6 +23,40 @@ pub enum Backend {
     Keycloak,
 }
 
+/// What clients get at sign-in in keycloak mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFormat {
+    /// The legacy HS256 access token and JWE refresh token (wrapping Keycloak's).
+    Legacy,
+    /// Keycloak's own access and refresh tokens.
+    Keycloak,
+}
+
+#[derive(Clone)]
+pub struct KeycloakSettings {
+    /// Base URL, e.g. `http://127.0.0.1:8080` (no `/realms/...`).
+    pub url: url::Url,
+    pub realm: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Bound on every call to Keycloak.
+    pub timeout: Duration,
+    pub token_format: TokenFormat,
+}
+
+impl std::fmt::Debug for KeycloakSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeycloakSettings")
+            .field("url", &self.url.as_str())
+            .field("realm", &self.realm)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"***")
+            .field("timeout", &self.timeout)
+            .field("token_format", &self.token_format)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SmtpTls {
     /// Plain connection upgraded with STARTTLS (the legacy behaviour).
@@ -162,6 +196,7 @@ pub struct Config {
     pub jwt: JwtSettings,
     pub cookies: CookieSettings,
     pub smtp: SmtpSettings,
+    pub keycloak: KeycloakSettings,
     pub password_rounds: u32,
     pub templates_dir: Option<PathBuf>,
     pub rate_limits: RateLimitSettings,
@@ -370,6 +405,7 @@ impl Config {
         };
 
         let smtp = smtp_settings(&src, &app.name)?;
+        let keycloak = keycloak_settings(&src)?;
 
         let rate_limits = RateLimitSettings {
             signin_per_ip: src.quota("RATE_LIMIT_SIGNIN_PER_IP", "60/minute")?,
@@ -399,6 +435,7 @@ impl Config {
             jwt,
             cookies,
             smtp,
+            keycloak,
             password_rounds: src.number("PASSWORD_PBKDF2_ROUNDS", DEFAULT_ROUNDS, 1000)?,
             templates_dir: src.optional("TEMPLATES_DIR").map(PathBuf::from),
             rate_limits,
@@ -443,6 +480,39 @@ fn postgres_url(src: &Source<'_>) -> String {
         enc(&password),
         enc(&db)
     )
+}
+
+fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> {
+    let text = src.string("KEYCLOAK_URL", "http://127.0.0.1:8080");
+    let url = url::Url::parse(text.trim_end_matches('/'))
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| {
+            problem(format!(
+                "KEYCLOAK_URL must be an http(s) URL (got {text:?})"
+            ))
+        })?;
+    let token_format = match src
+        .string("TOKEN_FORMAT", "legacy")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "legacy" => TokenFormat::Legacy,
+        "keycloak" => TokenFormat::Keycloak,
+        other => {
+            return Err(problem(format!(
+                "TOKEN_FORMAT must be legacy or keycloak (got {other:?})"
+            )));
+        }
+    };
+    Ok(KeycloakSettings {
+        url,
+        realm: src.string("KEYCLOAK_REALM", "authgate"),
+        client_id: src.string("KEYCLOAK_CLIENT_ID", "authgate"),
+        client_secret: src.string("KEYCLOAK_CLIENT_SECRET", "authgate-dev-secret"),
+        timeout: Duration::from_millis(src.number("KEYCLOAK_TIMEOUT_MS", 5000u64, 100)?),
+        token_format,
+    })
 }
 
 fn smtp_settings(src: &Source<'_>, app_name: &str) -> Result<SmtpSettings, ConfigError> {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod mail;
+pub mod metrics;
 pub mod password;
 pub mod ratelimit;
 pub mod server;
@@ -26,8 +27,10 @@ use crate::api::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
 use crate::identity::IdentityBackend;
-use crate::identity::native::{Database, Hashing, MailLimit, NativeBackend};
+use crate::identity::MailLimit;
+use crate::identity::native::{Database, Hashing, NativeBackend};
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
 use crate::tokens::{Lifetimes, TokenService};
 
@@ -48,6 +51,8 @@ pub enum StartupError {
     Keycloak(String),
     #[error("router: {0}")]
     Router(#[from] matchit::InsertError),
+    #[error("{0}")]
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// Seconds in a minute-denominated setting.
@@ -86,16 +91,58 @@ pub fn native_backend(
     ))
 }
 
+/// The Keycloak backend and the realm's key cache.
+#[cfg(feature = "keycloak")]
+pub fn keycloak_backend(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+) -> Result<
+    (
+        identity::keycloak::KeycloakBackend,
+        Arc<identity::keycloak::jwks::Jwks>,
+    ),
+    StartupError,
+> {
+    use identity::keycloak::{KeycloakBackend, http::KcHttp, jwks::Jwks, registry::Registry};
+    let http = Arc::new(
+        KcHttp::new(&config.keycloak, metrics)
+            .map_err(|err| StartupError::Keycloak(err.to_string()))?,
+    );
+    let database = Arc::new(Database::new(&config.database)?);
+    let registry = Registry::new(
+        database,
+        Arc::clone(&clock),
+        MailLimit {
+            count: config.verification_mail_limit,
+            window: config.verification_mail_window,
+        },
+    );
+    let jwks = Arc::new(Jwks::new(Arc::clone(&http), clock));
+    let backend = KeycloakBackend::new(http, registry).map_err(StartupError::Keycloak)?;
+    Ok((backend, jwks))
+}
+
 /// Builds the application from a checked configuration (no I/O happens here).
 pub fn build_app(config: Config) -> Result<App, StartupError> {
     let config = Arc::new(config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let metrics = Arc::new(Metrics::new()?);
     let tokens = token_service(&config, Arc::clone(&clock))?;
-    let backend: Arc<dyn IdentityBackend> = match config.backend {
-        Backend::Native => Arc::new(native_backend(&config, Arc::clone(&clock))?),
+    type Verifier = Option<Arc<dyn tokens::ExternalTokens>>;
+    let (backend, external_tokens): (Arc<dyn IdentityBackend>, Verifier) = match config.backend {
+        Backend::Native => (Arc::new(native_backend(&config, Arc::clone(&clock))?), None),
+        #[cfg(feature = "keycloak")]
+        Backend::Keycloak => {
+            let (backend, jwks) =
+                keycloak_backend(&config, Arc::clone(&clock), Arc::clone(&metrics))?;
+            let verifier = identity::keycloak::jwks::KeycloakTokens(jwks);
+            (Arc::new(backend), Some(Arc::new(verifier)))
+        }
+        #[cfg(not(feature = "keycloak"))]
         Backend::Keycloak => {
             return Err(StartupError::Keycloak(
-                "the Keycloak backend is not available in this version yet".into(),
+                "this build has no Keycloak backend (built without the `keycloak` feature)".into(),
             ));
         }
     };
@@ -104,6 +151,11 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
         &config.app.name,
         config.jwt.email_minutes,
         config.templates_dir.as_deref(),
+        Arc::clone(&metrics),
     )?);
-    Ok(App::new(config, tokens, backend, mailer, clock)?)
+    let app = App::new(config, tokens, backend, mailer, clock, metrics)?;
+    Ok(match external_tokens {
+        Some(verifier) => app.with_external_tokens(verifier),
+        None => app,
+    })
 }

@@ -12,6 +12,7 @@ use minijinja::Environment;
 use tokio::sync::OnceCell;
 
 use crate::config::{SmtpSettings, SmtpTls};
+use crate::metrics::Metrics;
 
 /// The templates shipped in the binary; `TEMPLATES_DIR` may override them.
 const BUILTIN: &[(&str, &str)] = &[
@@ -119,6 +120,7 @@ pub struct Mailer {
     templates: Environment<'static>,
     /// Built on first use, inside the runtime that sends (its pool holds sockets).
     transport: OnceCell<Option<Transport>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -136,6 +138,7 @@ impl Mailer {
         app_name: &str,
         email_token_minutes: u64,
         templates_dir: Option<&Path>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, MailError> {
         let mut templates = Environment::new();
         for (name, builtin) in BUILTIN {
@@ -159,6 +162,7 @@ impl Mailer {
             from: Mailbox::new(Some(settings.sender_name.clone()), address),
             templates,
             transport: OnceCell::new(),
+            metrics,
         };
         // Render each template once now, so a broken override stops start-up.
         for kind in [
@@ -234,6 +238,16 @@ impl Mailer {
     /// Sends one mail and waits for the server's answer.
     #[tracing::instrument(skip_all, fields(kind = mail.kind.label()))]
     pub async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        let result = self.deliver(mail).await;
+        let outcome = if result.is_ok() { "sent" } else { "failed" };
+        self.metrics
+            .mails
+            .with_label_values(&[mail.kind.label(), outcome])
+            .inc();
+        result
+    }
+
+    async fn deliver(&self, mail: &Mail) -> Result<(), MailError> {
         let html = self.render(mail.kind, &mail.username, &mail.link)?;
         let to: Mailbox = mail
             .to
@@ -284,6 +298,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new().unwrap())
+    }
+
     fn settings() -> SmtpSettings {
         SmtpSettings {
             host: None,
@@ -300,7 +318,7 @@ mod tests {
 
     #[test]
     fn templates_render_with_escaped_links() {
-        let mailer = Mailer::new(&settings(), "Demo", 1440, None).unwrap();
+        let mailer = Mailer::new(&settings(), "Demo", 1440, None, metrics()).unwrap();
         let html = mailer
             .render(
                 MailKind::Verification,
@@ -318,7 +336,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("authgate-tpl-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("verify_email.html"), "{% if %}").unwrap();
-        let err = Mailer::new(&settings(), "Demo", 1440, Some(&dir)).unwrap_err();
+        let err = Mailer::new(&settings(), "Demo", 1440, Some(&dir), metrics()).unwrap_err();
         assert!(matches!(err, MailError::Template("verify_email.html", _)));
         std::fs::remove_dir_all(dir).ok();
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use authgate::config::{Backend, Config, LogFormat};
+use authgate::config::{Config, LogFormat};
 use authgate::identity::native::Database;
 use authgate::{StartupError, build_app, native_backend};
 
@@ -32,12 +32,21 @@ enum Command {
     },
     /// Run the database migrations (creates the legacy schema or adopts an existing one).
     Migrate,
-    /// Grant a role (e.g. admin) to a user, named by username or e-mail (native mode).
+    /// Grant a role (e.g. admin) to a user, named by username or e-mail
+    /// (native: authgate's roles table; keycloak: a realm role).
     GrantRole {
         /// Username or e-mail address.
         user: String,
         /// Role name, e.g. `admin`.
         role: String,
+    },
+    /// Copy the legacy users table into Keycloak, with each user's id, verified
+    /// flag and existing password hash (idempotent: imported users are skipped).
+    #[cfg(feature = "keycloak")]
+    ImportUsers {
+        /// Show what would be imported without writing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -87,7 +96,7 @@ fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
     if let Err(err) = std::net::TcpListener::bind(addr) {
         return Err(format!("APP_HOST/APP_PORT {addr} cannot be bound: {err}"));
     }
-    if config.backend == Backend::Native && config.database.migrate_on_start && !no_migrate {
+    if config.database.migrate_on_start && !no_migrate {
         runtime()?
             .block_on(migrate(&config, Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
@@ -98,11 +107,20 @@ fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
 }
 
 fn grant_role(config: &Config, user: &str, role: &str) -> Result<(), String> {
-    if config.backend != Backend::Native {
-        return Err(
-            "grant-role manages native users; in keycloak mode assign realm roles in Keycloak"
-                .into(),
-        );
+    #[cfg(feature = "keycloak")]
+    if config.backend == authgate::config::Backend::Keycloak {
+        let (backend, _) = keycloak_backend(config)?;
+        return runtime()?.block_on(async {
+            let found = backend.grant_role(user, role).await.map_err(|e| match e {
+                authgate::identity::IdentityError::NotFound => format!("no user named {user:?}"),
+                other => other.to_string(),
+            })?;
+            println!(
+                "granted realm role {role} to {} (id {})",
+                found.username, found.id
+            );
+            Ok(())
+        });
     }
     let backend = native_backend(config, Arc::new(authgate::clock::SystemClock))
         .map_err(|e| e.to_string())?;
@@ -115,6 +133,66 @@ fn grant_role(config: &Config, user: &str, role: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         println!("granted {role} to {} (id {})", found.username, found.id);
         Ok(())
+    })
+}
+
+#[cfg(feature = "keycloak")]
+fn keycloak_backend(
+    config: &Config,
+) -> Result<
+    (
+        authgate::identity::keycloak::KeycloakBackend,
+        Arc<authgate::identity::keycloak::jwks::Jwks>,
+    ),
+    String,
+> {
+    let metrics = Arc::new(authgate::metrics::Metrics::new().map_err(|e| e.to_string())?);
+    authgate::keycloak_backend(config, Arc::new(authgate::clock::SystemClock), metrics)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "keycloak")]
+fn import_users(config: &Config, dry_run: bool) -> Result<(), String> {
+    use authgate::identity::keycloak::import::Outcome;
+    let (backend, _) = keycloak_backend(config)?;
+    runtime()?.block_on(async {
+        migrate(config, Duration::ZERO)
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let report = backend
+            .import_users(dry_run, |done, total, username, outcome| {
+                let what = match outcome {
+                    Outcome::Imported if dry_run => "would import".to_string(),
+                    Outcome::Imported => "imported".to_string(),
+                    Outcome::Skipped => "skipped (already in Keycloak)".to_string(),
+                    Outcome::Failed(why) => format!("FAILED: {why}"),
+                };
+                eprintln!("[{done}/{total}] {username}: {what}");
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        for (id, username, why) in &report.failed {
+            println!("failed: {username} (id {id}): {why}");
+        }
+        let mode = if dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
+        println!(
+            "{}{mode} in {:.1}s",
+            report.summary(),
+            started.elapsed().as_secs_f64()
+        );
+        if report.failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} users could not be imported",
+                report.failed.len()
+            ))
+        }
     })
 }
 
@@ -135,6 +213,8 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
         }),
         Command::GrantRole { user, role } => grant_role(&config, &user, &role),
+        #[cfg(feature = "keycloak")]
+        Command::ImportUsers { dry_run } => import_users(&config, dry_run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::session::SessionAnswer;
 use super::verification::{email_token_expiry, mail_verification_link};
-use super::{ApiError, App, check_limit};
+use super::{ApiError, App};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::{NewUser, PendingToken};
@@ -31,7 +31,11 @@ impl Model for SignupBody {
 
 pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: SignupBody = validate::json_body(req)?;
-    check_limit(app.limits.signup_per_ip.as_ref(), &req.client_ip_text())?;
+    app.check_limit(
+        "signup_per_ip",
+        app.limits.signup_per_ip.as_ref(),
+        &req.client_ip_text(),
+    )?;
     let token = app
         .tokens
         .mint_email(&body.email, EmailPurpose::Verification)
@@ -57,6 +61,7 @@ pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
         user_id: user.id,
         email: Some(user.email.clone()),
         device_id: None,
+        upstream_refresh: None,
     };
     Ok(Response::json(
         StatusCode::OK,

@@ -4,7 +4,7 @@
 
 use crate::http::Request;
 use crate::http::cookies::ACCESS_COOKIE;
-use crate::identity::IdentityError;
+use crate::identity::{IdentityError, SessionRef};
 
 use super::{ApiError, App};
 
@@ -32,14 +32,28 @@ pub async fn require(app: &App, req: &Request) -> Result<Principal, ApiError> {
         Some(token) => token.to_string(),
         None => cookie.ok_or_else(|| ApiError::forbidden(UNAUTHORIZED))?,
     };
-    let claims = app.tokens.verify_access(&token).map_err(|err| {
+    let verified = match &app.external_tokens {
+        Some(external) if crate::tokens::is_rs256(&token) => external.verify(&token).await,
+        _ => app.tokens.verify_access(&token),
+    };
+    let claims = verified.map_err(|err| {
         tracing::debug!(reason = err.reason(), "access token refused");
+        app.metrics
+            .token_rejections
+            .with_label_values(&["access", err.reason()])
+            .inc();
         ApiError::forbidden(INVALID)
     })?;
-    if let Some(device_id) = claims.device_id.as_deref()
-        && app.backend.session_revoked(device_id).await?
+    if app
+        .backend
+        .session_revoked(&SessionRef::of(&claims))
+        .await?
     {
         tracing::debug!(reason = "revoked", "access token refused");
+        app.metrics
+            .token_rejections
+            .with_label_values(&["access", "revoked"])
+            .inc();
         return Err(ApiError::forbidden(INVALID));
     }
     Ok(Principal {

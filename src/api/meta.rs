@@ -36,6 +36,22 @@ pub fn health() -> Response {
     Response::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }
 
+/// Prometheus text exposition.
+pub fn metrics(app: &App) -> Response {
+    match app.metrics.render() {
+        Ok(text) => {
+            let mut response = Response::empty(StatusCode::OK);
+            response.headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response.body = bytes::Bytes::from(text);
+            response
+        }
+        Err(err) => ApiError::internal(err).into_response(),
+    }
+}
+
 pub async fn ready(app: &App) -> Result<Response, ApiError> {
     app.backend.ready().await?;
     Ok(Response::json(

@@ -26,8 +26,9 @@ use crate::http::router::{Resolution, Route, Router};
 use crate::http::{Request, Response};
 use crate::identity::IdentityBackend;
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::ratelimit::{KeyedLimiter, retry_after_seconds};
-use crate::tokens::TokenService;
+use crate::tokens::{ExternalTokens, TokenService};
 
 /// The in-process limiters of the sensitive endpoints.
 #[derive(Debug, Default)]
@@ -49,13 +50,23 @@ impl Limits {
     }
 }
 
-/// `Err(429)` when the limiter (if configured) has no room for `key`.
-fn check_limit(limiter: Option<&KeyedLimiter>, key: &str) -> Result<(), ApiError> {
-    match limiter.map(|l| l.check(key)) {
-        Some(Err(wait)) => Err(ApiError::TooManyRequests {
-            retry_after: retry_after_seconds(wait),
-        }),
-        _ => Ok(()),
+impl App {
+    /// `Err(429)` when the limiter (if configured) has no room for `key`.
+    fn check_limit(
+        &self,
+        name: &str,
+        limiter: Option<&KeyedLimiter>,
+        key: &str,
+    ) -> Result<(), ApiError> {
+        match limiter.map(|l| l.check(key)) {
+            Some(Err(wait)) => {
+                self.metrics.rate_limited.with_label_values(&[name]).inc();
+                Err(ApiError::TooManyRequests {
+                    retry_after: retry_after_seconds(wait),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -68,6 +79,9 @@ pub struct App {
     pub mailer: Arc<Mailer>,
     pub limits: Limits,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Verifier of the identity provider's own tokens (keycloak mode).
+    pub external_tokens: Option<Arc<dyn ExternalTokens>>,
     router: Router,
 }
 
@@ -78,6 +92,7 @@ impl App {
         backend: Arc<dyn IdentityBackend>,
         mailer: Arc<Mailer>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, matchit::InsertError> {
         Ok(Self {
             limits: Limits::from_settings(&config.rate_limits),
@@ -86,8 +101,16 @@ impl App {
             backend,
             mailer,
             clock,
+            metrics,
+            external_tokens: None,
             router: Router::new()?,
         })
+    }
+
+    /// Accepts the identity provider's own tokens as well as legacy ones.
+    pub fn with_external_tokens(mut self, verifier: Arc<dyn ExternalTokens>) -> Self {
+        self.external_tokens = Some(verifier);
+        self
     }
 
     /// Answers one request; never fails (every error becomes its response).
@@ -121,12 +144,20 @@ impl App {
                 .insert(CONTENT_LENGTH, HeaderValue::from(length));
             response.body = bytes::Bytes::new();
         }
+        let elapsed = started.elapsed();
+        let route_label = route.map_or("unmatched", Route::template);
+        self.metrics.observe_request(
+            route_label,
+            method.as_str(),
+            response.status.as_u16(),
+            elapsed,
+        );
         tracing::info!(
             method = %method,
             path = %path,
-            route = route.map_or("-", Route::template),
+            route = route_label,
             status = response.status.as_u16(),
-            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             "request"
         );
         response
@@ -161,6 +192,7 @@ impl App {
             (Route::Root, _) => Ok(meta::root(self)),
             (Route::Health, _) => Ok(meta::health()),
             (Route::Ready, _) => meta::ready(self).await,
+            (Route::Metrics, _) => Ok(meta::metrics(self)),
             (Route::Signup, _) => account::signup(self, &req).await,
             (Route::Signin, _) => session::signin(self, &req).await,
             (Route::RefreshToken, _) => session::refresh(self, &req).await,

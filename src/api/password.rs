@@ -4,7 +4,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::verification::{email_token_expiry, link_with_token};
-use super::{ApiError, App, check_limit};
+use super::{ApiError, App};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::mail::{Mail, MailKind};
@@ -35,7 +35,11 @@ impl Model for ResetBody {
 
 pub async fn forgot(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: ForgotBody = validate::json_body(req)?;
-    check_limit(app.limits.email_per_ip.as_ref(), &req.client_ip_text())?;
+    app.check_limit(
+        "email_per_ip",
+        app.limits.email_per_ip.as_ref(),
+        &req.client_ip_text(),
+    )?;
     // Unknown addresses get the same answer (deliberate difference 3); the
     // mail goes out in the background, so timing does not tell either.
     if let Some(user) = app.backend.user_by_email(&body.email).await? {

@@ -5,7 +5,8 @@ use http::header::SET_COOKIE;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Principal};
-use super::{ApiError, App, check_limit};
+use super::{ApiError, App};
+use crate::config::{Backend, TokenFormat};
 use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
@@ -91,16 +92,31 @@ pub fn device_info(req: &Request) -> DeviceInfo {
     }
 }
 
-/// Mints the pair for a login and records its device session.
+/// Mints the pair for a login (or hands out the provider's own, with
+/// `TOKEN_FORMAT=keycloak`) and records its device session.
 pub async fn open_session(
     app: &App,
     login: &Login,
     device: &DeviceInfo,
 ) -> Result<SessionTokens, ApiError> {
+    if app.config.backend == Backend::Keycloak
+        && app.config.keycloak.token_format == TokenFormat::Keycloak
+        && let Some(upstream) = &login.upstream
+    {
+        app.backend
+            .record_session(login, device, &upstream.refresh_token)
+            .await?;
+        return Ok(SessionTokens {
+            access_token: upstream.access_token.clone(),
+            refresh_token: upstream.refresh_token.clone(),
+            expires_in: upstream.expires_in,
+        });
+    }
     let subject = Subject {
         user_id: login.user.id,
         email: Some(login.user.email.clone()),
         device_id: Some(login.device_id.clone()),
+        upstream_refresh: login.upstream.as_ref().map(|u| u.refresh_token.clone()),
     };
     let access_token = app
         .tokens
@@ -122,8 +138,13 @@ pub async fn open_session(
 
 pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: SigninBody = validate::json_body(req)?;
-    check_limit(app.limits.signin_per_ip.as_ref(), &req.client_ip_text())?;
-    check_limit(
+    app.check_limit(
+        "signin_per_ip",
+        app.limits.signin_per_ip.as_ref(),
+        &req.client_ip_text(),
+    )?;
+    app.check_limit(
+        "signin_per_account",
         app.limits.signin_per_account.as_ref(),
         &body.username.trim().to_lowercase(),
     )?;
@@ -134,6 +155,7 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
     {
         CredentialCheck::Invalid => {
             tracing::info!(outcome = "invalid", "sign-in");
+            app.metrics.signins.with_label_values(&["invalid"]).inc();
             Err(ApiError::status(
                 StatusCode::UNAUTHORIZED,
                 "Invalid credentials",
@@ -141,6 +163,7 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
         }
         CredentialCheck::Unverified(user) => {
             tracing::info!(outcome = "unverified", user_id = user.id, "sign-in");
+            app.metrics.signins.with_label_values(&["unverified"]).inc();
             send_verification(app, &user, None, true).await?;
             Ok(Response::json(
                 StatusCode::OK,
@@ -158,6 +181,7 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
         }
         CredentialCheck::Valid(login) => {
             tracing::info!(outcome = "success", user_id = login.user.id, "sign-in");
+            app.metrics.signins.with_label_values(&["success"]).inc();
             let tokens = open_session(app, &login, &device_info(req)).await?;
             let mut response = Response::json(
                 StatusCode::OK,
@@ -183,22 +207,38 @@ struct RefreshAnswer {
 
 pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: RefreshBody = validate::json_body(req)?;
+    // A provider's own refresh token is a JWT (3 parts); the legacy one a JWE (5).
+    if app.config.backend == Backend::Keycloak && body.refresh_token.split('.').count() == 3 {
+        return match app.backend.refresh_upstream(&body.refresh_token).await? {
+            Ok(tokens) => Ok(Response::json(
+                StatusCode::OK,
+                &RefreshAnswer {
+                    access_token: tokens.access_token,
+                    expires_in: tokens.expires_in,
+                },
+            )),
+            Err(_) => Err(ApiError::status(
+                StatusCode::UNAUTHORIZED,
+                "Invalid refresh token",
+            )),
+        };
+    }
     let claims = app
         .tokens
         .verify_refresh(&body.refresh_token)
         .map_err(|err| {
             tracing::debug!(reason = err.reason(), "refresh token refused");
+            app.metrics
+                .token_rejections
+                .with_label_values(&["refresh", err.reason()])
+                .inc();
             let detail = match err {
                 crate::tokens::TokenError::Expired => "Refresh token expired",
                 _ => "Invalid refresh token",
             };
             ApiError::status(StatusCode::UNAUTHORIZED, detail)
         })?;
-    match app
-        .backend
-        .check_refresh(claims.user_id, claims.device_id.as_deref())
-        .await?
-    {
+    match app.backend.refresh(&claims).await? {
         Ok(()) => {}
         Err(RefreshDenied::SessionEnded) => {
             return Err(ApiError::status(
@@ -219,6 +259,7 @@ pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
             user_id: claims.user_id,
             email: claims.email,
             device_id: claims.device_id,
+            upstream_refresh: None,
         })
         .map_err(ApiError::internal)?;
     Ok(Response::json(

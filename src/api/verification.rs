@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::session::{device_info, open_session};
-use super::{ApiError, App, check_limit};
+use super::{ApiError, App};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::{MailQuota, User};
@@ -145,7 +145,11 @@ struct ResendAnswer {
 
 pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: ResendBody = validate::json_body(req)?;
-    check_limit(app.limits.email_per_ip.as_ref(), &req.client_ip_text())?;
+    app.check_limit(
+        "email_per_ip",
+        app.limits.email_per_ip.as_ref(),
+        &req.client_ip_text(),
+    )?;
     let sent = ResendAnswer {
         message: "Verification email sent successfully",
         retry_after: None,

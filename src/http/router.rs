@@ -10,6 +10,7 @@ pub enum Route {
     Root,
     Health,
     Ready,
+    Metrics,
     Signup,
     Signin,
     RefreshToken,
@@ -29,7 +30,7 @@ impl Route {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const POST: &[Method] = &[Method::POST];
         match self {
-            Self::Root | Self::Health | Self::Ready | Self::Me => GET,
+            Self::Root | Self::Health | Self::Ready | Self::Metrics | Self::Me => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Signup
@@ -57,6 +58,7 @@ const PATHS: &[(&str, Route)] = &[
     ("/", Route::Root),
     ("/health", Route::Health),
     ("/ready", Route::Ready),
+    ("/metrics", Route::Metrics),
     ("/users/signup", Route::Signup),
     ("/users/signin", Route::Signin),
     ("/users/refresh-token", Route::RefreshToken),

@@ -4,11 +4,13 @@
 //! Backends hold no HTTP plumbing: they speak in users, sessions and tokens,
 //! and fail with [`IdentityError`].
 
+#[cfg(feature = "keycloak")]
+pub mod keycloak;
 pub mod native;
 
 use async_trait::async_trait;
 
-use crate::tokens::EmailPurpose;
+use crate::tokens::{EmailPurpose, SessionClaims};
 
 /// A user as the contract shows it (`{"username", "email", "id"}`), plus the
 /// verification flag the flows need.
@@ -59,12 +61,30 @@ pub struct DeviceInfo {
     pub ip_address: Option<String>,
 }
 
+/// Tokens an upstream identity provider (Keycloak) issued for a session.
+#[derive(Clone)]
+pub struct UpstreamTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+impl std::fmt::Debug for UpstreamTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTokens")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A successful authentication, before the session is recorded.
 #[derive(Debug, Clone)]
 pub struct Login {
     pub user: User,
     /// The session's id: it becomes the tokens' `device_id`.
     pub device_id: String,
+    /// The upstream session's tokens, when an upstream holds the session.
+    pub upstream: Option<UpstreamTokens>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +94,56 @@ pub enum CredentialCheck {
     /// Right password, e-mail not verified yet.
     Unverified(User),
     Valid(Login),
+}
+
+/// What a presented token says about its session, for revocation checks.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRef<'a> {
+    pub user_id: i64,
+    pub device_id: Option<&'a str>,
+    /// The token's `iat`, in seconds.
+    pub issued_at: Option<i64>,
+}
+
+impl<'a> SessionRef<'a> {
+    pub fn of(claims: &'a SessionClaims) -> Self {
+        Self {
+            user_id: claims.user_id,
+            device_id: claims.device_id.as_deref(),
+            issued_at: claims.iat.map(|iat| iat as i64),
+        }
+    }
+}
+
+/// Limits of the verification mails (the legacy resend rule).
+#[derive(Debug, Clone, Copy)]
+pub struct MailLimit {
+    pub count: u32,
+    pub window: std::time::Duration,
+}
+
+impl MailLimit {
+    /// The legacy rule: at most `count` mails within `window` of the last
+    /// one. Given the stored count and time of the last mail, returns the
+    /// count to store if one more may go out now, or how long to wait.
+    pub fn next_attempt(
+        &self,
+        attempts: i32,
+        last_sent: Option<chrono::NaiveDateTime>,
+        now: chrono::NaiveDateTime,
+    ) -> Result<i32, MailQuota> {
+        let window = chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::hours(1));
+        match last_sent.filter(|sent| now - *sent < window) {
+            Some(sent) if i64::from(attempts) >= i64::from(self.count) => {
+                let left = (window - (now - sent)).num_seconds().max(1);
+                Err(MailQuota::Exhausted {
+                    retry_after: u64::try_from(left).unwrap_or(1),
+                })
+            }
+            Some(_) => Ok(attempts.saturating_add(1)),
+            None => Ok(1),
+        }
+    }
 }
 
 /// Whether another verification mail may go out now.
@@ -142,15 +212,25 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     /// Ends one session of a user (sign-out).
     async fn end_session(&self, user_id: i64, device_id: &str) -> Result<(), IdentityError>;
 
-    /// True when the session named by a token's `device_id` was ended.
-    async fn session_revoked(&self, device_id: &str) -> Result<bool, IdentityError>;
+    /// True when the token's session was ended (sign-out), or all of the
+    /// user's sessions were (password reset, deletion).
+    async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError>;
 
-    /// Whether a refresh token of this user and session may still be used.
-    async fn check_refresh(
+    /// Whether a (legacy) refresh token may still be used; in keycloak mode
+    /// this refreshes the wrapped Keycloak session.
+    async fn refresh(
         &self,
-        user_id: i64,
-        device_id: Option<&str>,
+        claims: &SessionClaims,
     ) -> Result<Result<(), RefreshDenied>, IdentityError>;
+
+    /// Refreshes an upstream session with the upstream's own refresh token
+    /// (`TOKEN_FORMAT=keycloak`). Backends without an upstream refuse.
+    async fn refresh_upstream(
+        &self,
+        _refresh_token: &str,
+    ) -> Result<Result<UpstreamTokens, RefreshDenied>, IdentityError> {
+        Ok(Err(RefreshDenied::SessionEnded))
+    }
 
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError>;
 
@@ -189,4 +269,39 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
 
     /// Counts a verification mail against the user's limit, if it allows one.
     async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn at(h: u32, m: u32, s: u32) -> chrono::NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 1, 1)
+            .unwrap()
+            .and_hms_opt(h, m, s)
+            .unwrap()
+    }
+
+    #[test]
+    fn verification_mail_rule() {
+        let limit = MailLimit {
+            count: 3,
+            window: std::time::Duration::from_secs(3600),
+        };
+        assert_eq!(limit.next_attempt(0, None, at(10, 0, 0)), Ok(1));
+        assert_eq!(
+            limit.next_attempt(2, Some(at(10, 0, 0)), at(10, 5, 0)),
+            Ok(3)
+        );
+        assert_eq!(
+            limit.next_attempt(3, Some(at(10, 0, 0)), at(10, 10, 0)),
+            Err(MailQuota::Exhausted { retry_after: 3000 })
+        );
+        // An hour after the last mail the count starts again.
+        assert_eq!(
+            limit.next_attempt(3, Some(at(10, 0, 0)), at(11, 0, 0)),
+            Ok(1)
+        );
+    }
 }

@@ -95,6 +95,9 @@ pub struct SessionClaims {
     pub iat: Option<f64>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Keycloak's refresh token, wrapped in the legacy refresh token (keycloak mode).
+    #[serde(default)]
+    pub kc_rt: Option<String>,
 }
 
 /// Claims written into access and refresh tokens (field order is the wire order).
@@ -108,6 +111,8 @@ struct SessionClaimsOut<'a> {
     exp: f64,
     iat: i64,
     scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kc_rt: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -128,12 +133,26 @@ struct EmailClaimsOut<'a> {
     jti: &'a str,
 }
 
+/// Tokens signed by an identity provider (Keycloak's RS256 access tokens),
+/// verified in-process and read as the legacy claims.
+#[async_trait::async_trait]
+pub trait ExternalTokens: Send + Sync + std::fmt::Debug {
+    async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError>;
+}
+
+/// True for a JWT whose header names RS256 (a provider's token, not a legacy one).
+pub fn is_rs256(token: &str) -> bool {
+    jsonwebtoken::decode_header(token).is_ok_and(|h| h.alg == Algorithm::RS256)
+}
+
 /// Who a token is for: what goes into a minted access/refresh pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
     pub user_id: i64,
     pub email: Option<String>,
     pub device_id: Option<String>,
+    /// Keycloak's refresh token: goes into the refresh token only, never the access token.
+    pub upstream_refresh: Option<String>,
 }
 
 /// Lifetimes of the three token kinds.
@@ -197,11 +216,16 @@ impl TokenService {
     }
 
     pub fn mint_access(&self, subject: &Subject) -> Result<String, TokenError> {
-        self.mint_session(subject, ACCESS_SCOPE, self.lifetimes.access)
+        self.mint_session(subject, ACCESS_SCOPE, self.lifetimes.access, None)
     }
 
     pub fn mint_refresh(&self, subject: &Subject) -> Result<String, TokenError> {
-        let inner = self.mint_session(subject, REFRESH_SCOPE, self.lifetimes.refresh)?;
+        let inner = self.mint_session(
+            subject,
+            REFRESH_SCOPE,
+            self.lifetimes.refresh,
+            subject.upstream_refresh.as_deref(),
+        )?;
         self.jwe.encrypt(inner.as_bytes())
     }
 
@@ -253,6 +277,7 @@ impl TokenService {
         subject: &Subject,
         scope: &str,
         lifetime: Duration,
+        kc_rt: Option<&str>,
     ) -> Result<String, TokenError> {
         let now = self.clock.unix();
         self.sign(&SessionClaimsOut {
@@ -262,6 +287,7 @@ impl TokenService {
             exp: expiry(now, lifetime),
             iat: now,
             scope,
+            kc_rt,
         })
     }
 
@@ -362,6 +388,7 @@ mod tests {
                 user_id: 42,
                 email: Some("ada@example.com".into()),
                 device_id: Some("6f1c2a8e-3b7d-4e59-9a41-2c8d7f0b5e13".into()),
+                upstream_refresh: None,
             })
             .unwrap();
         assert_eq!(minted, VALID_SIGNIN);
@@ -375,6 +402,7 @@ mod tests {
             user_id: 7,
             email: None,
             device_id: None,
+            upstream_refresh: None,
         };
         let token = tokens.mint_access(&subject).unwrap();
         assert_eq!(tokens.verify_access(&token).unwrap().user_id, 7);
@@ -392,13 +420,20 @@ mod tests {
             user_id: 7,
             email: Some("a@b.example".into()),
             device_id: None,
+            upstream_refresh: Some("upstream.refresh.token".into()),
         };
         let refresh = tokens.mint_refresh(&subject).unwrap();
         let claims = tokens.verify_refresh(&refresh).unwrap();
         assert_eq!(claims.scope.as_deref(), Some(REFRESH_SCOPE));
+        assert_eq!(claims.kc_rt.as_deref(), Some("upstream.refresh.token"));
         // An access token is not a refresh token, and vice versa.
         let access = tokens.mint_access(&subject).unwrap();
         assert!(tokens.verify_refresh(&access).is_err());
+        assert_eq!(
+            tokens.verify_access(&access).unwrap().kc_rt,
+            None,
+            "never in access tokens"
+        );
         let email = tokens
             .mint_email("a@b.example", EmailPurpose::Verification)
             .unwrap();

@@ -12,9 +12,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgConnection};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 pub const SECRET: &str = "9e25a2588fcee7d21ea15fb1a63d5135";
 /// Low rounds keep the suite fast; the default (600 000) is tested in unit tests.
@@ -86,6 +91,14 @@ impl TestDb {
             .expect("connect to test database")
     }
 
+    /// Starts the legacy id sequence at a random point, so ids of users made by
+    /// different test databases in the one shared Keycloak do not meet.
+    pub async fn scatter_ids(&self) {
+        let start = 1_000_000 + (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as i64;
+        self.run_script(&format!("ALTER SEQUENCE users_id_seq RESTART WITH {start}"))
+            .await;
+    }
+
     /// Runs a SQL script (several statements).
     pub async fn run_script(&self, sql: &str) {
         let mut conn = self.connect().await;
@@ -147,6 +160,14 @@ impl Options {
         env.insert("SMTP_HOST".into(), "127.0.0.1".into());
         env.insert("SMTP_PORT".into(), env_var("AUTHGATE_TEST_SMTP_PORT"));
         Self { env, migrate: true }
+    }
+
+    /// The keycloak backend on the test Keycloak, with its registry in `db_url`.
+    pub fn keycloak(db_url: &str) -> Self {
+        Self::native(db_url)
+            .set("AUTH_BACKEND", "keycloak")
+            .set("KEYCLOAK_URL", &env("AUTHGATE_TEST_KEYCLOAK_URL"))
+            .set("KEYCLOAK_TIMEOUT_MS", "5000")
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Self {
@@ -548,4 +569,53 @@ pub fn link_in(mail: &Value) -> String {
         .replace("&amp;", "&")
         .replace("&#34;", "\"")
         .replace("&#39;", "'")
+}
+
+/// A TCP relay to `target` on a fixed local port, that can be cut and restored.
+pub struct Relay {
+    pub port: u16,
+    target: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = Self {
+            port,
+            target,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let target = self.target;
+        let tasks = Arc::clone(&self.tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Closes the port and every open connection.
+    pub fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub async fn restore(&self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.serve(listener);
+    }
 }

@@ -10,6 +10,7 @@ mod cases;
 mod config_errors;
 mod faults;
 mod harness;
+mod keycloak_mode;
 mod legacy_db;
 mod smtp;
 
@@ -31,6 +32,29 @@ impl Env {
     pub async fn native_with(tweak: impl FnOnce(Options) -> Options) -> Self {
         let db = TestDb::create().await;
         let gw = Gateway::start(tweak(Options::native(&db.url))).await;
+        Self {
+            gw,
+            db,
+            mail: Mailbox::plain(),
+        }
+    }
+
+    pub async fn keycloak() -> Self {
+        Self::keycloak_with(|o| o).await
+    }
+
+    pub async fn keycloak_with(tweak: impl FnOnce(Options) -> Options) -> Self {
+        let db = TestDb::create().await;
+        let mut options = tweak(Options::keycloak(&db.url));
+        let out = harness::run_command(&options, &["migrate"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        db.scatter_ids().await;
+        options.migrate = false;
+        let gw = Gateway::start(options).await;
         Self {
             gw,
             db,
@@ -60,6 +84,15 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let env = crate::Env::native().await;
+                    crate::cases::$module::$case(&env).await;
+                }
+            )*
+        }
+        mod keycloak {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let env = crate::Env::keycloak().await;
                     crate::cases::$module::$case(&env).await;
                 }
             )*

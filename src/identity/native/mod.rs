@@ -19,11 +19,11 @@ pub use hashing::Hashing;
 
 use self::db::db_error;
 use super::{
-    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailQuota, NewUser,
-    PendingToken, RefreshDenied, User, UserPatch,
+    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailLimit, MailQuota,
+    NewUser, PendingToken, RefreshDenied, SessionRef, User, UserPatch,
 };
 use crate::clock::Clock;
-use crate::tokens::{EmailPurpose, digest};
+use crate::tokens::{EmailPurpose, SessionClaims, digest};
 
 #[derive(Debug, FromRow)]
 struct UserRow {
@@ -51,13 +51,6 @@ struct LoginRow {
     email: String,
     password: String,
     is_verified: bool,
-}
-
-/// Limits of the verification mails (the legacy resend rule).
-#[derive(Debug, Clone, Copy)]
-pub struct MailLimit {
-    pub count: u32,
-    pub window: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -231,6 +224,21 @@ impl NativeBackend {
         Ok(row.map(User::from))
     }
 
+    /// True when the device session exists and was ended.
+    async fn device_ended(&self, device_id: &str) -> Result<bool, IdentityError> {
+        let Ok(device_id) = Uuid::parse_str(device_id) else {
+            return Ok(false);
+        };
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM device_sessions WHERE device_id = $1 \
+               AND (NOT COALESCE(is_active, true) OR COALESCE(is_deleted, false)))",
+        )
+        .bind(device_id)
+        .fetch_one(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
     /// Grants a role (e.g. `admin`) to a user; used by the `grant-role` command.
     pub async fn grant_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError> {
         sqlx::query(
@@ -400,6 +408,7 @@ impl IdentityBackend for NativeBackend {
         Ok(CredentialCheck::Valid(Login {
             user,
             device_id: Uuid::new_v4().to_string(),
+            upstream: None,
         }))
     }
 
@@ -407,6 +416,7 @@ impl IdentityBackend for NativeBackend {
         Ok(Login {
             user: user.clone(),
             device_id: Uuid::new_v4().to_string(),
+            upstream: None,
         })
     }
 
@@ -454,25 +464,19 @@ impl IdentityBackend for NativeBackend {
         Ok(())
     }
 
-    async fn session_revoked(&self, device_id: &str) -> Result<bool, IdentityError> {
-        let Ok(device_id) = Uuid::parse_str(device_id) else {
+    async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
+        let Some(device_id) = session.device_id else {
             return Ok(false);
         };
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM device_sessions WHERE device_id = $1 \
-               AND (NOT COALESCE(is_active, true) OR COALESCE(is_deleted, false)))",
-        )
-        .bind(device_id)
-        .fetch_one(self.pool().await)
-        .await
-        .map_err(db_error)
+        self.device_ended(device_id).await
     }
 
-    async fn check_refresh(
+    async fn refresh(
         &self,
-        user_id: i64,
-        device_id: Option<&str>,
+        claims: &SessionClaims,
     ) -> Result<Result<(), RefreshDenied>, IdentityError> {
+        let user_id = claims.user_id;
+        let device_id = claims.device_id.as_deref();
         // Tokens of users or sessions this database does not know (minted by
         // the old deployment) stay usable; known-ended ones do not.
         let user_gone: bool = sqlx::query_scalar(concat!(
@@ -488,7 +492,7 @@ impl IdentityBackend for NativeBackend {
             return Ok(Err(RefreshDenied::UserGone));
         }
         if let Some(device_id) = device_id
-            && self.session_revoked(device_id).await?
+            && self.device_ended(device_id).await?
         {
             return Ok(Err(RefreshDenied::SessionEnded));
         }
@@ -694,8 +698,6 @@ impl IdentityBackend for NativeBackend {
 
     async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError> {
         let now = self.now();
-        let window = chrono::Duration::from_std(self.mail_limit.window)
-            .map_err(|_| IdentityError::Internal("mail window out of range".into()))?;
         let mut tx = self.begin().await?;
         let state: Option<(i32, Option<NaiveDateTime>)> = sqlx::query_as(
             "SELECT COALESCE(verification_attempts, 0), verification_sent_at FROM users WHERE id = $1 FOR UPDATE",
@@ -704,24 +706,16 @@ impl IdentityBackend for NativeBackend {
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
-        let Some((attempts, sent_at)) = state else {
-            return Err(IdentityError::NotFound);
+        let (attempts, sent_at) = state.ok_or(IdentityError::NotFound)?;
+        let attempts = match self.mail_limit.next_attempt(attempts, sent_at, now) {
+            Ok(attempts) => attempts,
+            Err(quota) => return Ok(quota),
         };
-        let in_window = sent_at.filter(|sent| now - *sent < window);
-        let attempts = if in_window.is_some() { attempts } else { 0 };
-        if let Some(sent) = in_window
-            && i64::from(attempts) >= i64::from(self.mail_limit.count)
-        {
-            let left = (window - (now - sent)).num_seconds().max(1);
-            return Ok(MailQuota::Exhausted {
-                retry_after: u64::try_from(left).unwrap_or(1),
-            });
-        }
         sqlx::query(
             "UPDATE users SET verification_attempts = $2, verification_sent_at = $3 WHERE id = $1",
         )
         .bind(user_id)
-        .bind(attempts.saturating_add(1))
+        .bind(attempts)
         .bind(now)
         .execute(&mut *tx)
         .await

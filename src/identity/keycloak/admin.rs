@@ -1,0 +1,375 @@
+//! The Admin REST API calls the gateway makes, typed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{KcError, KcHttp};
+
+/// The user attribute holding the contract's integer id.
+pub const LEGACY_ID: &str = "legacy_id";
+
+/// A user as the Admin API represents it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KcUser {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_verified: bool,
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub attributes: Option<HashMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub required_actions: Vec<String>,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+impl KcUser {
+    pub fn legacy_id(&self) -> Option<i32> {
+        self.attributes
+            .as_ref()?
+            .get(LEGACY_ID)?
+            .first()?
+            .parse()
+            .ok()
+    }
+}
+
+/// What creating a user came to.
+#[derive(Debug)]
+pub enum Created {
+    /// The new user's Keycloak id.
+    Id(String),
+    /// 409: the username or address is taken (Keycloak's message).
+    Conflict(String),
+    /// 400: refused, e.g. by the password policy (Keycloak's message).
+    Refused(String),
+}
+
+#[derive(Debug)]
+pub struct Admin {
+    http: Arc<KcHttp>,
+}
+
+impl Admin {
+    pub fn new(http: Arc<KcHttp>) -> Self {
+        Self { http }
+    }
+
+    pub async fn create_user(&self, representation: &Value) -> Result<Created, KcError> {
+        let r = self
+            .http
+            .admin(
+                "create_user",
+                Method::POST,
+                "/users",
+                Some(representation),
+                &[],
+            )
+            .await?;
+        match r.status {
+            StatusCode::CREATED => {
+                let id = r
+                    .location
+                    .as_deref()
+                    .and_then(|l| l.rsplit('/').next())
+                    .map(str::to_string)
+                    .ok_or_else(|| r.unexpected("create_user", "no Location"))?;
+                Ok(Created::Id(id))
+            }
+            StatusCode::CONFLICT => Ok(Created::Conflict(r.admin_error())),
+            StatusCode::BAD_REQUEST => Ok(Created::Refused(r.admin_error())),
+            _ => Err(r.unexpected("create_user", "unexpected status")),
+        }
+    }
+
+    async fn search(
+        &self,
+        operation: &'static str,
+        query: &[(&str, &str)],
+    ) -> Result<Vec<KcUser>, KcError> {
+        let mut params = vec![("briefRepresentation", "false")];
+        params.extend_from_slice(query);
+        let r = self
+            .http
+            .admin(operation, Method::GET, "/users", None, &params)
+            .await?;
+        if !r.status.is_success() {
+            return Err(r.unexpected(operation, "search refused"));
+        }
+        r.json(operation)
+    }
+
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<KcUser>, KcError> {
+        let found = self
+            .search("find_user_by_email", &[("email", email), ("exact", "true")])
+            .await?;
+        Ok(found.into_iter().find(|u| {
+            u.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        }))
+    }
+
+    pub async fn find_by_username(&self, username: &str) -> Result<Option<KcUser>, KcError> {
+        let found = self
+            .search(
+                "find_user_by_username",
+                &[("username", username), ("exact", "true")],
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username)))
+    }
+
+    pub async fn find_by_legacy_id(&self, legacy_id: i32) -> Result<Option<KcUser>, KcError> {
+        let q = format!("{LEGACY_ID}:{legacy_id}");
+        let found = self.search("find_user_by_legacy_id", &[("q", &q)]).await?;
+        Ok(found.into_iter().find(|u| u.legacy_id() == Some(legacy_id)))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<KcUser>, KcError> {
+        let r = self
+            .http
+            .admin("get_user", Method::GET, &format!("/users/{id}"), None, &[])
+            .await?;
+        match r.status {
+            StatusCode::OK => Ok(Some(r.json("get_user")?)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(r.unexpected("get_user", "unexpected status")),
+        }
+    }
+
+    /// Applies `changes` to the user's full representation (a partial PUT
+    /// would drop the attributes it leaves out). `Ok(Err(message))` on 409.
+    pub async fn update(
+        &self,
+        id: &str,
+        changes: &serde_json::Map<String, Value>,
+    ) -> Result<Result<(), String>, KcError> {
+        let r = self
+            .http
+            .admin("get_user", Method::GET, &format!("/users/{id}"), None, &[])
+            .await?;
+        if !r.status.is_success() {
+            return Err(r.unexpected("get_user", "user to update not readable"));
+        }
+        let mut representation: Value = r.json("get_user")?;
+        if let Some(object) = representation.as_object_mut() {
+            for (key, value) in changes {
+                object.insert(key.clone(), value.clone());
+            }
+        }
+        let r = self
+            .http
+            .admin(
+                "update_user",
+                Method::PUT,
+                &format!("/users/{id}"),
+                Some(&representation),
+                &[],
+            )
+            .await?;
+        match r.status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(Ok(())),
+            StatusCode::CONFLICT => Ok(Err(r.admin_error())),
+            _ => Err(r.unexpected("update_user", "unexpected status")),
+        }
+    }
+
+    /// Marks the address verified and drops the pending verify-email action.
+    pub async fn mark_verified(&self, user: &KcUser) -> Result<(), KcError> {
+        let actions: Vec<&String> = user
+            .required_actions
+            .iter()
+            .filter(|a| a.as_str() != "VERIFY_EMAIL")
+            .collect();
+        let mut changes = serde_json::Map::new();
+        changes.insert("emailVerified".into(), json!(true));
+        changes.insert("requiredActions".into(), json!(actions));
+        match self.update(&user.id, &changes).await? {
+            Ok(()) => Ok(()),
+            Err(message) => Err(KcError::Unexpected {
+                operation: "update_user",
+                status: 409,
+                body: message,
+            }),
+        }
+    }
+
+    /// Sets a (non-temporary) password. `Ok(Err(message))` when the realm's
+    /// policy refuses it.
+    pub async fn set_password(
+        &self,
+        id: &str,
+        password: &str,
+    ) -> Result<Result<(), String>, KcError> {
+        let body = json!({"type": "password", "value": password, "temporary": false});
+        let r = self
+            .http
+            .admin(
+                "reset_password",
+                Method::PUT,
+                &format!("/users/{id}/reset-password"),
+                Some(&body),
+                &[],
+            )
+            .await?;
+        match r.status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(Ok(())),
+            StatusCode::BAD_REQUEST => Ok(Err(r.admin_error())),
+            _ => Err(r.unexpected("reset_password", "unexpected status")),
+        }
+    }
+
+    /// `false` when there was no such user.
+    pub async fn delete(&self, id: &str) -> Result<bool, KcError> {
+        let r = self
+            .http
+            .admin(
+                "delete_user",
+                Method::DELETE,
+                &format!("/users/{id}"),
+                None,
+                &[],
+            )
+            .await?;
+        match r.status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(r.unexpected("delete_user", "unexpected status")),
+        }
+    }
+
+    /// Ends every session of a user.
+    pub async fn logout_user(&self, id: &str) -> Result<(), KcError> {
+        let r = self
+            .http
+            .admin(
+                "logout_user",
+                Method::POST,
+                &format!("/users/{id}/logout"),
+                None,
+                &[],
+            )
+            .await?;
+        if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(r.unexpected("logout_user", "unexpected status"))
+        }
+    }
+
+    /// Ids of the user's open sessions.
+    pub async fn user_sessions(&self, id: &str) -> Result<Vec<String>, KcError> {
+        #[derive(Deserialize)]
+        struct Session {
+            id: String,
+        }
+        let r = self
+            .http
+            .admin(
+                "user_sessions",
+                Method::GET,
+                &format!("/users/{id}/sessions"),
+                None,
+                &[],
+            )
+            .await?;
+        match r.status {
+            StatusCode::OK => {
+                let sessions: Vec<Session> = r.json("user_sessions")?;
+                Ok(sessions.into_iter().map(|s| s.id).collect())
+            }
+            StatusCode::NOT_FOUND => Ok(Vec::new()),
+            _ => Err(r.unexpected("user_sessions", "unexpected status")),
+        }
+    }
+
+    /// Ends one session (a sign-out). An unknown session is no error.
+    pub async fn delete_session(&self, session_id: &str) -> Result<(), KcError> {
+        let r = self
+            .http
+            .admin(
+                "delete_session",
+                Method::DELETE,
+                &format!("/sessions/{session_id}"),
+                None,
+                &[],
+            )
+            .await?;
+        if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(r.unexpected("delete_session", "unexpected status"))
+        }
+    }
+
+    /// The user's effective realm roles.
+    pub async fn realm_roles(&self, id: &str) -> Result<Vec<String>, KcError> {
+        #[derive(Deserialize)]
+        struct Role {
+            name: String,
+        }
+        let r = self
+            .http
+            .admin(
+                "user_roles",
+                Method::GET,
+                &format!("/users/{id}/role-mappings/realm/composite"),
+                None,
+                &[],
+            )
+            .await?;
+        if !r.status.is_success() {
+            return Err(r.unexpected("user_roles", "unexpected status"));
+        }
+        let roles: Vec<Role> = r.json("user_roles")?;
+        Ok(roles.into_iter().map(|r| r.name).collect())
+    }
+
+    /// Grants a realm role by name.
+    pub async fn grant_realm_role(&self, id: &str, role: &str) -> Result<(), KcError> {
+        let r = self
+            .http
+            .admin(
+                "get_role",
+                Method::GET,
+                &format!("/roles/{role}"),
+                None,
+                &[],
+            )
+            .await?;
+        if !r.status.is_success() {
+            return Err(r.unexpected("get_role", "no such realm role"));
+        }
+        let representation: Value = r.json("get_role")?;
+        let body = json!([representation]);
+        let r = self
+            .http
+            .admin(
+                "grant_role",
+                Method::POST,
+                &format!("/users/{id}/role-mappings/realm"),
+                Some(&body),
+                &[],
+            )
+            .await?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(r.unexpected("grant_role", "unexpected status"))
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Every call to Keycloak goes through here: one HTTP client with a bounded
+//! timeout, a tracing span and a metric per call, and the service account's
+//! admin token cached until shortly before it expires (renewed by one caller
+//! while the others wait, so a burst does not fetch it N times).
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tracing::Instrument;
+
+use crate::config::KeycloakSettings;
+use crate::metrics::Metrics;
+
+/// Renew the admin token this long before Keycloak says it expires.
+const ADMIN_TOKEN_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KcError {
+    /// Keycloak cannot be reached, timed out, or answered 5xx.
+    #[error("Keycloak unavailable: {0}")]
+    Unavailable(String),
+    #[error("Keycloak answered {status} to {operation}: {body}")]
+    Unexpected {
+        operation: &'static str,
+        status: u16,
+        body: String,
+    },
+}
+
+/// An answer read whole.
+#[derive(Debug)]
+pub struct KcResponse {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub content_type: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+impl KcResponse {
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        operation: &'static str,
+    ) -> Result<T, KcError> {
+        serde_json::from_slice(&self.body).map_err(|err| self.unexpected(operation, err))
+    }
+
+    pub fn unexpected(&self, operation: &'static str, why: impl std::fmt::Display) -> KcError {
+        let body = String::from_utf8_lossy(&self.body);
+        let body: String = body.chars().take(300).collect();
+        tracing::warn!(operation, status = self.status.as_u16(), %why, "unexpected Keycloak answer");
+        KcError::Unexpected {
+            operation,
+            status: self.status.as_u16(),
+            body,
+        }
+    }
+
+    /// `error` / `error_description` of an OAuth error answer.
+    pub fn oauth_error(&self) -> (String, String) {
+        #[derive(Deserialize, Default)]
+        struct OauthError {
+            #[serde(default)]
+            error: String,
+            #[serde(default)]
+            error_description: String,
+        }
+        let parsed: OauthError = serde_json::from_slice(&self.body).unwrap_or_default();
+        (parsed.error, parsed.error_description)
+    }
+
+    /// `errorMessage` of an Admin API error answer.
+    pub fn admin_error(&self) -> String {
+        #[derive(Deserialize, Default)]
+        struct AdminError {
+            #[serde(default, rename = "errorMessage")]
+            error_message: String,
+            #[serde(default)]
+            error: String,
+        }
+        let parsed: AdminError = serde_json::from_slice(&self.body).unwrap_or_default();
+        if parsed.error_message.is_empty() {
+            parsed.error
+        } else {
+            parsed.error_message
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AdminToken {
+    token: String,
+    renew_at: Instant,
+}
+
+#[derive(Debug)]
+pub struct KcHttp {
+    client: reqwest::Client,
+    settings: KeycloakSettings,
+    realm_base: String,
+    admin_base: String,
+    admin_token: Mutex<Option<AdminToken>>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl KcHttp {
+    pub fn new(
+        settings: &KeycloakSettings,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let base = settings.url.as_str().trim_end_matches('/');
+        Ok(Self {
+            client,
+            realm_base: format!("{base}/realms/{}", settings.realm),
+            admin_base: format!("{base}/admin/realms/{}", settings.realm),
+            settings: settings.clone(),
+            admin_token: Mutex::new(None),
+            metrics,
+        })
+    }
+
+    pub fn settings(&self) -> &KeycloakSettings {
+        &self.settings
+    }
+
+    /// `https://kc/realms/<realm>` (the issuer).
+    pub fn realm_url(&self) -> &str {
+        &self.realm_base
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/protocol/openid-connect/token", self.realm_base)
+    }
+
+    /// Sends a request, counting and timing it. Connection failures,
+    /// timeouts and 5xx answers are `Unavailable`.
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+    ) -> Result<KcResponse, KcError> {
+        let span = tracing::info_span!("keycloak", operation, status = tracing::field::Empty);
+        let started = Instant::now();
+        let result =
+            async {
+                let response = request.send().await.map_err(|err| {
+                    KcError::Unavailable(format!("{operation}: {}", describe(&err)))
+                })?;
+                let status = response.status();
+                let header = |name| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let location = header(reqwest::header::LOCATION);
+                let content_type = header(reqwest::header::CONTENT_TYPE);
+                let body = response.bytes().await.map_err(|err| {
+                    KcError::Unavailable(format!("{operation}: {}", describe(&err)))
+                })?;
+                tracing::Span::current().record("status", status.as_u16());
+                if status.is_server_error() {
+                    return Err(KcError::Unavailable(format!("{operation}: HTTP {status}")));
+                }
+                Ok(KcResponse {
+                    status,
+                    location,
+                    content_type,
+                    body,
+                })
+            }
+            .instrument(span)
+            .await;
+        let outcome = match &result {
+            Ok(r) if r.status.is_success() => "ok",
+            Ok(_) => "refused",
+            Err(_) => "unavailable",
+        };
+        self.metrics
+            .keycloak_requests
+            .with_label_values(&[operation, outcome])
+            .inc();
+        self.metrics
+            .keycloak_seconds
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(err) = &result {
+            tracing::warn!(operation, error = %err, "Keycloak call failed");
+        }
+        result
+    }
+
+    /// A form POST to the realm's token endpoint (client authenticated).
+    pub async fn token_request(
+        &self,
+        operation: &'static str,
+        form: &[(&str, &str)],
+    ) -> Result<KcResponse, KcError> {
+        let request = self
+            .client
+            .post(self.token_url())
+            .basic_auth(&self.settings.client_id, Some(&self.settings.client_secret))
+            .form(form);
+        self.send(operation, request).await
+    }
+
+    /// Executes a request built by the OIDC client (`openidconnect`).
+    pub async fn execute(
+        &self,
+        operation: &'static str,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, KcError> {
+        let request = reqwest::Request::try_from(request)
+            .map_err(|err| KcError::Unavailable(format!("{operation}: {err}")))?;
+        let builder = RequestBuilder::from_parts(self.client.clone(), request);
+        let answer = self.send(operation, builder).await?;
+        let mut response = http::Response::builder().status(answer.status);
+        if let Some(content_type) = &answer.content_type {
+            response = response.header(http::header::CONTENT_TYPE, content_type);
+        }
+        response
+            .body(answer.body.to_vec())
+            .map_err(|err| KcError::Unavailable(format!("{operation}: {err}")))
+    }
+
+    /// A form POST to another OIDC endpoint of the realm (e.g. `logout`).
+    pub async fn oidc_form(
+        &self,
+        operation: &'static str,
+        endpoint: &str,
+        form: &[(&str, &str)],
+    ) -> Result<KcResponse, KcError> {
+        let request = self
+            .client
+            .post(format!(
+                "{}/protocol/openid-connect/{endpoint}",
+                self.realm_base
+            ))
+            .basic_auth(&self.settings.client_id, Some(&self.settings.client_secret))
+            .form(form);
+        self.send(operation, request).await
+    }
+
+    /// A plain GET of a public realm URL (discovery, JWKS).
+    pub async fn get_public(
+        &self,
+        operation: &'static str,
+        url: &str,
+    ) -> Result<KcResponse, KcError> {
+        self.send(operation, self.client.get(url)).await
+    }
+
+    /// An Admin REST API request under `/admin/realms/<realm>`, with the
+    /// service account's token.
+    pub async fn admin(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        query: &[(&str, &str)],
+    ) -> Result<KcResponse, KcError> {
+        let token = self.admin_token().await?;
+        let mut request = self
+            .client
+            .request(method.clone(), format!("{}{path}", self.admin_base))
+            .bearer_auth(&token)
+            .query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = self.send(operation, request).await?;
+        if response.status == StatusCode::UNAUTHORIZED {
+            // The token was revoked or the realm keys rotated: renew once.
+            self.forget_admin_token().await;
+            let token = self.admin_token().await?;
+            let mut request = self
+                .client
+                .request(method, format!("{}{path}", self.admin_base))
+                .bearer_auth(&token)
+                .query(query);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            return self.send(operation, request).await;
+        }
+        Ok(response)
+    }
+
+    async fn forget_admin_token(&self) {
+        *self.admin_token.lock().await = None;
+    }
+
+    async fn admin_token(&self) -> Result<String, KcError> {
+        let mut cached = self.admin_token.lock().await;
+        if let Some(token) = cached.as_ref()
+            && Instant::now() < token.renew_at
+        {
+            return Ok(token.token.clone());
+        }
+        #[derive(Deserialize)]
+        struct Grant {
+            access_token: String,
+            expires_in: u64,
+        }
+        let response = self
+            .token_request(
+                "service_account_token",
+                &[("grant_type", "client_credentials")],
+            )
+            .await?;
+        if !response.status.is_success() {
+            return Err(response.unexpected("service_account_token", "client credentials refused"));
+        }
+        let grant: Grant = response.json("service_account_token")?;
+        let lifetime = Duration::from_secs(grant.expires_in).saturating_sub(ADMIN_TOKEN_MARGIN);
+        *cached = Some(AdminToken {
+            token: grant.access_token.clone(),
+            renew_at: Instant::now() + lifetime.max(Duration::from_secs(1)),
+        });
+        Ok(grant.access_token)
+    }
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".into()
+    } else if err.is_connect() {
+        "connection failed".into()
+    } else {
+        err.to_string()
+    }
+}

@@ -1,0 +1,191 @@
+//! Local verification of the tokens Keycloak signs (RS256): the realm's
+//! JWKS is fetched once, kept in a moka cache, refreshed in the background,
+//! and fetched again on an unknown `kid`, at most once per floor interval.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use moka::future::Cache;
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use super::http::{KcError, KcHttp};
+use crate::clock::Clock;
+use crate::tokens::{ACCESS_SCOPE, ExternalTokens, SessionClaims, TokenError};
+
+/// How often the keys are fetched again while nothing asks for a new one.
+const REFRESH_EVERY: Duration = Duration::from_secs(300);
+/// Least time between two fetches caused by unknown `kid`s.
+const REFETCH_FLOOR: Duration = Duration::from_secs(10);
+
+/// Claims of a Keycloak access token the gateway reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KcAccessClaims {
+    pub sub: String,
+    pub exp: f64,
+    #[serde(default)]
+    pub iat: Option<f64>,
+    #[serde(default)]
+    pub sid: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub typ: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Jwks {
+    http: Arc<KcHttp>,
+    keys: Cache<String, Arc<DecodingKey>>,
+    last_fetch: Mutex<Option<Instant>>,
+    refresher_started: AtomicBool,
+    issuer: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl Jwks {
+    pub fn new(http: Arc<KcHttp>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            issuer: http.realm_url().to_string(),
+            keys: Cache::builder()
+                .max_capacity(64)
+                .time_to_live(REFRESH_EVERY * 6)
+                .build(),
+            http,
+            last_fetch: Mutex::new(None),
+            refresher_started: AtomicBool::new(false),
+            clock,
+        }
+    }
+
+    /// Verifies an RS256 token of the realm: signature, issuer, expiry, type.
+    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<KcAccessClaims, TokenError> {
+        self.start_refresher();
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::Algorithm);
+        }
+        let kid = header.kid.ok_or(TokenError::Malformed)?;
+        let key = self.key(&kid).await.ok_or(TokenError::Signature)?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.set_issuer(&[&self.issuer]);
+        let claims = jsonwebtoken::decode::<KcAccessClaims>(token, &key, &validation)
+            .map_err(|err| match err.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::Claims,
+                _ => TokenError::Malformed,
+            })?
+            .claims;
+        if !claims.exp.is_finite() || claims.exp <= self.clock.unix() as f64 {
+            return Err(TokenError::Expired);
+        }
+        if claims.typ.as_deref().is_some_and(|t| t != "Bearer") {
+            return Err(TokenError::Scope);
+        }
+        Ok(claims)
+    }
+
+    async fn key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        if let Some(key) = self.keys.get(kid).await {
+            return Some(key);
+        }
+        // Unknown kid: the keys may have rotated. Fetch, but not too often.
+        let mut last = self.last_fetch.lock().await;
+        // A fetch we waited for may have brought it.
+        if let Some(key) = self.keys.get(kid).await {
+            return Some(key);
+        }
+        if last.is_some_and(|at| at.elapsed() < REFETCH_FLOOR) {
+            return None;
+        }
+        if let Err(err) = self.fetch_locked(&mut last).await {
+            tracing::warn!(error = %err, "JWKS fetch failed");
+        }
+        self.keys.get(kid).await
+    }
+
+    /// Fetches the realm's keys and caches its RS256 signing keys.
+    pub async fn fetch(&self) -> Result<usize, KcError> {
+        let mut last = self.last_fetch.lock().await;
+        self.fetch_locked(&mut last).await
+    }
+
+    async fn fetch_locked(&self, last: &mut Option<Instant>) -> Result<usize, KcError> {
+        *last = Some(Instant::now());
+        let url = format!("{}/protocol/openid-connect/certs", self.issuer);
+        let response = self.http.get_public("jwks", &url).await?;
+        if !response.status.is_success() {
+            return Err(response.unexpected("jwks", "keys not served"));
+        }
+        let set: JwkSet = response.json("jwks")?;
+        let mut count = 0;
+        for jwk in &set.keys {
+            let (Some(kid), AlgorithmParameters::RSA(rsa)) = (&jwk.common.key_id, &jwk.algorithm)
+            else {
+                continue;
+            };
+            if jwk
+                .common
+                .public_key_use
+                .as_ref()
+                .is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
+            {
+                continue;
+            }
+            match DecodingKey::from_rsa_components(&rsa.n, &rsa.e) {
+                Ok(key) => {
+                    self.keys.insert(kid.clone(), Arc::new(key)).await;
+                    count += 1;
+                }
+                Err(err) => tracing::warn!(%kid, error = %err, "JWKS key unusable"),
+            }
+        }
+        tracing::info!(keys = count, "JWKS refreshed");
+        Ok(count)
+    }
+
+    /// Starts the background refresh (once, on the runtime that serves).
+    fn start_refresher(self: &Arc<Self>) {
+        if self.refresher_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let jwks = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                if let Err(err) = jwks.fetch().await {
+                    tracing::warn!(error = %err, "JWKS background refresh failed");
+                }
+            }
+        });
+    }
+}
+
+/// A Jwks behind an `Arc`, as the api layer holds it.
+#[derive(Debug, Clone)]
+pub struct KeycloakTokens(pub Arc<Jwks>);
+
+#[async_trait::async_trait]
+impl ExternalTokens for KeycloakTokens {
+    async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        let claims = self.0.verify(token).await?;
+        let user_id = claims.user_id.ok_or(TokenError::Claims)?;
+        Ok(SessionClaims {
+            user_id,
+            email: claims.email,
+            device_id: claims.sid,
+            exp: claims.exp,
+            iat: claims.iat,
+            scope: Some(ACCESS_SCOPE.to_string()),
+            kc_rt: None,
+        })
+    }
+}

@@ -1,0 +1,541 @@
+//! The Keycloak backend: users, credentials, verification state and
+//! sessions live in Keycloak (Admin REST API and the realm's token
+//! endpoint); PostgreSQL keeps the integer ids, the single-use e-mail tokens
+//! and the ended sessions ([`registry`]).
+//!
+//! Nothing here runs on the per-request path: verifying a token and reading
+//! `/users/me` use PostgreSQL and keys in memory, never Keycloak.
+
+pub mod admin;
+pub mod http;
+pub mod import;
+pub mod jwks;
+pub mod oidc;
+pub mod registry;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use self::admin::{Admin, Created, KcUser, LEGACY_ID};
+use self::http::{KcError, KcHttp};
+use self::oidc::{Grant, KcClaims, Oidc};
+use self::registry::{Identity, Registry};
+use super::{
+    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailQuota, NewUser,
+    PendingToken, RefreshDenied, SessionRef, UpstreamTokens, User, UserPatch,
+};
+use crate::tokens::{EmailPurpose, SessionClaims};
+
+impl From<KcError> for IdentityError {
+    fn from(err: KcError) -> Self {
+        match err {
+            KcError::Unavailable(_) => IdentityError::Unavailable("Keycloak"),
+            KcError::Unexpected { .. } => IdentityError::Internal(err.to_string()),
+        }
+    }
+}
+
+/// Keycloak's description of a correct password on an account with a
+/// pending required action (here: verify e-mail).
+const NOT_SET_UP: &str = "Account is not fully set up";
+
+/// One lock per account name. Keycloak's brute-force detector refuses a
+/// login for a user while another one of theirs is in flight
+/// (`user_temporarily_disabled`, answered as bad credentials), so the
+/// gateway sends one password grant per account at a time.
+#[derive(Debug, Default)]
+struct AccountLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AccountLocks {
+    fn lock_for(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget locks nobody holds, so the map stays as small as the traffic.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(locks.entry(account.to_lowercase()).or_default())
+    }
+}
+
+#[derive(Debug)]
+pub struct KeycloakBackend {
+    http: Arc<KcHttp>,
+    admin: Admin,
+    oidc: Oidc,
+    registry: Registry,
+    account_locks: AccountLocks,
+}
+
+impl KeycloakBackend {
+    pub fn new(http: Arc<KcHttp>, registry: Registry) -> Result<Self, String> {
+        Ok(Self {
+            admin: Admin::new(Arc::clone(&http)),
+            oidc: Oidc::new(Arc::clone(&http))?,
+            http,
+            registry,
+            account_locks: AccountLocks::default(),
+        })
+    }
+
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The registry entry of a Keycloak user, created when the user has a
+    /// `legacy_id` but no entry yet (e.g. made in Keycloak's console).
+    async fn identity_of(&self, user: &KcUser) -> Result<Option<Identity>, IdentityError> {
+        let Ok(keycloak_id) = Uuid::parse_str(&user.id) else {
+            return Ok(None);
+        };
+        if let Some(identity) = self.registry.by_keycloak_id(keycloak_id).await? {
+            return Ok(Some(identity));
+        }
+        let Some(legacy_id) = user.legacy_id() else {
+            tracing::warn!(keycloak_id = %user.id, "Keycloak user has no legacy_id");
+            return Ok(None);
+        };
+        let identity = Identity {
+            legacy_id,
+            keycloak_id,
+            username: user.username.clone(),
+            email: user.email.clone().unwrap_or_default(),
+        };
+        let adopted = self.registry.adopt(&identity).await?;
+        if adopted.is_none() {
+            tracing::warn!(keycloak_id = %user.id, legacy_id, "legacy_id already belongs to another user");
+        }
+        Ok(adopted)
+    }
+
+    /// Ends every session of a user, in Keycloak and for the gateway's checks.
+    async fn end_all_sessions(&self, identity: &Identity) -> Result<(), IdentityError> {
+        let keycloak_id = identity.keycloak_id.to_string();
+        let sessions = self.admin.user_sessions(&keycloak_id).await?;
+        let legacy_id = i64::from(identity.legacy_id);
+        self.registry.end_sessions(&sessions, legacy_id).await?;
+        self.registry.revoke_all(identity.legacy_id).await?;
+        self.admin.logout_user(&keycloak_id).await?;
+        Ok(())
+    }
+
+    async fn user_of(&self, kc: &KcUser) -> Result<Option<User>, IdentityError> {
+        Ok(self
+            .identity_of(kc)
+            .await?
+            .map(|identity| identity.user(kc.email_verified)))
+    }
+
+    /// The Keycloak user behind a registry id.
+    async fn kc_user(&self, legacy_id: i64) -> Result<Option<(Identity, KcUser)>, IdentityError> {
+        let Some(identity) = self.registry.by_legacy_id(legacy_id).await? else {
+            return Ok(None);
+        };
+        let Some(kc) = self.admin.get(&identity.keycloak_id.to_string()).await? else {
+            return Ok(None);
+        };
+        Ok(Some((identity, kc)))
+    }
+
+    /// Finds the account a sign-in named (username or address).
+    async fn find_login(&self, login: &str) -> Result<Option<KcUser>, IdentityError> {
+        if let Some(user) = self.admin.find_by_username(login).await? {
+            return Ok(Some(user));
+        }
+        if login.contains('@') {
+            return Ok(self.admin.find_by_email(login).await?);
+        }
+        Ok(None)
+    }
+
+    /// Grants a realm role to a user named by username or address.
+    pub async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError> {
+        let kc = self
+            .find_login(login)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        self.admin.grant_realm_role(&kc.id, role).await?;
+        self.user_of(&kc).await?.ok_or(IdentityError::NotFound)
+    }
+}
+
+#[async_trait]
+impl IdentityBackend for KeycloakBackend {
+    async fn ready(&self) -> Result<(), IdentityError> {
+        self.registry.ping().await?;
+        let url = self.http.realm_url().to_string();
+        let r = self.http.get_public("realm", &url).await?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(IdentityError::Unavailable("Keycloak"))
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(user = %new.describe()))]
+    async fn register(
+        &self,
+        new: NewUser,
+        token: Option<PendingToken>,
+    ) -> Result<User, IdentityError> {
+        if self.admin.find_by_email(&new.email).await?.is_some() {
+            return Err(IdentityError::EmailTaken);
+        }
+        if self.admin.find_by_username(&new.username).await?.is_some() {
+            return Err(IdentityError::UsernameTaken);
+        }
+        let legacy_id = self.registry.allocate_id().await?;
+        let representation = json!({
+            "username": new.username,
+            "email": new.email,
+            "enabled": true,
+            "emailVerified": false,
+            "attributes": { LEGACY_ID: [legacy_id.to_string()] },
+            "credentials": [{"type": "password", "value": new.password, "temporary": false}],
+        });
+        let keycloak_id = match self.admin.create_user(&representation).await? {
+            Created::Id(id) => id,
+            Created::Conflict(message) if message.to_lowercase().contains("email") => {
+                return Err(IdentityError::EmailTaken);
+            }
+            Created::Conflict(_) => return Err(IdentityError::UsernameTaken),
+            Created::Refused(message) => {
+                return Err(IdentityError::Internal(format!(
+                    "Keycloak refused the user: {message}"
+                )));
+            }
+        };
+        let identity = Identity {
+            legacy_id,
+            keycloak_id: Uuid::parse_str(&keycloak_id)
+                .map_err(|_| IdentityError::Internal("Keycloak id is not a UUID".into()))?,
+            username: new.username.clone(),
+            email: new.email.clone(),
+        };
+        // The registry row and the verification token, or no user at all.
+        let stored = async {
+            let mut tx = self.registry.begin().await?;
+            self.registry.upsert(Some(&mut tx), &identity).await?;
+            if let Some(pending) = &token {
+                self.registry
+                    .insert_token(
+                        Some(&mut tx),
+                        legacy_id,
+                        pending.purpose,
+                        &pending.token,
+                        pending.expires_at,
+                    )
+                    .await?;
+            }
+            tx.commit().await.map_err(super::native::db::db_error)
+        }
+        .await;
+        if let Err(err) = stored {
+            tracing::warn!(error = %err, "sign-up not recorded; removing the Keycloak user");
+            if let Err(cleanup) = self.admin.delete(&keycloak_id).await {
+                tracing::error!(error = %cleanup, keycloak_id, "Keycloak user left behind");
+            }
+            return Err(err);
+        }
+        Ok(identity.user(false))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn check_credentials(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<CredentialCheck, IdentityError> {
+        let lock = self.account_locks.lock_for(login);
+        let grant = {
+            let _one_at_a_time = lock.lock().await;
+            self.oidc.password(login, password).await?
+        };
+        match grant {
+            Grant::Granted(tokens) => {
+                let claims = KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
+                    IdentityError::Internal("Keycloak access token unreadable".into())
+                })?;
+                let known = match Uuid::parse_str(&claims.sub) {
+                    Ok(id) => self.registry.by_keycloak_id(id).await?,
+                    Err(_) => None,
+                };
+                let user = match known {
+                    Some(identity) => identity.user(true),
+                    None => {
+                        let kc = self
+                            .admin
+                            .get(&claims.sub)
+                            .await?
+                            .ok_or(IdentityError::NotFound)?;
+                        self.user_of(&kc).await?.ok_or_else(|| {
+                            IdentityError::Internal("Keycloak user has no usable legacy_id".into())
+                        })?
+                    }
+                };
+                let device_id = claims
+                    .sid
+                    .clone()
+                    .unwrap_or_else(|| Uuid::new_v4().to_string());
+                Ok(CredentialCheck::Valid(Login {
+                    user,
+                    device_id,
+                    upstream: Some(tokens),
+                }))
+            }
+            Grant::Refused { error, description }
+                if error == "invalid_grant" && description == NOT_SET_UP =>
+            {
+                // Keycloak checked the password before the pending actions.
+                let Some(kc) = self.find_login(login).await? else {
+                    return Ok(CredentialCheck::Invalid);
+                };
+                match self.user_of(&kc).await? {
+                    Some(user) if !kc.email_verified => Ok(CredentialCheck::Unverified(user)),
+                    _ => Ok(CredentialCheck::Invalid),
+                }
+            }
+            Grant::Refused { error, description } => {
+                if error != "invalid_grant" {
+                    tracing::warn!(%error, %description, "password grant refused unexpectedly");
+                }
+                Ok(CredentialCheck::Invalid)
+            }
+        }
+    }
+
+    async fn login_verified(&self, user: &User) -> Result<Login, IdentityError> {
+        // Keycloak opens sessions only on credentials: this session is the
+        // gateway's own, checked against Keycloak at each refresh.
+        Ok(Login {
+            user: user.clone(),
+            device_id: Uuid::new_v4().to_string(),
+            upstream: None,
+        })
+    }
+
+    async fn record_session(
+        &self,
+        _login: &Login,
+        _device: &DeviceInfo,
+        _refresh_token: &str,
+    ) -> Result<(), IdentityError> {
+        // Keycloak records the session (IP, user agent) itself.
+        Ok(())
+    }
+
+    async fn end_session(&self, user_id: i64, device_id: &str) -> Result<(), IdentityError> {
+        self.registry.end_session(device_id, user_id).await?;
+        self.admin.delete_session(device_id).await?;
+        Ok(())
+    }
+
+    async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
+        self.registry.revoked(session).await
+    }
+
+    async fn refresh(
+        &self,
+        claims: &SessionClaims,
+    ) -> Result<Result<(), RefreshDenied>, IdentityError> {
+        if self.registry.revoked(&SessionRef::of(claims)).await? {
+            return Ok(Err(RefreshDenied::SessionEnded));
+        }
+        if let Some(kc_rt) = claims.kc_rt.as_deref() {
+            return Ok(match self.oidc.refresh(kc_rt).await? {
+                Grant::Granted(_) => Ok(()),
+                Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
+            });
+        }
+        // A session of the gateway's own (or a legacy token): the user must
+        // still exist and be enabled in Keycloak.
+        match self.kc_user(claims.user_id).await? {
+            Some((_, kc)) if !kc.enabled => Ok(Err(RefreshDenied::UserGone)),
+            Some(_) => Ok(Ok(())),
+            None if self.registry.by_legacy_id(claims.user_id).await?.is_some() => {
+                Ok(Err(RefreshDenied::UserGone))
+            }
+            None => Ok(Ok(())),
+        }
+    }
+
+    async fn refresh_upstream(
+        &self,
+        refresh_token: &str,
+    ) -> Result<Result<UpstreamTokens, RefreshDenied>, IdentityError> {
+        Ok(match self.oidc.refresh(refresh_token).await? {
+            Grant::Granted(tokens) => Ok(tokens),
+            Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
+        })
+    }
+
+    async fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {
+        // From the registry only: `/users/me` must not cost a Keycloak call.
+        Ok(self
+            .registry
+            .by_legacy_id(id)
+            .await?
+            .map(|identity| identity.user(true)))
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>, IdentityError> {
+        match self.admin.find_by_email(email).await? {
+            Some(kc) if kc.enabled => self.user_of(&kc).await,
+            _ => Ok(None),
+        }
+    }
+
+    async fn list_users(&self, offset: i64, limit: i64) -> Result<Vec<User>, IdentityError> {
+        // The registry holds every user the gateway knows, in id order.
+        Ok(self
+            .registry
+            .list(offset, limit)
+            .await?
+            .iter()
+            .map(|identity| identity.user(true))
+            .collect())
+    }
+
+    async fn update_user(&self, id: i64, patch: UserPatch) -> Result<User, IdentityError> {
+        let (identity, kc) = self.kc_user(id).await?.ok_or(IdentityError::NotFound)?;
+        let mut changes = serde_json::Map::new();
+        if let Some(email) = &patch.email {
+            if !email.eq_ignore_ascii_case(kc.email.as_deref().unwrap_or_default())
+                && self.admin.find_by_email(email).await?.is_some()
+            {
+                return Err(IdentityError::EmailTaken);
+            }
+            changes.insert("email".into(), json!(email));
+        }
+        if let Some(verified) = patch.is_verified {
+            changes.insert("emailVerified".into(), json!(verified));
+            if verified {
+                let actions: Vec<&String> = kc
+                    .required_actions
+                    .iter()
+                    .filter(|a| a.as_str() != "VERIFY_EMAIL")
+                    .collect();
+                changes.insert("requiredActions".into(), json!(actions));
+            }
+        }
+        if !changes.is_empty()
+            && let Err(message) = self.admin.update(&kc.id, &changes).await?
+        {
+            tracing::info!(%message, "Keycloak refused the update");
+            return Err(IdentityError::EmailTaken);
+        }
+        if let Some(password) = &patch.password
+            && let Err(message) = self.admin.set_password(&kc.id, password).await?
+        {
+            return Err(IdentityError::Internal(format!(
+                "Keycloak refused the password: {message}"
+            )));
+        }
+        if let Some(email) = &patch.email {
+            self.registry.set_email(identity.legacy_id, email).await?;
+        }
+        let kc = self
+            .admin
+            .get(&kc.id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        let mut user = identity.user(kc.email_verified);
+        if let Some(email) = patch.email {
+            user.email = email;
+        }
+        Ok(user)
+    }
+
+    async fn delete_user(&self, id: i64) -> Result<(), IdentityError> {
+        let identity = self
+            .registry
+            .by_legacy_id(id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        self.end_all_sessions(&identity).await?;
+        self.admin.delete(&identity.keycloak_id.to_string()).await?;
+        self.registry.mark_deleted(identity.legacy_id).await
+    }
+
+    async fn is_admin(&self, id: i64) -> Result<bool, IdentityError> {
+        let Some(identity) = self.registry.by_legacy_id(id).await? else {
+            return Ok(false);
+        };
+        let roles = self
+            .admin
+            .realm_roles(&identity.keycloak_id.to_string())
+            .await?;
+        Ok(roles.iter().any(|r| r == "admin"))
+    }
+
+    async fn store_email_token(
+        &self,
+        user_id: i64,
+        purpose: EmailPurpose,
+        token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        let legacy_id = i32::try_from(user_id).map_err(|_| IdentityError::NotFound)?;
+        self.registry
+            .insert_token(None, legacy_id, purpose, token, expires_at)
+            .await
+    }
+
+    async fn redeem_verification(&self, token: &str) -> Result<Option<User>, IdentityError> {
+        let mut tx = self.registry.begin().await?;
+        let Some(legacy_id) = self
+            .registry
+            .consume_token(&mut tx, token, EmailPurpose::Verification)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some((identity, kc)) = self.kc_user(i64::from(legacy_id)).await? else {
+            return Ok(None);
+        };
+        // Keycloak first; the token stays unused if Keycloak fails.
+        self.admin.mark_verified(&kc).await?;
+        tx.commit().await.map_err(super::native::db::db_error)?;
+        Ok(Some(identity.user(true)))
+    }
+
+    async fn redeem_password_reset(
+        &self,
+        token: &str,
+        new_password: &str,
+    ) -> Result<Option<User>, IdentityError> {
+        let mut tx = self.registry.begin().await?;
+        let Some(legacy_id) = self
+            .registry
+            .consume_token(&mut tx, token, EmailPurpose::PasswordReset)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some((identity, kc)) = self.kc_user(i64::from(legacy_id)).await? else {
+            return Ok(None);
+        };
+        if let Err(message) = self.admin.set_password(&kc.id, new_password).await? {
+            return Err(IdentityError::Internal(format!(
+                "Keycloak refused the password: {message}"
+            )));
+        }
+        tx.commit().await.map_err(super::native::db::db_error)?;
+        self.end_all_sessions(&identity).await?;
+        Ok(Some(identity.user(kc.email_verified)))
+    }
+
+    async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError> {
+        self.registry.reserve_verification_mail(user_id).await
+    }
+}

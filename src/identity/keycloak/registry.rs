@@ -1,0 +1,343 @@
+//! What keycloak mode keeps in PostgreSQL (migration 0003): integer ids and
+//! their Keycloak users, single-use e-mail tokens, verification-mail
+//! counters, and signed-out sessions.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::identity::native::{Database, db::db_error};
+use crate::identity::{IdentityError, MailLimit, MailQuota, SessionRef, User};
+use crate::tokens::{EmailPurpose, digest};
+
+/// A row of `authgate_identities`.
+#[derive(Debug, Clone, FromRow)]
+pub struct Identity {
+    pub legacy_id: i32,
+    pub keycloak_id: Uuid,
+    pub username: String,
+    pub email: String,
+}
+
+impl Identity {
+    /// As the contract shows it; whether the address is verified is Keycloak's to say.
+    pub fn user(&self, is_verified: bool) -> User {
+        User {
+            id: i64::from(self.legacy_id),
+            username: self.username.clone(),
+            email: self.email.clone(),
+            is_verified,
+        }
+    }
+}
+
+fn purpose_label(purpose: EmailPurpose) -> &'static str {
+    match purpose {
+        EmailPurpose::Verification => "email_verification",
+        EmailPurpose::PasswordReset => "password_reset",
+    }
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    db: Arc<Database>,
+    clock: Arc<dyn Clock>,
+    mail_limit: MailLimit,
+}
+
+impl Registry {
+    pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, mail_limit: MailLimit) -> Self {
+        Self {
+            db,
+            clock,
+            mail_limit,
+        }
+    }
+
+    pub async fn pool(&self) -> &PgPool {
+        self.db.pool().await
+    }
+
+    fn now(&self) -> NaiveDateTime {
+        self.clock.naive_utc()
+    }
+
+    pub async fn ping(&self) -> Result<(), IdentityError> {
+        sqlx::query("SELECT 1")
+            .execute(self.pool().await)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, IdentityError> {
+        self.pool().await.begin().await.map_err(db_error)
+    }
+
+    /// A new integer id from the legacy `users` sequence.
+    pub async fn allocate_id(&self) -> Result<i32, IdentityError> {
+        let id: i64 = sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('users', 'id'))")
+            .fetch_one(self.pool().await)
+            .await
+            .map_err(db_error)?;
+        i32::try_from(id).map_err(|_| IdentityError::Internal("user id sequence exhausted".into()))
+    }
+
+    /// Records a Keycloak user found with a `legacy_id` but not known here;
+    /// an id already taken by another Keycloak user is left as it is.
+    pub async fn adopt(&self, identity: &Identity) -> Result<Option<Identity>, IdentityError> {
+        sqlx::query(
+            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(identity.legacy_id)
+        .bind(identity.keycloak_id)
+        .bind(&identity.username)
+        .bind(&identity.email)
+        .bind(self.now())
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        self.by_keycloak_id(identity.keycloak_id).await
+    }
+
+    /// A page of the users known here, by id (`GET /users/`).
+    pub async fn list(&self, offset: i64, limit: i64) -> Result<Vec<Identity>, IdentityError> {
+        sqlx::query_as(
+            "SELECT legacy_id, keycloak_id, username, email FROM authgate_identities \
+             WHERE deleted_at IS NULL ORDER BY legacy_id OFFSET $1 LIMIT $2",
+        )
+        .bind(offset)
+        .bind(limit)
+        .fetch_all(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
+    /// Records (or refreshes) the id of a Keycloak user.
+    pub async fn upsert(
+        &self,
+        tx: Option<&mut Transaction<'static, Postgres>>,
+        identity: &Identity,
+    ) -> Result<(), IdentityError> {
+        let query = sqlx::query(
+            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (legacy_id) DO UPDATE SET keycloak_id = EXCLUDED.keycloak_id, \
+               username = EXCLUDED.username, email = EXCLUDED.email, updated_at = EXCLUDED.updated_at, \
+               deleted_at = NULL",
+        )
+        .bind(identity.legacy_id)
+        .bind(identity.keycloak_id)
+        .bind(&identity.username)
+        .bind(&identity.email)
+        .bind(self.now());
+        match tx {
+            Some(tx) => query.execute(&mut **tx).await,
+            None => query.execute(self.pool().await).await,
+        }
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn by_legacy_id(&self, legacy_id: i64) -> Result<Option<Identity>, IdentityError> {
+        let Ok(legacy_id) = i32::try_from(legacy_id) else {
+            return Ok(None);
+        };
+        sqlx::query_as(
+            "SELECT legacy_id, keycloak_id, username, email FROM authgate_identities \
+             WHERE legacy_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(legacy_id)
+        .fetch_optional(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
+    pub async fn by_keycloak_id(
+        &self,
+        keycloak_id: Uuid,
+    ) -> Result<Option<Identity>, IdentityError> {
+        sqlx::query_as(
+            "SELECT legacy_id, keycloak_id, username, email FROM authgate_identities \
+             WHERE keycloak_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(keycloak_id)
+        .fetch_optional(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
+    pub async fn mark_deleted(&self, legacy_id: i32) -> Result<(), IdentityError> {
+        sqlx::query(
+            "UPDATE authgate_identities SET deleted_at = $2, updated_at = $2 WHERE legacy_id = $1",
+        )
+        .bind(legacy_id)
+        .bind(self.now())
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        sqlx::query("UPDATE authgate_email_tokens SET used_at = $2 WHERE legacy_id = $1 AND used_at IS NULL")
+            .bind(legacy_id)
+            .bind(self.now())
+            .execute(self.pool().await)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn set_email(&self, legacy_id: i32, email: &str) -> Result<(), IdentityError> {
+        sqlx::query(
+            "UPDATE authgate_identities SET email = $2, updated_at = $3 WHERE legacy_id = $1",
+        )
+        .bind(legacy_id)
+        .bind(email)
+        .bind(self.now())
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn end_sessions(
+        &self,
+        session_ids: &[String],
+        legacy_id: i64,
+    ) -> Result<(), IdentityError> {
+        for session_id in session_ids {
+            self.end_session(session_id, legacy_id).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn end_session(&self, session_id: &str, legacy_id: i64) -> Result<(), IdentityError> {
+        sqlx::query(
+            "INSERT INTO authgate_ended_sessions (session_id, legacy_id, ended_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(session_id)
+        .bind(i32::try_from(legacy_id).unwrap_or(i32::MAX))
+        .bind(self.now())
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Ended by a sign-out, or issued before the user's `not_before`.
+    pub async fn revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
+        let issued_at = session
+            .issued_at
+            .and_then(|iat| DateTime::from_timestamp(iat, 0))
+            .map(|at| at.naive_utc());
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM authgate_ended_sessions WHERE session_id = $1) \
+                 OR EXISTS (SELECT 1 FROM authgate_identities WHERE legacy_id = $2 \
+                              AND not_before IS NOT NULL AND $3 < not_before)",
+        )
+        .bind(session.device_id.unwrap_or_default())
+        .bind(i32::try_from(session.user_id).unwrap_or(i32::MAX))
+        .bind(issued_at.unwrap_or(NaiveDateTime::MIN))
+        .fetch_one(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
+    /// Refuses every token of the user issued before now (whole seconds).
+    pub async fn revoke_all(&self, legacy_id: i32) -> Result<(), IdentityError> {
+        let now = self.clock.unix();
+        let cutoff = DateTime::from_timestamp(now, 0).map(|at| at.naive_utc());
+        sqlx::query("UPDATE authgate_identities SET not_before = $2 WHERE legacy_id = $1")
+            .bind(legacy_id)
+            .bind(cutoff)
+            .execute(self.pool().await)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn insert_token(
+        &self,
+        tx: Option<&mut Transaction<'static, Postgres>>,
+        legacy_id: i32,
+        purpose: EmailPurpose,
+        token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), IdentityError> {
+        let query = sqlx::query(
+            "INSERT INTO authgate_email_tokens (digest, legacy_id, purpose, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(digest(token))
+        .bind(legacy_id)
+        .bind(purpose_label(purpose))
+        .bind(expires_at.naive_utc())
+        .bind(self.now());
+        match tx {
+            Some(tx) => query.execute(&mut **tx).await,
+            None => query.execute(self.pool().await).await,
+        }
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Marks a token used inside `tx`; its user's id when it was valid.
+    pub async fn consume_token(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        token: &str,
+        purpose: EmailPurpose,
+    ) -> Result<Option<i32>, IdentityError> {
+        sqlx::query_scalar(
+            "UPDATE authgate_email_tokens SET used_at = $3 \
+             WHERE digest = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 \
+             RETURNING legacy_id",
+        )
+        .bind(digest(token))
+        .bind(purpose_label(purpose))
+        .bind(self.now())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db_error)
+    }
+
+    /// Counts a verification mail against the legacy resend rule.
+    pub async fn reserve_verification_mail(
+        &self,
+        legacy_id: i64,
+    ) -> Result<MailQuota, IdentityError> {
+        let Ok(legacy_id) = i32::try_from(legacy_id) else {
+            return Err(IdentityError::NotFound);
+        };
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let state: Option<(i32, Option<NaiveDateTime>)> = sqlx::query_as(
+            "SELECT verification_attempts, verification_sent_at FROM authgate_identities \
+             WHERE legacy_id = $1 FOR UPDATE",
+        )
+        .bind(legacy_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let (attempts, sent_at) = state.ok_or(IdentityError::NotFound)?;
+        let attempts = match self.mail_limit.next_attempt(attempts, sent_at, now) {
+            Ok(attempts) => attempts,
+            Err(quota) => return Ok(quota),
+        };
+        sqlx::query(
+            "UPDATE authgate_identities SET verification_attempts = $2, verification_sent_at = $3 \
+             WHERE legacy_id = $1",
+        )
+        .bind(legacy_id)
+        .bind(attempts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(MailQuota::Granted)
+    }
+}

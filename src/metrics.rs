@@ -1,0 +1,156 @@
+//! Prometheus metrics, served at `GET /metrics` in the text format.
+//!
+//! One registry per process, handed to whoever counts (no globals), so a
+//! test can read exactly what one gateway did.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub signins: IntCounterVec,
+    pub token_rejections: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub mails: IntCounterVec,
+    pub keycloak_requests: IntCounterVec,
+    pub keycloak_seconds: HistogramVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new_custom(Some("authgate".into()), None)?;
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str]| -> Result<HistogramVec, MetricsError> {
+                let metric = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        Ok(Self {
+            requests: counter(
+                "http_requests_total",
+                "Requests answered, by route template, method and status.",
+                &["route", "method", "status"],
+            )?,
+            request_seconds: histogram(
+                "http_request_duration_seconds",
+                "Time to answer a request, by route template.",
+                &["route"],
+            )?,
+            signins: counter(
+                "signins_total",
+                "Sign-in attempts by outcome.",
+                &["outcome"],
+            )?,
+            token_rejections: counter(
+                "token_rejections_total",
+                "Tokens refused, by kind and reason.",
+                &["kind", "reason"],
+            )?,
+            rate_limited: counter(
+                "rate_limited_total",
+                "Requests refused with 429, by limit.",
+                &["limit"],
+            )?,
+            mails: counter(
+                "mails_total",
+                "Mails by kind and outcome.",
+                &["kind", "outcome"],
+            )?,
+            keycloak_requests: counter(
+                "keycloak_requests_total",
+                "Calls to Keycloak, by operation and outcome.",
+                &["operation", "outcome"],
+            )?,
+            keycloak_seconds: histogram(
+                "keycloak_request_duration_seconds",
+                "Time of calls to Keycloak, by operation.",
+                &["operation"],
+            )?,
+            registry,
+        })
+    }
+
+    pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, method, status_label(status)])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        307 => "307",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counted_requests() {
+        let metrics = Metrics::new().unwrap();
+        metrics.observe_request("/users/me", "GET", 200, Duration::from_millis(2));
+        metrics
+            .keycloak_requests
+            .with_label_values(&["token", "ok"])
+            .inc();
+        let text = metrics.render().unwrap();
+        assert!(text.contains(
+            "authgate_http_requests_total{method=\"GET\",route=\"/users/me\",status=\"200\"} 1"
+        ));
+        assert!(
+            text.contains("authgate_keycloak_requests_total{operation=\"token\",outcome=\"ok\"} 1")
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! What only keycloak mode has: no Keycloak call on the request path,
+//! Keycloak's own tokens, moving legacy users across, and Keycloak outages.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::Env;
+use crate::harness::{
+    Gateway, Options, Relay, TestDb, env, legacy_vectors, run_command, unique_name,
+};
+
+/// Calls to Keycloak the gateway has made, from its own `/metrics`.
+async fn keycloak_calls(gw: &Gateway) -> u64 {
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("authgate_keycloak_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn header_alg(token: &str) -> String {
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    header["alg"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_me_makes_no_keycloak_call() {
+    let env = Env::keycloak().await;
+    let gw = &env.gw;
+    let user = gw.verified_user(&env.mail, "quiet").await;
+    let before = keycloak_calls(gw).await;
+    assert!(before > 0, "sign-up and sign-in did reach Keycloak");
+    for path in ["/users/me", "/users/me/"].iter().cycle().take(50) {
+        assert_eq!(gw.get_bearer(path, &user.access_token).await.status, 200);
+    }
+    let by_cookie = gw
+        .send(
+            gw.http
+                .get(gw.url("/users/me"))
+                .header("cookie", format!("access_token={}", user.access_token)),
+        )
+        .await;
+    assert_eq!(by_cookie.status, 200);
+    assert_eq!(
+        keycloak_calls(gw).await,
+        before,
+        "no Keycloak call for /users/me"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_token_format_hands_out_keycloaks_tokens() {
+    let env = Env::keycloak_with(|o| o.set("TOKEN_FORMAT", "keycloak")).await;
+    let gw = &env.gw;
+    let user = gw.verified_user(&env.mail, "kctoken").await;
+    assert_eq!(header_alg(&user.access_token), "RS256");
+    let me = gw.get_bearer("/users/me", &user.access_token).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.json["id"], user.id);
+
+    // Verified locally: after the first (key-fetching) request, no more calls.
+    let before = keycloak_calls(gw).await;
+    for _ in 0..20 {
+        assert_eq!(
+            gw.get_bearer("/users/me/", &user.access_token).await.status,
+            200
+        );
+    }
+    assert_eq!(keycloak_calls(gw).await, before);
+
+    // Keycloak's refresh token refreshes through Keycloak.
+    let reply = gw
+        .post(
+            "/users/refresh-token",
+            json!({"refresh_token": user.refresh_token}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let refreshed = reply.json["access_token"].as_str().unwrap();
+    assert_eq!(header_alg(refreshed), "RS256");
+    assert_eq!(gw.get_bearer("/users/me", refreshed).await.status, 200);
+
+    // A forged RS256 token (another key) is refused.
+    let mut parts: Vec<&str> = user.access_token.split('.').collect();
+    let fake_sig = URL_SAFE_NO_PAD.encode([7u8; 256]);
+    parts[2] = &fake_sig;
+    gw.get_bearer("/users/me", &parts.join("."))
+        .await
+        .assert_detail(403, "Invalid token or expired token.");
+
+    // Sign-out ends the Keycloak session: its tokens stop working.
+    assert_eq!(
+        gw.post_bearer("/users/signout", &user.access_token, json!({}))
+            .await
+            .status,
+        200
+    );
+    gw.get_bearer("/users/me", &user.access_token)
+        .await
+        .assert_detail(403, "Invalid token or expired token.");
+    let reply = gw
+        .post(
+            "/users/refresh-token",
+            json!({"refresh_token": user.refresh_token}),
+        )
+        .await;
+    assert_eq!(reply.status, 401, "{}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_down_gives_503_quickly_and_recovers() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "2000")
+    })
+    .await;
+    let gw = &env_.gw;
+    let user = gw.verified_user(&env_.mail, "kcdown").await;
+
+    relay.cut();
+    let started = Instant::now();
+    gw.signin(&user.username, &user.password)
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    let newcomer = crate::harness::TestUser::new("kcdownnew");
+    gw.post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    gw.get("/ready")
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    // The request path does not need Keycloak.
+    assert_eq!(
+        gw.get_bearer("/users/me", &user.access_token).await.status,
+        200
+    );
+
+    relay.restore().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.get("/ready").await.status != 200 {
+        assert!(Instant::now() < deadline, "recovers by itself");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(gw.signin(&user.username, &user.password).await.status, 200);
+    // Nothing of the refused sign-up was created.
+    let reply = gw.post("/users/signup", newcomer.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_users_moves_legacy_users_with_their_passwords() {
+    let db = TestDb::create().await;
+    let options = Options::keycloak(&db.url);
+    let out = run_command(&options, &["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Legacy users with the old service's hashes, under fresh names and ids.
+    let vectors = legacy_vectors();
+    let base_id = 2_000_000 + (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as i64;
+    let mut people = Vec::new();
+    let mut sql = String::new();
+    for (i, entry) in vectors["password_hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let id = base_id + i as i64;
+        let name = unique_name("legacy");
+        let verified = i != 3;
+        sql.push_str(&format!(
+            "INSERT INTO users (id, username, email, password, is_verified, verification_attempts, \
+             created_at, updated_at, is_active, is_deleted) VALUES ({id}, '{name}', '{name}@example.com', \
+             '{}', {verified}, 0, now(), now(), true, false);\n",
+            entry["hash"].as_str().unwrap()
+        ));
+        people.push((
+            id,
+            name,
+            entry["password"].as_str().unwrap().to_string(),
+            verified,
+        ));
+    }
+    let broken = unique_name("broken");
+    sql.push_str(&format!(
+        "INSERT INTO users (id, username, email, password, is_verified, verification_attempts, \
+         created_at, updated_at, is_active, is_deleted) VALUES ({}, '{broken}', '{broken}@example.com', \
+         'not-a-hash', true, 0, now(), now(), true, false);\n",
+        base_id + 100
+    ));
+    sql.push_str(&format!(
+        "SELECT setval('users_id_seq', {});\n",
+        base_id + 1000
+    ));
+    db.run_script(&sql).await;
+
+    // Dry run: a report, nothing written.
+    let out = run_command(&options, &["import-users", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("imported 5, skipped 0, failed 1 (dry run: nothing written)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("failed: {broken}")), "{stdout}");
+    assert!(!out.status.success(), "a failure is a non-zero exit");
+
+    let out = run_command(&options, &["import-users"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stdout.contains("imported 5, skipped 0, failed 1"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("[6/6]"), "progress is shown: {stderr}");
+
+    // Idempotent: the second run skips everyone it imported.
+    let out = run_command(&options, &["import-users"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        stdout.contains("imported 0, skipped 5, failed 1"),
+        "{stdout}"
+    );
+
+    // Everyone signs in with the password they already had, under their old id.
+    let mut options = options;
+    options.migrate = false;
+    let gw = Gateway::start(options).await;
+    for (id, name, password, verified) in &people {
+        let reply = gw.signin(name, password).await;
+        assert_eq!(reply.status, 200, "{name}: {}", reply.text);
+        if *verified {
+            let token = reply.json["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: {}", reply.text));
+            let me = gw.get_bearer("/users/me", token).await;
+            assert_eq!(
+                me.json,
+                json!({"username": name, "email": format!("{name}@example.com"), "id": id})
+            );
+        } else {
+            assert_eq!(reply.json["message"], "Please verify your email first");
+        }
+        gw.signin(name, "not the password")
+            .await
+            .assert_detail(401, "Invalid credentials");
+    }
+}
