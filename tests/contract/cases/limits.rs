@@ -60,17 +60,34 @@ pub async fn concurrent_signins_all_succeed(env: &Env) {
             json!({"username": user.username, "password": user.password})
         };
         tasks.push(tokio::spawn(async move {
-            http.post(url).json(&body).send().await.unwrap().status().as_u16()
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     let mut statuses = Vec::new();
     for task in tasks {
         statuses.push(task.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 12, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 4, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        4,
+        "{statuses:?}"
+    );
     // And the server still answers normally afterwards.
     for user in &users {
-        assert_eq!(gw.get_bearer("/users/me", &user.access_token).await.status, 200);
+        assert_eq!(
+            gw.get_bearer("/users/me", &user.access_token).await.status,
+            200
+        );
     }
 }
