@@ -2,6 +2,7 @@
 # Installs what a fresh Debian machine lacks to build authgate and run its
 # integration-test servers. Only missing pieces are installed, so a second
 # run is fast. Node/npm, Python and Rust must already be there.
+# (Keycloak itself is fetched by keycloak/start.sh.)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -36,6 +37,9 @@ if ! { have runuser && have setsid; }; then missing+=(util-linux); fi
 # PostgreSQL server binaries (scripts/services.sh uses /usr/lib/postgresql/*/bin).
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
+# Keycloak (keycloak/start.sh): a JDK (17+, 21+ preferred) and Maven to fetch it.
+have java || missing+=(openjdk-17-jre-headless)
+have mvn || missing+=(maven)
 # venv for scripts/mailbox.py (Debian's python3 needs python3-venv for it).
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 

@@ -316,14 +316,32 @@ async def serve(args, store):
             loop=loop,
         )
 
-    server = await loop.create_server(factory, host=args.host, port=args.smtp_port)
+    def implicit_factory():
+        # The whole connection is TLS already (SMTPS): no STARTTLS to require.
+        return SMTP(
+            handler,
+            hostname="localhost",
+            auth_required=True,
+            auth_require_tls=False,
+            authenticator=auth,
+            enable_SMTPUTF8=True,
+            loop=loop,
+        )
+
+    servers = [await loop.create_server(factory, host=args.host, port=args.smtp_port)]
+    log.info("SMTP (STARTTLS required, AUTH required) on %s:%d", args.host, args.smtp_port)
+    if args.smtps_port:
+        servers.append(
+            await loop.create_server(implicit_factory, host=args.host, port=args.smtps_port, ssl=tls)
+        )
+        log.info("SMTPS (implicit TLS, AUTH required) on %s:%d", args.host, args.smtps_port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("SMTP (STARTTLS required, AUTH required) on %s:%d", args.host, args.smtp_port)
     await stop.wait()
-    server.close()
-    await server.wait_closed()
+    for server in servers:
+        server.close()
+        await server.wait_closed()
 
 
 def main():
@@ -331,6 +349,7 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--smtp-port", type=int, required=True)
     p.add_argument("--web-port", type=int, required=True)
+    p.add_argument("--smtps-port", type=int, default=0, help="also serve implicit TLS (SMTPS) here")
     p.add_argument("--cert", required=True, help="PEM server certificate chain")
     p.add_argument("--key", required=True, help="PEM private key")
     p.add_argument("--user", required=True)

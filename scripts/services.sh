@@ -16,8 +16,10 @@ HOST=127.0.0.1
 PG_PORT=${AUTHGATE_PG_PORT:-55432}
 SMTP_PORT=${AUTHGATE_SMTP_PORT:-1025}
 MAILDEV_WEB_PORT=${AUTHGATE_MAILDEV_WEB_PORT:-1080}
-# STARTTLS on a plain port (not implicit TLS); AUTHGATE_SMTPS_PORT is an alias.
-SMTP_TLS_PORT=${AUTHGATE_SMTP_TLS_PORT:-${AUTHGATE_SMTPS_PORT:-1465}}
+# STARTTLS on a plain port.
+SMTP_TLS_PORT=${AUTHGATE_SMTP_TLS_PORT:-1465}
+# Implicit TLS (SMTPS) on the same mailbox.
+SMTPS_PORT=${AUTHGATE_SMTPS_PORT:-1466}
 MAILBOX_TLS_WEB_PORT=${AUTHGATE_MAILDEV_TLS_WEB_PORT:-1081}
 SMTP_USER=mailer
 SMTP_PASSWORD=mailer-secret
@@ -371,13 +373,15 @@ mailbox_start() {
     ensure_venv
     require_free_port mailbox-tls "$SMTP_TLS_PORT"
     require_free_port mailbox-tls "$MAILBOX_TLS_WEB_PORT"
-    log "mailbox-tls: starting SMTP (STARTTLS+AUTH) $HOST:$SMTP_TLS_PORT, web http://$HOST:$MAILBOX_TLS_WEB_PORT"
+    require_free_port mailbox-tls "$SMTPS_PORT"
+    log "mailbox-tls: starting SMTP (STARTTLS+AUTH) $HOST:$SMTP_TLS_PORT, SMTPS (implicit TLS+AUTH) $HOST:$SMTPS_PORT, web http://$HOST:$MAILBOX_TLS_WEB_PORT"
     spawn mailbox-tls "$logfile" "$VENV/bin/python" "$REPO/scripts/mailbox.py" \
-      --host "$HOST" --smtp-port "$SMTP_TLS_PORT" --web-port "$MAILBOX_TLS_WEB_PORT" \
+      --host "$HOST" --smtp-port "$SMTP_TLS_PORT" --smtps-port "$SMTPS_PORT" --web-port "$MAILBOX_TLS_WEB_PORT" \
       --cert "$TLS_DIR/server-chain.pem" --key "$TLS_DIR/server.key" \
       --user "$SMTP_USER" --password "$SMTP_PASSWORD"
   fi
   wait_for mailbox-tls "$logfile" smtp_ready "$SMTP_TLS_PORT"
+  wait_for mailbox-tls "$logfile" port_open "$SMTPS_PORT"
   wait_for mailbox-tls "$logfile" http_ready "http://$HOST:$MAILBOX_TLS_WEB_PORT/healthz"
 }
 
@@ -432,6 +436,7 @@ cmd_env() {
     "AUTHGATE_TEST_SMTP_PORT=$SMTP_PORT" \
     "AUTHGATE_TEST_MAILBOX_URL=http://$HOST:$MAILDEV_WEB_PORT" \
     "AUTHGATE_TEST_SMTP_TLS_PORT=$SMTP_TLS_PORT" \
+    "AUTHGATE_TEST_SMTPS_PORT=$SMTPS_PORT" \
     "AUTHGATE_TEST_MAILBOX_TLS_URL=http://$HOST:$MAILBOX_TLS_WEB_PORT" \
     "AUTHGATE_TEST_SMTP_USER=$SMTP_USER" \
     "AUTHGATE_TEST_SMTP_PASSWORD=$SMTP_PASSWORD" \

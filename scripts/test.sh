@@ -2,6 +2,7 @@
 # Runs the test suite against real servers: starts them (idempotent):
 # PostgreSQL, the mail servers and Keycloak; exports their connection
 # settings, then `cargo test --locked --all-targets "$@"`.
+# Keycloak starts in the background while the tests compile.
 # Services keep running afterwards unless AUTHGATE_STOP_SERVICES=1.
 set -euo pipefail
 
@@ -19,8 +20,23 @@ scripts/services.sh start
 eval "$(scripts/services.sh env)"
 scripts/services.sh status
 
-phase "starting Keycloak"
-AUTHGATE_TEST_KEYCLOAK_URL=$(keycloak/start.sh | tail -n 1)
+phase "starting Keycloak (in the background)"
+mkdir -p .state
+keycloak_out=.state/keycloak-start.out
+keycloak/start.sh >"$keycloak_out" &
+keycloak_pid=$!
+
+phase "building the tests"
+start=$SECONDS
+cargo test --locked --all-targets --no-run
+phase "tests built ($((SECONDS - start))s)"
+
+phase "waiting for Keycloak"
+if ! wait "$keycloak_pid"; then
+  echo "Keycloak did not start (see .state/keycloak/keycloak.log)" >&2
+  exit 1
+fi
+AUTHGATE_TEST_KEYCLOAK_URL=$(tail -n 1 "$keycloak_out")
 export AUTHGATE_TEST_KEYCLOAK_URL
 echo "Keycloak at $AUTHGATE_TEST_KEYCLOAK_URL"
 

@@ -198,8 +198,15 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
         password: &str,
     ) -> Result<CredentialCheck, IdentityError>;
 
-    /// A session for a user who proved themself another way (a verification link).
-    async fn login_verified(&self, user: &User) -> Result<Login, IdentityError>;
+    /// A session for a user who proved themself another way (a verification
+    /// link): a session of the gateway's own, with a new id.
+    async fn login_verified(&self, user: &User) -> Result<Login, IdentityError> {
+        Ok(Login {
+            user: user.clone(),
+            device_id: uuid::Uuid::new_v4().to_string(),
+            upstream: None,
+        })
+    }
 
     /// Records the device session of a login, with a digest of its refresh token.
     async fn record_session(

@@ -14,6 +14,11 @@ use crate::harness::{
 
 /// Calls to Keycloak the gateway has made, from its own `/metrics`.
 async fn keycloak_calls(gw: &Gateway) -> u64 {
+    keycloak_calls_of(gw, "").await
+}
+
+/// Calls of one operation (all of them when `operation` is empty).
+async fn keycloak_calls_of(gw: &Gateway, operation: &str) -> u64 {
     let text = gw
         .http
         .get(gw.url("/metrics"))
@@ -23,8 +28,10 @@ async fn keycloak_calls(gw: &Gateway) -> u64 {
         .text()
         .await
         .unwrap();
+    let label = format!("operation=\"{operation}\"");
     text.lines()
         .filter(|l| l.starts_with("authgate_keycloak_requests_total{"))
+        .filter(|l| operation.is_empty() || l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -95,6 +102,24 @@ async fn keycloak_token_format_hands_out_keycloaks_tokens() {
     let refreshed = reply.json["access_token"].as_str().unwrap();
     assert_eq!(header_alg(refreshed), "RS256");
     assert_eq!(gw.get_bearer("/users/me", refreshed).await.status, 200);
+
+    // Unknown key ids fetch the keys again, but at most once per floor interval.
+    let jwks_before = keycloak_calls_of(gw, "jwks").await;
+    for i in 0..10 {
+        let header = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"alg":"RS256","typ":"JWT","kid":"unknown-{i}"}}"#
+        ));
+        let body = user.access_token.split('.').nth(1).unwrap();
+        let forged = format!("{header}.{body}.{}", URL_SAFE_NO_PAD.encode([1u8; 256]));
+        gw.get_bearer("/users/me", &forged)
+            .await
+            .assert_detail(403, "Invalid token or expired token.");
+    }
+    let refetches = keycloak_calls_of(gw, "jwks").await - jwks_before;
+    assert!(
+        refetches <= 1,
+        "{refetches} JWKS fetches for 10 unknown kids"
+    );
 
     // A forged RS256 token (another key) is refused.
     let mut parts: Vec<&str> = user.access_token.split('.').collect();
@@ -274,4 +299,31 @@ async fn import_users_moves_legacy_users_with_their_passwords() {
             .await
             .assert_detail(401, "Invalid credentials");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_is_fetched_once_under_concurrency() {
+    let env = Env::keycloak().await;
+    let gw = &env.gw;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let http = gw.http.clone();
+        let url = gw.url("/users/signup");
+        let user = crate::harness::TestUser::new(&format!("burst{i}"));
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&user.signup_body())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    // Eight sign-ups, dozens of Admin API calls, one service-account token.
+    assert!(keycloak_calls_of(gw, "create_user").await >= 8);
+    assert_eq!(keycloak_calls_of(gw, "service_account_token").await, 1);
 }

@@ -1,4 +1,5 @@
-//! Mail over STARTTLS with AUTH (a real SMTP server that requires both), and
+//! Mail over STARTTLS or implicit TLS with AUTH (a real SMTP server that
+//! requires them), and
 //! a mail server that is down (sign-up still succeeds).
 
 use serde_json::json;
@@ -27,6 +28,38 @@ async fn starttls_with_auth_delivers() {
     );
     let mailbox = Mailbox::tls();
     let link = mailbox
+        .wait_for_link(&user.email, "Verify Your Email Address")
+        .await;
+    assert!(link.contains("/verify-email?token="));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_with_auth_delivers() {
+    let env_ = Env::native_with(|o| {
+        o.set("SMTP_TLS", "tls")
+            .set("SMTP_HOST", "localhost")
+            .set("SMTP_PORT", &env("AUTHGATE_TEST_SMTPS_PORT"))
+            .set("SMTP_USERNAME", &env("AUTHGATE_TEST_SMTP_USER"))
+            .set("SMTP_PASSWORD", &env("AUTHGATE_TEST_SMTP_PASSWORD"))
+            .set("SMTP_CA_FILE", &env("AUTHGATE_TEST_SMTP_CA_FILE"))
+    })
+    .await;
+    let user = TestUser::new("smtps");
+    assert_eq!(
+        env_.gw
+            .post("/users/forgot-password", json!({"email": user.email}))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        env_.gw
+            .post("/users/signup", user.signup_body())
+            .await
+            .status,
+        200
+    );
+    let link = Mailbox::tls()
         .wait_for_link(&user.email, "Verify Your Email Address")
         .await;
     assert!(link.contains("/verify-email?token="));

@@ -254,20 +254,23 @@ impl Admin {
 
     /// Ends every session of a user.
     pub async fn logout_user(&self, id: &str) -> Result<(), KcError> {
-        let r = self
-            .http
-            .admin(
-                "logout_user",
-                Method::POST,
-                &format!("/users/{id}/logout"),
-                None,
-                &[],
-            )
-            .await?;
+        self.ending_call("logout_user", Method::POST, &format!("/users/{id}/logout"))
+            .await
+    }
+
+    /// A call that ends something: done when it succeeds or the thing is
+    /// already gone (404).
+    async fn ending_call(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+    ) -> Result<(), KcError> {
+        let r = self.http.admin(operation, method, path, None, &[]).await?;
         if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
-            Err(r.unexpected("logout_user", "unexpected status"))
+            Err(r.unexpected(operation, "unexpected status"))
         }
     }
 
@@ -299,21 +302,12 @@ impl Admin {
 
     /// Ends one session (a sign-out). An unknown session is no error.
     pub async fn delete_session(&self, session_id: &str) -> Result<(), KcError> {
-        let r = self
-            .http
-            .admin(
-                "delete_session",
-                Method::DELETE,
-                &format!("/sessions/{session_id}"),
-                None,
-                &[],
-            )
-            .await?;
-        if r.status.is_success() || r.status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(r.unexpected("delete_session", "unexpected status"))
-        }
+        self.ending_call(
+            "delete_session",
+            Method::DELETE,
+            &format!("/sessions/{session_id}"),
+        )
+        .await
     }
 
     /// The user's effective realm roles.

@@ -314,15 +314,9 @@ impl IdentityBackend for KeycloakBackend {
         }
     }
 
-    async fn login_verified(&self, user: &User) -> Result<Login, IdentityError> {
-        // Keycloak opens sessions only on credentials: this session is the
-        // gateway's own, checked against Keycloak at each refresh.
-        Ok(Login {
-            user: user.clone(),
-            device_id: Uuid::new_v4().to_string(),
-            upstream: None,
-        })
-    }
+    // login_verified: the trait's default. Keycloak opens sessions only on
+    // credentials, so a verification link opens a session of the gateway's
+    // own, checked against Keycloak at each refresh.
 
     async fn record_session(
         &self,

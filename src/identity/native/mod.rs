@@ -412,14 +412,6 @@ impl IdentityBackend for NativeBackend {
         }))
     }
 
-    async fn login_verified(&self, user: &User) -> Result<Login, IdentityError> {
-        Ok(Login {
-            user: user.clone(),
-            device_id: Uuid::new_v4().to_string(),
-            upstream: None,
-        })
-    }
-
     async fn record_session(
         &self,
         login: &Login,
