@@ -37,6 +37,9 @@ if ! { have runuser && have setsid; }; then missing+=(util-linux); fi
 # PostgreSQL server binaries (scripts/services.sh uses /usr/lib/postgresql/*/bin).
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
+# Redis for the tests (scripts/services.sh runs a private one).
+have redis-server || missing+=(redis-server)
+have redis-cli || missing+=(redis-tools)
 # Keycloak (keycloak/start.sh): a JDK (17+, 21+ preferred) and Maven to fetch it.
 have java || missing+=(openjdk-17-jre-headless)
 have mvn || missing+=(maven)
@@ -55,5 +58,8 @@ fi
 # The Debian package may have created/started its own cluster; ours is separate
 # (scripts/services.sh), so that one is left alone.
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || die "PostgreSQL server binaries still missing"
+# Likewise Debian's own redis-server service (port 6379, if an init system
+# started it); ours runs on its own port.
+have redis-server || die "redis-server still missing"
 python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3 cannot create venvs (python3-venv)"
 log "prerequisites ok"

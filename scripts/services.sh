@@ -4,6 +4,7 @@
 #   - maildev: plain SMTP without auth + REST mailbox
 #   - scripts/mailbox.py (aiosmtpd): SMTP with required STARTTLS + AUTH,
 #     REST mailbox in maildev's JSON shape
+#   - Redis (Debian's redis-server, no persistence, dir in the state dir)
 # Usage: scripts/services.sh start|stop|status|env
 set -euo pipefail
 
@@ -21,6 +22,7 @@ SMTP_TLS_PORT=${AUTHGATE_SMTP_TLS_PORT:-1465}
 # Implicit TLS (SMTPS) on the same mailbox.
 SMTPS_PORT=${AUTHGATE_SMTPS_PORT:-1466}
 MAILBOX_TLS_WEB_PORT=${AUTHGATE_MAILDEV_TLS_WEB_PORT:-1081}
+REDIS_PORT=${AUTHGATE_REDIS_PORT:-56379}
 SMTP_USER=mailer
 SMTP_PASSWORD=mailer-secret
 PG_USER=authgate
@@ -33,6 +35,7 @@ START_TIMEOUT=${AUTHGATE_START_TIMEOUT:-60}
 TLS_DIR=$STATE/tls
 MAILDEV_DIR=$STATE/maildev
 VENV=$STATE/venv
+REDIS_DIR=$STATE/redis
 LOG_DIR=$STATE/log
 RUN_DIR=$STATE/run
 
@@ -385,6 +388,42 @@ mailbox_start() {
   wait_for mailbox-tls "$logfile" http_ready "http://$HOST:$MAILBOX_TLS_WEB_PORT/healthz"
 }
 
+# ---------------------------------------------------------------- Redis
+
+# True when the Redis server on port $1 answers PING with PONG.
+redis_ready() {
+  [[ $(timeout 3 redis-cli -h "$HOST" -p "$1" ping 2>/dev/null) == PONG ]]
+}
+
+redis_start() {
+  local logfile=$LOG_DIR/redis.log
+  if running_pid redis >/dev/null; then
+    log "redis: already running (pid $(running_pid redis))"
+  else
+    command -v redis-server >/dev/null || die "redis-server missing (run scripts/install-prereqs.sh)"
+    command -v redis-cli >/dev/null || die "redis-cli missing (run scripts/install-prereqs.sh)"
+    require_free_port redis "$REDIS_PORT"
+    mkdir -p "$REDIS_DIR"
+    # Rewritten on each start so port changes apply. No persistence: an empty
+    # store on each start. The process title is left alone so that the
+    # command line keeps naming the state dir (see running_pid).
+    cat >"$REDIS_DIR/redis.conf" <<EOF
+bind $HOST
+port $REDIS_PORT
+protected-mode yes
+daemonize no
+set-proc-title no
+dir "$REDIS_DIR"
+save ""
+appendonly no
+logfile ""
+EOF
+    log "redis: starting on $HOST:$REDIS_PORT ($(redis-server --version | cut -d' ' -f1-3))"
+    spawn redis "$logfile" redis-server "$REDIS_DIR/redis.conf"
+  fi
+  wait_for redis "$logfile" redis_ready "$REDIS_PORT"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_start() {
@@ -392,6 +431,7 @@ cmd_start() {
   local t0=$SECONDS
   ensure_tls
   pg_start
+  redis_start
   maildev_start
   mailbox_start
   log "all services up ($((SECONDS - t0))s)"
@@ -401,6 +441,7 @@ cmd_stop() {
   mkdir -p "$RUN_DIR"
   stop_pid_service mailbox-tls
   stop_pid_service maildev
+  stop_pid_service redis
   pg_stop
   log "all services stopped"
 }
@@ -411,6 +452,12 @@ cmd_status() {
     echo "postgres     running  $HOST:$PG_PORT  data $(pg_dir)/data"
   else
     echo "postgres     stopped"
+    rc=3
+  fi
+  if pid=$(running_pid redis); then
+    echo "redis        running  pid $pid  $HOST:$REDIS_PORT  dir $REDIS_DIR"
+  else
+    echo "redis        stopped"
     rc=3
   fi
   if pid=$(running_pid maildev); then
@@ -432,6 +479,7 @@ cmd_env() {
   local kv
   for kv in \
     "AUTHGATE_TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_PORT/postgres" \
+    "AUTHGATE_TEST_REDIS_URL=redis://$HOST:$REDIS_PORT" \
     "AUTHGATE_TEST_SMTP_HOST=$HOST" \
     "AUTHGATE_TEST_SMTP_PORT=$SMTP_PORT" \
     "AUTHGATE_TEST_MAILBOX_URL=http://$HOST:$MAILDEV_WEB_PORT" \

@@ -188,6 +188,21 @@ pub struct RateLimitSettings {
     pub email_per_ip: Option<Quota>,
 }
 
+/// Where the gateway stands in the network.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeSettings {
+    /// Upstream routes (`ROUTES_FILE`), longest prefix first.
+    pub routes: Vec<crate::routes::RouteConfig>,
+    /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `REDIS_URL`: shared rate limits; in-process limits without it.
+    pub redis_url: Option<String>,
+    /// `METRICS_ADDR`: serve `/metrics` on this address only.
+    pub metrics_addr: Option<SocketAddr>,
+    /// After SIGTERM: how long in-flight requests may take to finish.
+    pub shutdown_grace: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backend: Backend,
@@ -203,6 +218,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub verification_mail_limit: u32,
     pub verification_mail_window: Duration,
+    pub edge: EdgeSettings,
 }
 
 /// Reads settings through `get`, so tests can pass a map instead of the process environment.
@@ -446,6 +462,7 @@ impl Config {
                 3600u64,
                 1,
             )?),
+            edge: edge_settings(&src)?,
         })
     }
 
@@ -480,6 +497,55 @@ fn postgres_url(src: &Source<'_>) -> String {
         enc(&password),
         enc(&db)
     )
+}
+
+fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
+    let routes = match src.optional("ROUTES_FILE") {
+        Some(path) => crate::routes::load(std::path::Path::new(&path))?,
+        None => Vec::new(),
+    };
+    let mut trusted_proxies = Vec::new();
+    for item in src
+        .optional("TRUSTED_PROXIES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let net = item
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                problem(format!(
+                    "TRUSTED_PROXIES must list IP addresses or CIDR ranges (got {item:?})"
+                ))
+            })?;
+        trusted_proxies.push(net);
+    }
+    let redis_url = src.optional("REDIS_URL");
+    if let Some(url) = &redis_url
+        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+    {
+        return Err(problem(format!(
+            "REDIS_URL must be a redis:// URL (got {})",
+            redact_url(url)
+        )));
+    }
+    let metrics_addr = match src.optional("METRICS_ADDR") {
+        None => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            problem(format!(
+                "METRICS_ADDR must be an address like 127.0.0.1:9090 (got {text:?})"
+            ))
+        })?),
+    };
+    Ok(EdgeSettings {
+        routes,
+        trusted_proxies,
+        redis_url,
+        metrics_addr,
+        shutdown_grace: Duration::from_secs(src.number("SHUTDOWN_GRACE_SECONDS", 10u64, 0)?),
+    })
 }
 
 fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> {

@@ -16,7 +16,9 @@ pub mod identity;
 pub mod mail;
 pub mod metrics;
 pub mod password;
+pub mod proxy;
 pub mod ratelimit;
+pub mod routes;
 pub mod server;
 pub mod tokens;
 
@@ -123,6 +125,32 @@ pub fn keycloak_backend(
     Ok((backend, jwks))
 }
 
+/// Shared limits through Redis when `REDIS_URL` is set, else in-process ones.
+fn rate_limiter(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<ratelimit::RateLimiter, StartupError> {
+    let Some(url) = &config.edge.redis_url else {
+        return Ok(ratelimit::RateLimiter::local_only());
+    };
+    let redis = ratelimit::RedisLimiter::new(url).map_err(|err| {
+        StartupError::Config(config::ConfigError(format!(
+            "REDIS_URL is not usable: {err}"
+        )))
+    })?;
+    let metrics = Arc::clone(metrics);
+    metrics.redis_up.set(1);
+    Ok(ratelimit::RateLimiter::new(
+        Some(redis),
+        Box::new(move |up| {
+            metrics.redis_up.set(i64::from(up));
+            if !up {
+                metrics.ratelimit_fallbacks.inc();
+            }
+        }),
+    ))
+}
+
 /// Builds the application from a checked configuration (no I/O happens here).
 pub fn build_app(config: Config) -> Result<App, StartupError> {
     let config = Arc::new(config);
@@ -153,7 +181,8 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
         config.templates_dir.as_deref(),
         Arc::clone(&metrics),
     )?);
-    let app = App::new(config, tokens, backend, mailer, clock, metrics)?;
+    let limiter = Arc::new(rate_limiter(&config, &metrics)?);
+    let app = App::new(config, tokens, backend, mailer, clock, metrics)?.with_limiter(limiter);
     Ok(match external_tokens {
         Some(verifier) => app.with_external_tokens(verifier),
         None => app,

@@ -103,7 +103,10 @@ fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
     }
     let workers = config.app.workers;
     let app = Arc::new(build_app(config).map_err(|e| e.to_string())?);
-    authgate::server::run(app, addr, workers)
+    match authgate::server::run(app, addr, workers) {
+        Ok(never) => match never {},
+        Err(err) => Err(err),
+    }
 }
 
 fn grant_role(config: &Config, user: &str, role: &str) -> Result<(), String> {

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,11 @@ pub struct Metrics {
     pub mails: IntCounterVec,
     pub keycloak_requests: IntCounterVec,
     pub keycloak_seconds: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_seconds: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub redis_up: IntGauge,
+    pub ratelimit_fallbacks: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -89,6 +95,37 @@ impl Metrics {
                 "Time of calls to Keycloak, by operation.",
                 &["operation"],
             )?,
+            upstream_requests: counter(
+                "upstream_requests_total",
+                "Requests forwarded to upstreams, by route prefix and upstream status.",
+                &["route", "status"],
+            )?,
+            upstream_seconds: histogram(
+                "upstream_duration_seconds",
+                "Time from forwarding to the upstream's answer, by route prefix.",
+                &["route"],
+            )?,
+            upstream_errors: counter(
+                "upstream_errors_total",
+                "Forwarding failures, by route prefix and kind (connect, timeout, ...).",
+                &["route", "kind"],
+            )?,
+            redis_up: {
+                let gauge = IntGauge::new(
+                    "redis_up",
+                    "1 while Redis answers the shared rate limits, 0 while limits are local.",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            ratelimit_fallbacks: {
+                let counter = IntCounter::new(
+                    "ratelimit_local_fallbacks_total",
+                    "Rate-limit decisions taken locally because Redis did not answer.",
+                )?;
+                registry.register(Box::new(counter.clone()))?;
+                counter
+            },
             registry,
         })
     }

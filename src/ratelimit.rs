@@ -1,7 +1,13 @@
-//! In-process rate limits (governor's GCRA), keyed by client IP or account.
+//! Rate limits behind one interface: shared by every replica through Redis
+//! (a fixed window per key, counted by a Lua script), or in-process
+//! (governor's GCRA) when no Redis is configured or Redis does not answer.
+//! A Redis outage is logged and counted once, served by the local limiter
+//! meanwhile, and shared limits resume by themselves when Redis is back.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -85,6 +91,153 @@ impl<C: Clock + Clone> KeyedLimiter<C> {
         self.limiter
             .check_key(&key.to_string())
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// How long a Redis check may take before the local limiter decides.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// INCR the window's counter, start the window on the first hit, and
+/// answer the milliseconds left when the count is over the limit (else -1).
+const WINDOW_SCRIPT: &str = r"
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if count > tonumber(ARGV[2]) then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
+  return left
+end
+return -1
+";
+
+/// Redis-backed counters shared by all replicas.
+pub struct RedisLimiter {
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisLimiter")
+    }
+}
+
+impl RedisLimiter {
+    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            connection: tokio::sync::Mutex::new(None),
+            script: redis::Script::new(WINDOW_SCRIPT),
+        })
+    }
+
+    /// A connection, opened on first use inside the serving runtime; the
+    /// connection manager reconnects by itself afterwards.
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection =
+            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// `Ok(None)` within the limit, `Ok(Some(wait))` over it.
+    async fn check(&self, name: &str, quota: Quota, key: &str) -> Result<Option<Duration>, String> {
+        let work = async {
+            let mut connection = self.connection().await.map_err(|e| e.to_string())?;
+            let window_ms = u64::try_from(quota.period.as_millis()).unwrap_or(u64::MAX);
+            let left: i64 = self
+                .script
+                .key(format!("authgate:rl:{name}:{key}"))
+                .arg(window_ms)
+                .arg(quota.count.get())
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(u64::try_from(left).ok().map(Duration::from_millis))
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT * 2, work).await {
+            Ok(result) => result,
+            Err(_) => Err("timed out".into()),
+        }
+    }
+}
+
+/// Every named limit of the gateway, one interface for both backends.
+pub struct RateLimiter {
+    local: Mutex<HashMap<String, Arc<KeyedLimiter>>>,
+    redis: Option<RedisLimiter>,
+    redis_up: AtomicBool,
+    /// Called with `true`/`false` when Redis is found up/down (metrics).
+    on_redis_state: Box<dyn Fn(bool) + Send + Sync>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("redis", &self.redis.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    pub fn new(
+        redis: Option<RedisLimiter>,
+        on_redis_state: Box<dyn Fn(bool) + Send + Sync>,
+    ) -> Self {
+        Self {
+            local: Mutex::new(HashMap::new()),
+            redis,
+            redis_up: AtomicBool::new(true),
+            on_redis_state,
+        }
+    }
+
+    pub fn local_only() -> Self {
+        Self::new(None, Box::new(|_| {}))
+    }
+
+    /// `Err(wait)` when `key` has used `name`'s quota.
+    pub async fn check(&self, name: &str, quota: Quota, key: &str) -> Result<(), Duration> {
+        if let Some(redis) = &self.redis {
+            match redis.check(name, quota, key).await {
+                Ok(verdict) => {
+                    if !self.redis_up.swap(true, Ordering::SeqCst) {
+                        tracing::warn!("Redis is back: rate limits are shared again");
+                    }
+                    (self.on_redis_state)(true);
+                    return verdict.map_or(Ok(()), Err);
+                }
+                Err(err) => {
+                    if self.redis_up.swap(false, Ordering::SeqCst) {
+                        tracing::warn!(error = %err, "Redis unreachable: rate limits fall back to this replica's counters");
+                    }
+                    (self.on_redis_state)(false);
+                }
+            }
+        }
+        self.local_limiter(name, quota).check(key)
+    }
+
+    fn local_limiter(&self, name: &str, quota: Quota) -> Arc<KeyedLimiter> {
+        let mut local = self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            local
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(KeyedLimiter::new(quota))),
+        )
     }
 }
 

@@ -1,70 +1,340 @@
-//! Assembles the pingora server: one HTTP service whose `request_filter`
-//! reads each API request whole (bounded), lets the api layer answer it, and
-//! writes the answer with a Content-Length, keeping the connection alive.
+//! Assembles the pingora server. One HTTP service decides per request:
+//! the API's own paths are read whole (bounded) and answered by the api
+//! layer; paths under a configured route are admitted (policy, rate limit)
+//! and forwarded to a healthy upstream, streaming, with identity headers.
+//! Every answer carries `X-Request-Id`, and every request ends in one log
+//! line and in the metrics.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http::header::CONTENT_LENGTH;
-use pingora::http::ResponseHeader;
+use http::header::{CONTENT_LENGTH, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::TcpHealthCheck;
+use pingora::lb::selection::RoundRobin;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
 use pingora::{Error, ErrorType};
+use tracing::Instrument;
 
 use crate::api::App;
+use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
+use crate::proxy::{IDENTITY_HEADERS, Identity, admit};
+use crate::routes::RouteConfig;
 
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often upstreams are probed.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
+const REQUEST_ID: &str = "x-request-id";
 
-#[derive(Debug)]
+/// A configured route and its upstreams.
+pub struct Upstream {
+    pub config: RouteConfig,
+    pub balancer: Arc<LoadBalancer<RoundRobin>>,
+}
+
+/// Per-request state across pingora's phases.
+pub struct Ctx {
+    request_id: String,
+    started: Instant,
+    span: tracing::Span,
+    client_ip: Option<IpAddr>,
+    /// The socket's peer (appended to `X-Forwarded-For` upstream).
+    peer_ip: Option<IpAddr>,
+    /// Set when the request is forwarded: the route's index and who it is for.
+    forward: Option<(usize, Option<Identity>)>,
+    upstream_started: Option<Instant>,
+}
+
 pub struct Gateway {
     app: Arc<App>,
+    upstreams: Arc<Vec<Upstream>>,
     max_body: usize,
+    /// A listener that serves `/metrics` and nothing else.
+    metrics_only: bool,
 }
 
 impl Gateway {
-    pub fn new(app: Arc<App>) -> Self {
+    pub fn new(app: Arc<App>, upstreams: Arc<Vec<Upstream>>, metrics_only: bool) -> Self {
         let max_body = app.config.app.max_body_bytes;
-        Self { app, max_body }
+        Self {
+            app,
+            upstreams,
+            max_body,
+            metrics_only,
+        }
+    }
+
+    fn route_for(&self, path: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.config.matches(path))
+    }
+
+    fn route_label(&self, ctx: &Ctx) -> String {
+        match &ctx.forward {
+            Some((index, _)) => self
+                .upstreams
+                .get(*index)
+                .map_or_else(|| "proxy".into(), |u| format!("proxy:{}", u.config.prefix)),
+            None => "unmatched".into(),
+        }
     }
 }
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = ();
+    type CTX = Ctx;
 
-    fn new_ctx(&self) -> Self::CTX {}
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            started: Instant::now(),
+            span: tracing::Span::none(),
+            client_ip: None,
+            peer_ip: None,
+            forward: None,
+            upstream_started: None,
+        }
+    }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
-        let response = match read_request(session, self.max_body).await {
-            Ok(req) => self.app.handle(req).await,
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let header = session.req_header();
+        ctx.request_id = request_id(header_text(header, REQUEST_ID));
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(SocketAddr::ip);
+        ctx.client_ip = client_ip(
+            ctx.peer_ip,
+            header_text(session.req_header(), "x-forwarded-for"),
+            &self.app.config.edge.trusted_proxies,
+        );
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        ctx.span = tracing::info_span!(
+            "request",
+            request_id = %ctx.request_id,
+            user_id = tracing::field::Empty
+        );
+
+        if self.metrics_only || (path == "/metrics" && self.app.config.edge.metrics_addr.is_some())
+        {
+            let response = if self.metrics_only && path == "/metrics" {
+                crate::api::metrics_response(&self.app)
+            } else {
+                Response::detail(StatusCode::NOT_FOUND, "Not Found")
+            };
+            write_response(session, response, &ctx.request_id).await?;
+            return Ok(true);
+        }
+
+        // Identity headers come from the gateway alone, on every route.
+        for name in IDENTITY_HEADERS {
+            session.req_header_mut().remove_header(name);
+        }
+
+        if !self.app.serves(&method, &path)
+            && let Some(index) = self.route_for(&path)
+        {
+            let upstream = &self.upstreams[index];
+            let admitted = admit(
+                &self.app,
+                &upstream.config,
+                &session.req_header().headers,
+                ctx.client_ip,
+            )
+            .instrument(ctx.span.clone())
+            .await;
+            return match admitted {
+                Ok(identity) => {
+                    ctx.forward = Some((index, identity));
+                    Ok(false)
+                }
+                Err(response) => {
+                    ctx.forward = Some((index, None));
+                    write_response(session, response, &ctx.request_id).await?;
+                    Ok(true)
+                }
+            };
+        }
+
+        let response = match read_request(session, self.max_body, ctx.client_ip).await {
+            Ok(req) => self.app.handle(req).instrument(ctx.span.clone()).await,
             Err(response) => response,
         };
-        write_response(session, response).await?;
+        write_response(session, response, &ctx.request_id).await?;
         Ok(true)
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut (),
+        ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        Err(Error::explain(
-            ErrorType::InternalError,
-            "no upstream is configured",
-        ))
+        let upstream = ctx
+            .forward
+            .as_ref()
+            .and_then(|(index, _)| self.upstreams.get(*index))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        let backend = upstream
+            .balancer
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
+        let addr = *backend.addr.as_inet().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "upstream is not a TCP address")
+        })?;
+        // A resolved SocketAddr: HttpPeer::new's lookup cannot fail.
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(upstream.config.connect_timeout);
+        peer.options.total_connection_timeout = Some(upstream.config.connect_timeout);
+        peer.options.read_timeout = Some(upstream.config.read_timeout);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
     }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some((_, Some(identity))) = &ctx.forward {
+            for (name, value) in identity.headers() {
+                request.insert_header(name, value)?;
+            }
+        }
+        request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(ip) = ctx.peer_ip {
+            let chain = match header_text(request, "x-forwarded-for") {
+                Some(before) => format!("{before}, {ip}"),
+                None => ip.to_string(),
+            };
+            request.insert_header("x-forwarded-for", chain)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let route = self.route_label(ctx);
+        if let Some(started) = ctx.upstream_started {
+            self.app
+                .metrics
+                .upstream_seconds
+                .with_label_values(&[route.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.app
+            .metrics
+            .upstream_requests
+            .with_label_values(&[route.as_str(), response.status.as_str()])
+            .inc();
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (status, detail, kind) = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout", "timeout")
+            }
+            ErrorType::ConnectNoRoute => (
+                StatusCode::BAD_GATEWAY,
+                "Bad Gateway",
+                "no_healthy_upstream",
+            ),
+            ErrorType::ConnectRefused => {
+                (StatusCode::BAD_GATEWAY, "Bad Gateway", "connect_refused")
+            }
+            _ => (StatusCode::BAD_GATEWAY, "Bad Gateway", "other"),
+        };
+        let route = self.route_label(ctx);
+        self.app
+            .metrics
+            .upstream_errors
+            .with_label_values(&[route.as_str(), kind])
+            .inc();
+        ctx.span
+            .in_scope(|| tracing::warn!(route, kind, error = %e, "forwarding failed"));
+        let mut code = status.as_u16();
+        if session.response_written().is_none() {
+            session.set_keepalive(None);
+            if write_response(session, Response::detail(status, detail), &ctx.request_id)
+                .await
+                .is_err()
+            {
+                code = 0;
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // API requests are logged and counted by the api layer.
+        if ctx.forward.is_none() {
+            return;
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = self.route_label(ctx);
+        let method = session.req_header().method.as_str().to_string();
+        let elapsed = ctx.started.elapsed();
+        self.app
+            .metrics
+            .observe_request(&route, &method, status, elapsed);
+        let user_id = ctx
+            .forward
+            .as_ref()
+            .and_then(|(_, identity)| identity.as_ref().map(|i| i.user_id));
+        ctx.span.in_scope(|| {
+            tracing::info!(
+                method,
+                path = %session.req_header().uri.path(),
+                route,
+                status,
+                user_id,
+                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                "request"
+            );
+        });
+    }
+}
+
+fn header_text<'a>(header: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    header.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The request, its body read whole; or the answer to give instead
 /// (413 for a body over the limit, 400 for one that cannot be read).
-async fn read_request(session: &mut Session, max_body: usize) -> Result<Request, Response> {
+async fn read_request(
+    session: &mut Session,
+    max_body: usize,
+    client_ip: Option<IpAddr>,
+) -> Result<Request, Response> {
     let header = session.req_header();
     let uri = &header.uri;
     let path = percent_encoding::percent_decode_str(uri.path())
@@ -76,10 +346,7 @@ async fn read_request(session: &mut Session, max_body: usize) -> Result<Request,
         query: uri.query().map(str::to_string),
         headers: header.headers.clone(),
         body: Bytes::new(),
-        client_ip: session
-            .client_addr()
-            .and_then(|addr| addr.as_inet())
-            .map(SocketAddr::ip),
+        client_ip,
     };
     let too_large = || Response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
     let declared = req
@@ -115,13 +382,20 @@ async fn read_request(session: &mut Session, max_body: usize) -> Result<Request,
     Ok(req)
 }
 
-async fn write_response(session: &mut Session, response: Response) -> pingora::Result<()> {
-    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 1))?;
+async fn write_response(
+    session: &mut Session,
+    response: Response,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
     for (name, value) in &response.headers {
         header.append_header(name.clone(), value.clone())?;
     }
     if !response.headers.contains_key(CONTENT_LENGTH) {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
+    }
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        header.insert_header(REQUEST_ID, value)?;
     }
     let no_body = response.body.is_empty();
     session
@@ -136,19 +410,54 @@ async fn write_response(session: &mut Session, response: Response) -> pingora::R
 }
 
 /// Starts the server on `addr` with `workers` threads; never returns.
-pub fn run(app: Arc<App>, addr: SocketAddr, workers: usize) -> ! {
+pub fn run(
+    app: Arc<App>,
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<std::convert::Infallible, String> {
     let conf = ServerConf {
         threads: workers,
         work_stealing: true,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(5),
+        // On SIGTERM pingora stops accepting, lets sessions run for the
+        // grace period, then stops the runtimes.
+        grace_period_seconds: Some(app.config.edge.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Gateway::new(app));
+
+    let mut upstreams = Vec::new();
+    for route in &app.config.edge.routes {
+        let mut balancer =
+            LoadBalancer::<RoundRobin>::try_from_iter(route.upstreams.iter().copied())
+                .map_err(|err| format!("ROUTES_FILE route {}: {err}", route.prefix))?;
+        balancer.set_health_check(TcpHealthCheck::new());
+        balancer.health_check_frequency = Some(HEALTH_CHECK_EVERY);
+        let checks = background_service(&format!("health {}", route.prefix), balancer);
+        upstreams.push(Upstream {
+            config: route.clone(),
+            balancer: checks.task(),
+        });
+        server.add_service(checks);
+    }
+    let upstreams = Arc::new(upstreams);
+
+    let mut service = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+    );
     service.add_tcp(&addr.to_string());
     server.add_service(service);
-    tracing::info!(%addr, workers, "authgate listening");
+    if let Some(metrics_addr) = app.config.edge.metrics_addr {
+        let mut metrics = pingora::proxy::http_proxy_service(
+            &server.configuration,
+            Gateway::new(Arc::clone(&app), upstreams, true),
+        );
+        metrics.add_tcp(&metrics_addr.to_string());
+        server.add_service(metrics);
+        tracing::info!(%metrics_addr, "metrics listener");
+    }
+    tracing::info!(%addr, workers, routes = app.config.edge.routes.len(), "authgate listening");
     server.run_forever()
 }

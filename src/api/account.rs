@@ -33,9 +33,10 @@ pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: SignupBody = validate::json_body(req)?;
     app.check_limit(
         "signup_per_ip",
-        app.limits.signup_per_ip.as_ref(),
+        app.config.rate_limits.signup_per_ip,
         &req.client_ip_text(),
-    )?;
+    )
+    .await?;
     let token = app
         .tokens
         .mint_email(&body.email, EmailPurpose::Verification)

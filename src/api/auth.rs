@@ -1,36 +1,101 @@
 //! "Token required": the access token from `Authorization: Bearer` (which
 //! wins) or the `access_token` cookie, verified in-process; then the
 //! session's revocation state (deliberate difference 7).
+//!
+//! Revocation answers are cached per process: a signed-out session is
+//! refused here at once, and a session found live is not asked about again
+//! for a few seconds (other replicas learn of a sign-out within that time),
+//! so the request path seldom leaves the process.
 
-use crate::http::Request;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use moka::sync::Cache;
+
+use crate::http::cookie_in;
 use crate::http::cookies::ACCESS_COOKIE;
 use crate::identity::{IdentityError, SessionRef};
+use crate::tokens::SessionClaims;
 
 use super::{ApiError, App};
 
 const UNAUTHORIZED: &str = "Unauthorized.";
 const INVALID: &str = "Invalid token or expired token.";
 
+/// How long a session found live is believed without asking again.
+const LIVE_FOR: Duration = Duration::from_secs(5);
+/// How long roles are kept for the proxy's `X-Auth-Roles` and `role:` routes.
+const ROLES_FOR: Duration = Duration::from_secs(30);
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user_id: i64,
+    pub email: Option<String>,
     pub device_id: Option<String>,
 }
 
+/// The process's memory of sessions and roles.
+#[derive(Debug)]
+pub struct SessionCache {
+    /// Sessions ended here (sign-out), by device id.
+    ended: Cache<String, ()>,
+    /// Tokens found live recently, by user/device/iat.
+    live: Cache<String, ()>,
+    roles: Cache<i64, Arc<Vec<String>>>,
+}
+
+impl SessionCache {
+    pub fn new(access_lifetime: Duration) -> Self {
+        Self {
+            ended: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(access_lifetime)
+                .build(),
+            live: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(LIVE_FOR)
+                .build(),
+            roles: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ROLES_FOR)
+                .build(),
+        }
+    }
+
+    /// A sign-out on this replica: refused at once, whatever was cached.
+    pub fn session_ended(&self, device_id: &str) {
+        self.ended.insert(device_id.to_string(), ());
+    }
+
+    /// Sessions of some user ended (password reset, deletion, a change of
+    /// roles): forget what was believed live.
+    pub fn forget(&self) {
+        self.live.invalidate_all();
+        self.roles.invalidate_all();
+    }
+}
+
 /// The bearer credentials of an `Authorization` header, if it has usable ones.
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req.header("authorization")?.trim();
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
     let (scheme, credentials) = value.split_once(' ')?;
     let credentials = credentials.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
-pub async fn require(app: &App, req: &Request) -> Result<Principal, ApiError> {
-    let cookie = req.cookie(ACCESS_COOKIE).filter(|c| !c.is_empty());
-    let token = match bearer(req) {
+/// The rule of the contract for a request's headers.
+pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = match bearer(headers) {
         Some(token) => token.to_string(),
-        None => cookie.ok_or_else(|| ApiError::forbidden(UNAUTHORIZED))?,
+        None => cookie_in(headers, ACCESS_COOKIE)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ApiError::forbidden(UNAUTHORIZED))?,
     };
     let verified = match &app.external_tokens {
         Some(external) if crate::tokens::is_rs256(&token) => external.verify(&token).await,
@@ -44,11 +109,7 @@ pub async fn require(app: &App, req: &Request) -> Result<Principal, ApiError> {
             .inc();
         ApiError::forbidden(INVALID)
     })?;
-    if app
-        .backend
-        .session_revoked(&SessionRef::of(&claims))
-        .await?
-    {
+    if revoked(app, &claims).await? {
         tracing::debug!(reason = "revoked", "access token refused");
         app.metrics
             .token_rejections
@@ -56,13 +117,43 @@ pub async fn require(app: &App, req: &Request) -> Result<Principal, ApiError> {
             .inc();
         return Err(ApiError::forbidden(INVALID));
     }
+    tracing::Span::current().record("user_id", claims.user_id);
     Ok(Principal {
         user_id: claims.user_id,
+        email: claims.email,
         device_id: claims.device_id,
     })
 }
 
-/// The caller must hold the `admin` role.
+async fn revoked(app: &App, claims: &SessionClaims) -> Result<bool, IdentityError> {
+    let cache = &app.sessions;
+    if let Some(device_id) = &claims.device_id
+        && cache.ended.contains_key(device_id)
+    {
+        return Ok(true);
+    }
+    let key = format!(
+        "{}/{}/{}",
+        claims.user_id,
+        claims.device_id.as_deref().unwrap_or("-"),
+        claims.iat.unwrap_or_default()
+    );
+    if cache.live.contains_key(&key) {
+        return Ok(false);
+    }
+    let revoked = app.backend.session_revoked(&SessionRef::of(claims)).await?;
+    if !revoked {
+        cache.live.insert(key, ());
+    }
+    Ok(revoked)
+}
+
+/// "Token required" for an API request.
+pub async fn require(app: &App, req: &crate::http::Request) -> Result<Principal, ApiError> {
+    authenticate(app, &req.headers).await
+}
+
+/// The caller must hold the `admin` role (asked at the source, not cached).
 pub async fn require_admin(app: &App, principal: &Principal) -> Result<(), ApiError> {
     if is_admin(app, principal).await? {
         Ok(())
@@ -73,4 +164,14 @@ pub async fn require_admin(app: &App, principal: &Principal) -> Result<(), ApiEr
 
 pub async fn is_admin(app: &App, principal: &Principal) -> Result<bool, IdentityError> {
     app.backend.is_admin(principal.user_id).await
+}
+
+/// The user's roles, cached briefly (the proxy's hot path).
+pub async fn roles(app: &App, user_id: i64) -> Result<Arc<Vec<String>>, IdentityError> {
+    if let Some(roles) = app.sessions.roles.get(&user_id) {
+        return Ok(roles);
+    }
+    let roles = Arc::new(app.backend.roles(user_id).await?);
+    app.sessions.roles.insert(user_id, Arc::clone(&roles));
+    Ok(roles)
 }

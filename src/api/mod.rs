@@ -3,7 +3,7 @@
 //! shape the answers; they never see SQL or Keycloak.
 
 mod account;
-mod auth;
+pub mod auth;
 mod email_test;
 mod error;
 mod meta;
@@ -20,52 +20,40 @@ use http::{Method, StatusCode};
 
 pub use error::ApiError;
 
+/// The Prometheus text of the application's metrics.
+pub fn metrics_response(app: &App) -> Response {
+    meta::metrics(app)
+}
+
 use crate::clock::Clock;
-use crate::config::{Config, RateLimitSettings};
+use crate::config::Config;
 use crate::http::router::{Resolution, Route, Router};
 use crate::http::{Request, Response};
 use crate::identity::IdentityBackend;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
-use crate::ratelimit::{KeyedLimiter, retry_after_seconds};
+use crate::ratelimit::{Quota, RateLimiter, retry_after_seconds};
 use crate::tokens::{ExternalTokens, TokenService};
 
-/// The in-process limiters of the sensitive endpoints.
-#[derive(Debug, Default)]
-pub struct Limits {
-    pub signin_per_ip: Option<KeyedLimiter>,
-    pub signin_per_account: Option<KeyedLimiter>,
-    pub signup_per_ip: Option<KeyedLimiter>,
-    pub email_per_ip: Option<KeyedLimiter>,
-}
-
-impl Limits {
-    pub fn from_settings(settings: &RateLimitSettings) -> Self {
-        Self {
-            signin_per_ip: settings.signin_per_ip.map(KeyedLimiter::new),
-            signin_per_account: settings.signin_per_account.map(KeyedLimiter::new),
-            signup_per_ip: settings.signup_per_ip.map(KeyedLimiter::new),
-            email_per_ip: settings.email_per_ip.map(KeyedLimiter::new),
-        }
-    }
-}
-
 impl App {
-    /// `Err(429)` when the limiter (if configured) has no room for `key`.
-    fn check_limit(
+    /// `Err(429)` when `quota` (if configured) has no room for `key` under `name`.
+    pub async fn check_limit(
         &self,
         name: &str,
-        limiter: Option<&KeyedLimiter>,
+        quota: Option<Quota>,
         key: &str,
     ) -> Result<(), ApiError> {
-        match limiter.map(|l| l.check(key)) {
-            Some(Err(wait)) => {
+        let Some(quota) = quota else {
+            return Ok(());
+        };
+        match self.limiter.check(name, quota, key).await {
+            Ok(()) => Ok(()),
+            Err(wait) => {
                 self.metrics.rate_limited.with_label_values(&[name]).inc();
                 Err(ApiError::TooManyRequests {
                     retry_after: retry_after_seconds(wait),
                 })
             }
-            _ => Ok(()),
         }
     }
 }
@@ -77,7 +65,8 @@ pub struct App {
     pub tokens: TokenService,
     pub backend: Arc<dyn IdentityBackend>,
     pub mailer: Arc<Mailer>,
-    pub limits: Limits,
+    pub limiter: Arc<RateLimiter>,
+    pub sessions: auth::SessionCache,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// Verifier of the identity provider's own tokens (keycloak mode).
@@ -95,7 +84,8 @@ impl App {
         metrics: Arc<Metrics>,
     ) -> Result<Self, matchit::InsertError> {
         Ok(Self {
-            limits: Limits::from_settings(&config.rate_limits),
+            limiter: Arc::new(RateLimiter::local_only()),
+            sessions: auth::SessionCache::new(tokens.lifetimes().access),
             config,
             tokens,
             backend,
@@ -107,10 +97,21 @@ impl App {
         })
     }
 
+    /// Uses this limiter (e.g. one shared through Redis) for every limit.
+    pub fn with_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
     /// Accepts the identity provider's own tokens as well as legacy ones.
     pub fn with_external_tokens(mut self, verifier: Arc<dyn ExternalTokens>) -> Self {
         self.external_tokens = Some(verifier);
         self
+    }
+
+    /// Whether the API answers this path (any method): otherwise it may be forwarded.
+    pub fn serves(&self, method: &Method, path: &str) -> bool {
+        self.router.resolve(method, path) != Resolution::NotFound
     }
 
     /// Answers one request; never fails (every error becomes its response).

@@ -37,9 +37,10 @@ pub async fn forgot(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: ForgotBody = validate::json_body(req)?;
     app.check_limit(
         "email_per_ip",
-        app.limits.email_per_ip.as_ref(),
+        app.config.rate_limits.email_per_ip,
         &req.client_ip_text(),
-    )?;
+    )
+    .await?;
     // Unknown addresses get the same answer (deliberate difference 3); the
     // mail goes out in the background, so timing does not tell either.
     if let Some(user) = app.backend.user_by_email(&body.email).await? {
@@ -95,6 +96,7 @@ pub async fn reset(app: &App, req: &Request) -> Result<Response, ApiError> {
         .redeem_password_reset(&body.token, &body.new_password)
         .await?
         .ok_or_else(|| ApiError::bad_request("Invalid or expired reset token"))?;
+    app.sessions.forget();
     tracing::info!(user_id = user.id, "password reset");
     Ok(Response::json(
         StatusCode::OK,

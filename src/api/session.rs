@@ -140,14 +140,16 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: SigninBody = validate::json_body(req)?;
     app.check_limit(
         "signin_per_ip",
-        app.limits.signin_per_ip.as_ref(),
+        app.config.rate_limits.signin_per_ip,
         &req.client_ip_text(),
-    )?;
+    )
+    .await?;
     app.check_limit(
         "signin_per_account",
-        app.limits.signin_per_account.as_ref(),
+        app.config.rate_limits.signin_per_account,
         &body.username.trim().to_lowercase(),
-    )?;
+    )
+    .await?;
     match app
         .backend
         .check_credentials(&body.username, &body.password)
@@ -277,6 +279,7 @@ pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
     } = auth::require(app, req).await?;
     if let Some(device_id) = device_id.as_deref() {
         app.backend.end_session(user_id, device_id).await?;
+        app.sessions.session_ended(device_id);
     }
     let mut response = Response::json(
         StatusCode::OK,

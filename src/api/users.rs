@@ -142,6 +142,7 @@ pub async fn update(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
             },
         )
         .await?;
+    app.sessions.forget();
     tracing::info!(user_id = id, by = principal.user_id, "user updated");
     Ok(user_response(&user))
 }
@@ -151,6 +152,7 @@ pub async fn delete(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
     let id = validate::path_int("user_id", id)?;
     self_or_admin(app, &principal, id).await?;
     app.backend.delete_user(id).await?;
+    app.sessions.forget();
     tracing::info!(user_id = id, by = principal.user_id, "user deleted");
     Ok(Response::json(
         StatusCode::OK,

@@ -147,9 +147,10 @@ pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: ResendBody = validate::json_body(req)?;
     app.check_limit(
         "email_per_ip",
-        app.limits.email_per_ip.as_ref(),
+        app.config.rate_limits.email_per_ip,
         &req.client_ip_text(),
-    )?;
+    )
+    .await?;
     let sent = ResendAnswer {
         message: "Verification email sent successfully",
         retry_after: None,

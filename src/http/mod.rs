@@ -1,11 +1,12 @@
 //! Request and response plumbing: routing, JSON bodies and 422 errors,
 //! cookies. Nothing here knows about users or tokens.
 
+pub mod client_ip;
 pub mod cookies;
 mod request;
 mod response;
 pub mod router;
 pub mod validate;
 
-pub use request::Request;
+pub use request::{Request, cookie_in};
 pub use response::Response;

@@ -35,14 +35,7 @@ impl Request {
 
     /// The value of a cookie from the `Cookie` header(s).
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(cookie::Cookie::split_parse)
-            .filter_map(Result::ok)
-            .find(|c| c.name() == name)
-            .map(|c| c.value_trimmed().to_string())
+        cookie_in(&self.headers, name)
     }
 
     /// The first value of a query parameter, percent-decoded.
@@ -58,6 +51,18 @@ impl Request {
         self.client_ip
             .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
     }
+}
+
+/// The value of a cookie from the `Cookie` header(s).
+pub fn cookie_in(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value_trimmed().to_string())
 }
 
 #[cfg(test)]

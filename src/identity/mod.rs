@@ -251,7 +251,12 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     /// Deletes a user: they can no longer sign in, and their sessions end.
     async fn delete_user(&self, id: i64) -> Result<(), IdentityError>;
 
+    /// Whether the user holds the `admin` role now (asked at the source).
     async fn is_admin(&self, id: i64) -> Result<bool, IdentityError>;
+
+    /// The user's roles as the gateway last saw them (for `X-Auth-Roles` and
+    /// `role:` routes; callers cache them briefly).
+    async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError>;
 
     /// Stores a single-use e-mail token that was (about to be) mailed.
     async fn store_email_token(

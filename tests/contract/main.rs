@@ -8,11 +8,13 @@
 
 mod cases;
 mod config_errors;
+mod edge;
 mod faults;
 mod harness;
 mod keycloak_mode;
 mod legacy_db;
 mod smtp;
+mod upstream;
 
 use harness::{Gateway, Mailbox, Options, TestDb, TestUser};
 

@@ -158,6 +158,19 @@ impl KeycloakBackend {
         Ok(None)
     }
 
+    /// Keeps the roles of a fresh Keycloak token (role changes take effect
+    /// at the next refresh).
+    async fn remember_roles(&self, tokens: &UpstreamTokens) -> Result<(), IdentityError> {
+        if let Some(claims) = KcClaims::of_fresh_token(&tokens.access_token)
+            && let Ok(keycloak_id) = Uuid::parse_str(&claims.sub)
+        {
+            self.registry
+                .set_roles(keycloak_id, &claims.roles())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Grants a realm role to a user named by username or address.
     pub async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError> {
         let kc = self
@@ -283,6 +296,11 @@ impl IdentityBackend for KeycloakBackend {
                         })?
                     }
                 };
+                if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
+                    self.registry
+                        .set_roles(keycloak_id, &claims.roles())
+                        .await?;
+                }
                 let device_id = claims
                     .sid
                     .clone()
@@ -347,7 +365,10 @@ impl IdentityBackend for KeycloakBackend {
         }
         if let Some(kc_rt) = claims.kc_rt.as_deref() {
             return Ok(match self.oidc.refresh(kc_rt).await? {
-                Grant::Granted(_) => Ok(()),
+                Grant::Granted(tokens) => {
+                    self.remember_roles(&tokens).await?;
+                    Ok(())
+                }
                 Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
             });
         }
@@ -368,7 +389,10 @@ impl IdentityBackend for KeycloakBackend {
         refresh_token: &str,
     ) -> Result<Result<UpstreamTokens, RefreshDenied>, IdentityError> {
         Ok(match self.oidc.refresh(refresh_token).await? {
-            Grant::Granted(tokens) => Ok(tokens),
+            Grant::Granted(tokens) => {
+                self.remember_roles(&tokens).await?;
+                Ok(tokens)
+            }
             Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
         })
     }
@@ -459,6 +483,10 @@ impl IdentityBackend for KeycloakBackend {
         self.end_all_sessions(&identity).await?;
         self.admin.delete(&identity.keycloak_id.to_string()).await?;
         self.registry.mark_deleted(identity.legacy_id).await
+    }
+
+    async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError> {
+        self.registry.roles(id).await
     }
 
     async fn is_admin(&self, id: i64) -> Result<bool, IdentityError> {

@@ -51,6 +51,24 @@ pub struct KcClaims {
     pub preferred_username: Option<String>,
     #[serde(default)]
     pub email_verified: Option<bool>,
+    #[serde(default)]
+    pub realm_access: Option<RealmAccess>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RealmAccess {
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl KcClaims {
+    /// The realm roles the token grants.
+    pub fn roles(&self) -> Vec<String> {
+        self.realm_access
+            .as_ref()
+            .map(|r| r.roles.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl KcClaims {

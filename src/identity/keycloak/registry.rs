@@ -189,6 +189,34 @@ impl Registry {
         Ok(())
     }
 
+    /// Remembers the realm roles a fresh token of the user carried.
+    pub async fn set_roles(
+        &self,
+        keycloak_id: Uuid,
+        roles: &[String],
+    ) -> Result<(), IdentityError> {
+        sqlx::query("UPDATE authgate_identities SET roles = $2 WHERE keycloak_id = $1")
+            .bind(keycloak_id)
+            .bind(roles)
+            .execute(self.pool().await)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub async fn roles(&self, legacy_id: i64) -> Result<Vec<String>, IdentityError> {
+        let Ok(legacy_id) = i32::try_from(legacy_id) else {
+            return Ok(Vec::new());
+        };
+        let roles: Option<Vec<String>> =
+            sqlx::query_scalar("SELECT roles FROM authgate_identities WHERE legacy_id = $1")
+                .bind(legacy_id)
+                .fetch_optional(self.pool().await)
+                .await
+                .map_err(db_error)?;
+        Ok(roles.unwrap_or_default())
+    }
+
     pub async fn set_email(&self, legacy_id: i32, email: &str) -> Result<(), IdentityError> {
         sqlx::query(
             "UPDATE authgate_identities SET email = $2, updated_at = $3 WHERE legacy_id = $1",

@@ -600,6 +600,16 @@ impl IdentityBackend for NativeBackend {
         Ok(())
     }
 
+    async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError> {
+        sqlx::query_scalar(
+            "SELECT role::text FROM authgate_user_roles WHERE user_id = $1 ORDER BY role",
+        )
+        .bind(id)
+        .fetch_all(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
     async fn is_admin(&self, id: i64) -> Result<bool, IdentityError> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM authgate_user_roles WHERE user_id = $1 AND role = 'admin')",

@@ -1,0 +1,90 @@
+//! The gateway's edge decisions for forwarded requests, apart from the
+//! HTTP plumbing: who may pass a route (its policy and rate limit), and the
+//! identity headers the upstream receives. Client-sent identity headers are
+//! never believed: they are stripped on every route.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::api::{ApiError, App, auth};
+use crate::http::Response;
+use crate::routes::{Policy, RouteConfig};
+
+/// Headers only the gateway may set.
+pub const IDENTITY_HEADERS: [&str; 4] = [
+    "x-auth-user-id",
+    "x-auth-email",
+    "x-auth-roles",
+    "x-auth-device-id",
+];
+
+/// Who an admitted request is for.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: i64,
+    pub email: Option<String>,
+    pub device_id: Option<String>,
+    pub roles: Arc<Vec<String>>,
+}
+
+impl Identity {
+    /// The headers to add upstream (values that cannot be headers are left out).
+    pub fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
+        let mut out = vec![(IDENTITY_HEADERS[0], HeaderValue::from(self.user_id))];
+        let mut text = |name: &'static str, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                out.push((name, value));
+            }
+        };
+        if let Some(email) = &self.email {
+            text(IDENTITY_HEADERS[1], email);
+        }
+        text(IDENTITY_HEADERS[2], &self.roles.join(","));
+        if let Some(device_id) = &self.device_id {
+            text(IDENTITY_HEADERS[3], device_id);
+        }
+        out
+    }
+}
+
+/// Lets a request through `route`, or answers it: the contract's 403s, 429.
+pub async fn admit(
+    app: &App,
+    route: &RouteConfig,
+    headers: &HeaderMap,
+    client_ip: Option<IpAddr>,
+) -> Result<Option<Identity>, Response> {
+    if route.rate_limit.is_some() {
+        let key = client_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+        app.check_limit(&format!("route:{}", route.prefix), route.rate_limit, &key)
+            .await
+            .map_err(ApiError::into_response)?;
+    }
+    let role = match &route.policy {
+        Policy::Public => return Ok(None),
+        Policy::Authenticated => None,
+        Policy::Role(role) => Some(role),
+    };
+    let principal = auth::authenticate(app, headers)
+        .await
+        .map_err(ApiError::into_response)?;
+    let roles = auth::roles(app, principal.user_id)
+        .await
+        .map_err(|err| ApiError::from(err).into_response())?;
+    if let Some(role) = role
+        && !roles.iter().any(|r| r == role)
+    {
+        return Err(Response::detail(
+            StatusCode::FORBIDDEN,
+            "Not enough permissions",
+        ));
+    }
+    Ok(Some(Identity {
+        user_id: principal.user_id,
+        email: principal.email,
+        device_id: principal.device_id,
+        roles,
+    }))
+}

@@ -1,0 +1,227 @@
+//! Upstream routes: which path prefixes go to which upstream servers, under
+//! which policy. Read from the TOML file named by `ROUTES_FILE`:
+//!
+//! ```toml
+//! [[routes]]
+//! prefix = "/chat"                          # longest prefix wins
+//! upstreams = ["127.0.0.1:9001", "10.0.0.7:9001"]  # round-robin, health-checked
+//! policy = "authenticated"                  # public | authenticated | role:<name>
+//! rate_limit = "100/second"                 # optional, per client IP
+//! connect_timeout_ms = 2000                 # optional
+//! read_timeout_ms = 30000                   # optional
+//! ```
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::ratelimit::Quota;
+
+/// Who may pass a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    Public,
+    Authenticated,
+    /// Authenticated and holding this role.
+    Role(String),
+}
+
+impl Policy {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "public" => Some(Self::Public),
+            "authenticated" => Some(Self::Authenticated),
+            _ => text
+                .strip_prefix("role:")
+                .filter(|role| !role.is_empty())
+                .map(|role| Self::Role(role.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub upstreams: Vec<SocketAddr>,
+    pub policy: Policy,
+    pub rate_limit: Option<Quota>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl RouteConfig {
+    /// Whether `path` is under this route (`/api` takes `/api` and `/api/x`, not `/apix`).
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix(self.prefix.as_str()) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/') || self.prefix.ends_with('/'),
+            None => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    #[serde(default)]
+    routes: Vec<RouteSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    prefix: String,
+    upstreams: Vec<String>,
+    #[serde(default = "public")]
+    policy: String,
+    rate_limit: Option<String>,
+    connect_timeout_ms: Option<u64>,
+    read_timeout_ms: Option<u64>,
+}
+
+fn public() -> String {
+    "public".into()
+}
+
+fn problem(text: String) -> ConfigError {
+    ConfigError(format!("ROUTES_FILE {text}"))
+}
+
+/// Reads and checks the routes file; longest prefixes first.
+pub fn load(path: &Path) -> Result<Vec<RouteConfig>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| problem(format!("cannot be read ({}): {err}", path.display())))?;
+    parse(&text)
+}
+
+pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
+    let file: RoutesFile = toml::from_str(text).map_err(|err| {
+        problem(format!(
+            "is not valid: {}",
+            err.to_string().replace('\n', " ")
+        ))
+    })?;
+    let mut routes = Vec::new();
+    for spec in file.routes {
+        let prefix = spec.prefix.clone();
+        if !prefix.starts_with('/') {
+            return Err(problem(format!(
+                "route {prefix:?}: prefix must start with /"
+            )));
+        }
+        if spec.upstreams.is_empty() {
+            return Err(problem(format!("route {prefix}: no upstreams")));
+        }
+        let mut upstreams = Vec::new();
+        for upstream in &spec.upstreams {
+            let addr = upstream
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    problem(format!(
+                        "route {prefix}: upstream {upstream:?} is not a reachable host:port"
+                    ))
+                })?;
+            upstreams.push(addr);
+        }
+        let policy = Policy::parse(&spec.policy).ok_or_else(|| {
+            problem(format!(
+                "route {prefix}: policy must be public, authenticated or role:<name> (got {:?})",
+                spec.policy
+            ))
+        })?;
+        let rate_limit = match &spec.rate_limit {
+            None => None,
+            Some(text) => Some(Quota::parse(text).map_err(|why| {
+                problem(format!("route {prefix}: rate_limit {why} (got {text:?})"))
+            })?),
+        };
+        if routes.iter().any(|r: &RouteConfig| r.prefix == prefix) {
+            return Err(problem(format!("route {prefix}: prefix given twice")));
+        }
+        routes.push(RouteConfig {
+            prefix,
+            upstreams,
+            policy,
+            rate_limit,
+            connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(2_000)),
+            read_timeout: Duration::from_millis(spec.read_timeout_ms.unwrap_or(60_000)),
+        });
+    }
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    Ok(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_routes_longest_first() {
+        let routes = parse(
+            r#"
+            [[routes]]
+            prefix = "/api"
+            upstreams = ["127.0.0.1:9001", "127.0.0.1:9002"]
+            policy = "authenticated"
+
+            [[routes]]
+            prefix = "/api/admin"
+            upstreams = ["127.0.0.1:9003"]
+            policy = "role:admin"
+            rate_limit = "5/second"
+
+            [[routes]]
+            prefix = "/"
+            upstreams = ["localhost:9004"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(routes[0].prefix, "/api/admin");
+        assert_eq!(routes[0].policy, Policy::Role("admin".into()));
+        assert_eq!(routes[0].rate_limit.unwrap().count.get(), 5);
+        assert_eq!(routes[1].upstreams.len(), 2);
+        assert_eq!(routes[2].policy, Policy::Public);
+        assert!(routes[1].matches("/api"));
+        assert!(routes[1].matches("/api/x"));
+        assert!(!routes[1].matches("/apix"));
+        assert!(routes[2].matches("/anything"));
+    }
+
+    #[test]
+    fn problems_name_the_route() {
+        for (text, expected) in [
+            (
+                "[[routes]]\nprefix = \"api\"\nupstreams = [\"127.0.0.1:1\"]",
+                "prefix must start with /",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nupstreams = []",
+                "route /a: no upstreams",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nupstreams = [\"nope\"]",
+                "route /a: upstream \"nope\"",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\npolicy = \"vip\"",
+                "policy must be",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nrate_limit = \"x\"",
+                "rate_limit",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nupstream = [\"127.0.0.1:1\"]",
+                "is not valid",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.0.starts_with("ROUTES_FILE "), "{}", err.0);
+            assert!(err.0.contains(expected), "{}: {}", expected, err.0);
+        }
+    }
+}
