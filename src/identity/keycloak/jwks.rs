@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use moka::future::Cache;
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::http::{KcError, KcHttp};
+use super::oidc::KcClaims;
 use crate::clock::Clock;
 use crate::tokens::{ACCESS_SCOPE, ExternalTokens, SessionClaims, TokenError};
 
@@ -20,23 +20,6 @@ use crate::tokens::{ACCESS_SCOPE, ExternalTokens, SessionClaims, TokenError};
 const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// Least time between two fetches caused by unknown `kid`s.
 const REFETCH_FLOOR: Duration = Duration::from_secs(10);
-
-/// Claims of a Keycloak access token the gateway reads.
-#[derive(Debug, Clone, Deserialize)]
-pub struct KcAccessClaims {
-    pub sub: String,
-    pub exp: f64,
-    #[serde(default)]
-    pub iat: Option<f64>,
-    #[serde(default)]
-    pub sid: Option<String>,
-    #[serde(default)]
-    pub user_id: Option<i64>,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub typ: Option<String>,
-}
 
 #[derive(Debug)]
 pub struct Jwks {
@@ -64,7 +47,7 @@ impl Jwks {
     }
 
     /// Verifies an RS256 token of the realm: signature, issuer, expiry, type.
-    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<KcAccessClaims, TokenError> {
+    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<KcClaims, TokenError> {
         self.start_refresher();
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::RS256 {
@@ -77,14 +60,15 @@ impl Jwks {
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[&self.issuer]);
-        let claims = jsonwebtoken::decode::<KcAccessClaims>(token, &key, &validation)
+        let claims = jsonwebtoken::decode::<KcClaims>(token, &key, &validation)
             .map_err(|err| match err.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
                 jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::Claims,
                 _ => TokenError::Malformed,
             })?
             .claims;
-        if !claims.exp.is_finite() || claims.exp <= self.clock.unix() as f64 {
+        let exp = claims.exp.ok_or(TokenError::Claims)?;
+        if !exp.is_finite() || exp <= self.clock.unix() as f64 {
             return Err(TokenError::Expired);
         }
         if claims.typ.as_deref().is_some_and(|t| t != "Bearer") {
@@ -182,7 +166,7 @@ impl ExternalTokens for KeycloakTokens {
             user_id,
             email: claims.email,
             device_id: claims.sid,
-            exp: claims.exp,
+            exp: claims.exp.unwrap_or_default(),
             iat: claims.iat,
             scope: Some(ACCESS_SCOPE.to_string()),
             kc_rt: None,

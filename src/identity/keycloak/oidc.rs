@@ -37,10 +37,17 @@ pub enum Grant {
     },
 }
 
-/// Claims of a Keycloak access token that the gateway uses.
+/// Claims of a Keycloak access token that the gateway uses (read from
+/// the token endpoint's answers and from verified RS256 bearer tokens).
 #[derive(Debug, Clone, Deserialize)]
 pub struct KcClaims {
     pub sub: String,
+    #[serde(default)]
+    pub exp: Option<f64>,
+    #[serde(default)]
+    pub iat: Option<f64>,
+    #[serde(default)]
+    pub typ: Option<String>,
     #[serde(default)]
     pub sid: Option<String>,
     #[serde(default)]
