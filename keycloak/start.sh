@@ -58,21 +58,9 @@ discovery_ok() {
   curl -fsS --max-time 3 -o /dev/null "$DISCOVERY_URL" 2>/dev/null
 }
 
-# Every JVM we start carries this marker on its command line, so that a pid file
-# lost with a wiped state dir (or a recycled pid) cannot confuse start/stop.
-MARKER="-Dauthgate.keycloak.state=$STATE_DIR"
+# shellcheck source=keycloak/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
-# True when process $1 is a java whose arguments include exactly $MARKER.
-is_our_java() {
-  local -a args=()
-  mapfile -d '' -t args <"/proc/$1/cmdline" 2>/dev/null || return 1
-  ((${#args[@]} > 0)) && [[ "${args[0]##*/}" == java ]] || return 1
-  local a
-  for a in "${args[@]}"; do
-    [[ "$a" == "$MARKER" ]] && return 0
-  done
-  return 1
-}
 
 # pid of our Keycloak: from the pid file (the kc.sh shell, or the JVM it became),
 # else by scanning /proc for our marker (adopting it and rewriting the pid file).

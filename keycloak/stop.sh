@@ -9,22 +9,12 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$SCRIPT_DIR/.." && pwd)"
 STATE_DIR="${AUTHGATE_STATE_DIR:-$REPO/.state}/keycloak"
 PID_FILE="$STATE_DIR/keycloak.pid"
-MARKER="-Dauthgate.keycloak.state=$STATE_DIR"
+# shellcheck source=keycloak/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 TIMEOUT="${KEYCLOAK_STOP_TIMEOUT:-30}"
 
 log() { echo "[keycloak/stop.sh] $*" >&2; }
 
-# True when process $1 is a java whose arguments include exactly $MARKER.
-is_our_java() {
-  local -a args=()
-  mapfile -d '' -t args <"/proc/$1/cmdline" 2>/dev/null || return 1
-  ((${#args[@]} > 0)) && [[ "${args[0]##*/}" == java ]] || return 1
-  local a
-  for a in "${args[@]}"; do
-    [[ "$a" == "$MARKER" ]] && return 0
-  done
-  return 1
-}
 
 our_pids() {
   local pid f

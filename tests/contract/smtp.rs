@@ -5,19 +5,23 @@
 use serde_json::json;
 
 use crate::Env;
-use crate::harness::{Mailbox, TestUser, env};
+use crate::harness::{Mailbox, Options, TestUser, env};
+
+/// Mail through the test mailbox that requires TLS and AUTH.
+fn tls_mail(options: Options, mode: &str, port: &str) -> Options {
+    options
+        .set("SMTP_TLS", mode)
+        .set("SMTP_HOST", "localhost")
+        .set("SMTP_PORT", port)
+        .set("SMTP_USERNAME", &env("AUTHGATE_TEST_SMTP_USER"))
+        .set("SMTP_PASSWORD", &env("AUTHGATE_TEST_SMTP_PASSWORD"))
+        .set("SMTP_CA_FILE", &env("AUTHGATE_TEST_SMTP_CA_FILE"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_with_auth_delivers() {
-    let env_ = Env::native_with(|o| {
-        o.set("SMTP_TLS", "starttls")
-            .set("SMTP_HOST", "localhost")
-            .set("SMTP_PORT", &env("AUTHGATE_TEST_SMTP_TLS_PORT"))
-            .set("SMTP_USERNAME", &env("AUTHGATE_TEST_SMTP_USER"))
-            .set("SMTP_PASSWORD", &env("AUTHGATE_TEST_SMTP_PASSWORD"))
-            .set("SMTP_CA_FILE", &env("AUTHGATE_TEST_SMTP_CA_FILE"))
-    })
-    .await;
+    let env_ =
+        Env::native_with(|o| tls_mail(o, "starttls", &env("AUTHGATE_TEST_SMTP_TLS_PORT"))).await;
     let user = TestUser::new("tls");
     assert_eq!(
         env_.gw
@@ -35,15 +39,7 @@ async fn starttls_with_auth_delivers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_tls_with_auth_delivers() {
-    let env_ = Env::native_with(|o| {
-        o.set("SMTP_TLS", "tls")
-            .set("SMTP_HOST", "localhost")
-            .set("SMTP_PORT", &env("AUTHGATE_TEST_SMTPS_PORT"))
-            .set("SMTP_USERNAME", &env("AUTHGATE_TEST_SMTP_USER"))
-            .set("SMTP_PASSWORD", &env("AUTHGATE_TEST_SMTP_PASSWORD"))
-            .set("SMTP_CA_FILE", &env("AUTHGATE_TEST_SMTP_CA_FILE"))
-    })
-    .await;
+    let env_ = Env::native_with(|o| tls_mail(o, "tls", &env("AUTHGATE_TEST_SMTPS_PORT"))).await;
     let user = TestUser::new("smtps");
     assert_eq!(
         env_.gw
