@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::identity::native::StoreKind;
 use crate::password::DEFAULT_ROUNDS;
 use crate::ratelimit::Quota;
 
@@ -162,6 +163,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     pub ca_file: Option<PathBuf>,
     pub timeout: Duration,
+    /// Without `SMTP_HOST`: a folder that receives each mail as an `.eml`
+    /// file (`MAIL_OUTBOX_DIR`, default `DATA_DIR/outbox`; `off` for none).
+    pub outbox: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -176,6 +180,7 @@ impl std::fmt::Debug for SmtpSettings {
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
+            .field("outbox", &self.outbox)
             .finish()
     }
 }
@@ -219,7 +224,23 @@ pub struct Config {
     pub verification_mail_limit: u32,
     pub verification_mail_window: Duration,
     pub edge: EdgeSettings,
+    /// `DATA_DIR`: where the embedded store, the generated key and the mail
+    /// outbox live (default `authgate-data`).
+    pub data_dir: PathBuf,
+    /// Things worth a line in the log at start (chosen defaults).
+    pub notices: Vec<String>,
 }
+
+/// The default folder of the embedded store.
+const DEFAULT_DATA_DIR: &str = "authgate-data";
+/// The settings that name a PostgreSQL server the legacy way.
+const POSTGRES_PARTS: [&str; 5] = [
+    "POSTGRES_SERVER",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+];
 
 /// Reads settings through `get`, so tests can pass a map instead of the process environment.
 struct Source<'a> {
@@ -298,7 +319,21 @@ impl Config {
             Err(err) if err.not_found() => {}
             Err(err) => return Err(problem(format!(".env cannot be read: {err}"))),
         }
-        Self::from_lookup(&|name| std::env::var(name).ok())
+        let env = |name: &str| std::env::var(name).ok();
+        if let Some(key_file) = generated_key_file(&env) {
+            let key = crate::secret_file::load_or_create(&key_file)
+                .map_err(|err| problem(format!("SECRET_KEY is not set and {err}")))?;
+            let mut config = Self::from_lookup(&|name| match name {
+                "SECRET_KEY" => Some(key.clone()),
+                other => env(other),
+            })?;
+            config.notices.push(format!(
+                "SECRET_KEY is not set: using the key kept in {} (set SECRET_KEY to share tokens with other services)",
+                key_file.display()
+            ));
+            return Ok(config);
+        }
+        Self::from_lookup(&env)
     }
 
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
@@ -369,10 +404,24 @@ impl Config {
         url::Url::parse(&app.url)
             .map_err(|err| problem(format!("APP_URL is not a URL ({err}): {:?}", app.url)))?;
 
+        let data_dir = data_dir(&src);
+        let mut notices = Vec::new();
         let database = DatabaseSettings {
             url: match src.optional("DATABASE_URL") {
                 Some(url) => url,
-                None => postgres_url(&src),
+                None if POSTGRES_PARTS
+                    .iter()
+                    .any(|name| src.optional(name).is_some()) =>
+                {
+                    postgres_url(&src)
+                }
+                None => {
+                    let url = embedded_url(&data_dir);
+                    notices.push(format!(
+                        "no database configured: using the embedded SQLite store {url} (set DATABASE_URL=postgres://... for production)"
+                    ));
+                    url
+                }
             },
             max_connections: src.number("DATABASE_MAX_CONNECTIONS", 10u32, 1)?,
             acquire_timeout: Duration::from_millis(src.number(
@@ -382,14 +431,19 @@ impl Config {
             )?),
             migrate_on_start: src.boolean("MIGRATE_ON_START", true)?,
         };
-        if backend == Backend::Native
-            && !(database.url.starts_with("postgres://")
-                || database.url.starts_with("postgresql://"))
-        {
-            return Err(problem(format!(
-                "DATABASE_URL must be a postgres:// URL (got {})",
-                redact_url(&database.url)
-            )));
+        match (StoreKind::of(&database.url), backend) {
+            (None, _) => {
+                return Err(problem(format!(
+                    "DATABASE_URL must be a postgres:// or sqlite:// URL (got {})",
+                    redact_url(&database.url)
+                )));
+            }
+            (Some(StoreKind::Sqlite), Backend::Keycloak) => {
+                return Err(problem(
+                    "AUTH_BACKEND=keycloak keeps its registry in PostgreSQL: set DATABASE_URL to a postgres:// URL",
+                ));
+            }
+            _ => {}
         }
 
         let jwt = JwtSettings {
@@ -420,7 +474,7 @@ impl Config {
             same_site,
         };
 
-        let smtp = smtp_settings(&src, &app.name)?;
+        let smtp = smtp_settings(&src, &app.name, &data_dir)?;
         let keycloak = keycloak_settings(&src)?;
 
         let rate_limits = RateLimitSettings {
@@ -463,6 +517,8 @@ impl Config {
                 1,
             )?),
             edge: edge_settings(&src)?,
+            data_dir,
+            notices,
         })
     }
 
@@ -478,6 +534,32 @@ impl Config {
             .and_then(|mut addrs| addrs.find(SocketAddr::is_ipv4))
             .ok_or_else(|| problem(format!("APP_HOST cannot be resolved: {host:?}")))
     }
+}
+
+fn data_dir(src: &Source<'_>) -> PathBuf {
+    PathBuf::from(src.string("DATA_DIR", DEFAULT_DATA_DIR))
+}
+
+/// The embedded store's URL in `data_dir`.
+fn embedded_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("authgate.db").display())
+}
+
+/// Where a key is kept when `SECRET_KEY` is unset: only for the embedded
+/// store (a gateway on PostgreSQL shares its key with other services, so it
+/// must be given one).
+fn generated_key_file(get: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let src = Source { get };
+    if src.optional("SECRET_KEY").is_some() {
+        return None;
+    }
+    let embedded = match src.optional("DATABASE_URL") {
+        Some(url) => StoreKind::of(&url) == Some(StoreKind::Sqlite),
+        None => !POSTGRES_PARTS
+            .iter()
+            .any(|name| src.optional(name).is_some()),
+    };
+    embedded.then(|| data_dir(&src).join("secret.key"))
 }
 
 fn postgres_url(src: &Source<'_>) -> String {
@@ -581,7 +663,11 @@ fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> 
     })
 }
 
-fn smtp_settings(src: &Source<'_>, app_name: &str) -> Result<SmtpSettings, ConfigError> {
+fn smtp_settings(
+    src: &Source<'_>,
+    app_name: &str,
+    data_dir: &Path,
+) -> Result<SmtpSettings, ConfigError> {
     let tls = match src
         .string("SMTP_TLS", "starttls")
         .to_ascii_lowercase()
@@ -631,8 +717,16 @@ fn smtp_settings(src: &Source<'_>, app_name: &str) -> Result<SmtpSettings, Confi
             path.display()
         )));
     }
+    let host = src.optional("SMTP_HOST");
+    let outbox = match src.optional("MAIL_OUTBOX_DIR") {
+        Some(dir) if matches!(dir.to_ascii_lowercase().as_str(), "off" | "none") => None,
+        _ if host.is_some() => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(data_dir.join("outbox")),
+    };
     Ok(SmtpSettings {
-        host: src.optional("SMTP_HOST"),
+        host,
+        outbox,
         port: src.number("SMTP_PORT", 587u16, 1)?,
         username,
         password,
@@ -682,9 +776,73 @@ mod tests {
         assert_eq!(config.smtp.port, 587);
         assert_eq!(config.backend, Backend::Native);
         assert_eq!(config.password_rounds, 600_000);
+        // Nothing names a database: the embedded store, mail to the outbox.
+        assert_eq!(config.database.url, "sqlite://authgate-data/authgate.db");
+        assert_eq!(config.data_dir, PathBuf::from("authgate-data"));
+        assert_eq!(
+            config.smtp.outbox,
+            Some(PathBuf::from("authgate-data/outbox"))
+        );
+        assert_eq!(config.notices.len(), 1);
+    }
+
+    #[test]
+    fn any_legacy_postgres_setting_selects_postgres() {
+        let mut map = base();
+        map.insert("POSTGRES_DB".into(), "fastapi-boilerplate".into());
+        let config = Config::from_map(&map).unwrap();
         assert_eq!(
             config.database.url,
             "postgres://postgres:postgres@localhost:5432/fastapi-boilerplate"
+        );
+        assert!(config.notices.is_empty());
+    }
+
+    #[test]
+    fn key_file_only_for_the_embedded_store() {
+        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_string())
+            }
+        };
+        assert_eq!(
+            generated_key_file(&lookup(&[])),
+            Some(PathBuf::from("authgate-data/secret.key"))
+        );
+        assert_eq!(
+            generated_key_file(&lookup(&[("DATA_DIR", "/var/lib/ag")])),
+            Some(PathBuf::from("/var/lib/ag/secret.key"))
+        );
+        assert_eq!(
+            generated_key_file(&lookup(&[("DATABASE_URL", "sqlite://x.db")])),
+            Some(PathBuf::from("authgate-data/secret.key"))
+        );
+        assert_eq!(generated_key_file(&lookup(&[("SECRET_KEY", "k")])), None);
+        assert_eq!(
+            generated_key_file(&lookup(&[("DATABASE_URL", "postgres://h/d")])),
+            None
+        );
+        assert_eq!(
+            generated_key_file(&lookup(&[("POSTGRES_SERVER", "db")])),
+            None
+        );
+    }
+
+    #[test]
+    fn outbox_only_without_smtp() {
+        let mut map = base();
+        map.insert("SMTP_HOST".into(), "mail".into());
+        assert_eq!(Config::from_map(&map).unwrap().smtp.outbox, None);
+        let mut map = base();
+        map.insert("MAIL_OUTBOX_DIR".into(), "off".into());
+        assert_eq!(Config::from_map(&map).unwrap().smtp.outbox, None);
+        map.insert("MAIL_OUTBOX_DIR".into(), "/tmp/box".into());
+        assert_eq!(
+            Config::from_map(&map).unwrap().smtp.outbox,
+            Some(PathBuf::from("/tmp/box"))
         );
     }
 
@@ -737,7 +895,7 @@ mod tests {
             (
                 "DATABASE_URL",
                 "mysql://x",
-                "DATABASE_URL must be a postgres:// URL",
+                "DATABASE_URL must be a postgres:// or sqlite:// URL",
             ),
         ];
         for (name, value, expected) in cases {
@@ -749,6 +907,13 @@ mod tests {
         }
         let err = Config::from_map(&HashMap::new()).unwrap_err();
         assert!(err.0.starts_with("SECRET_KEY is not set"));
+        let mut map = base();
+        map.insert("AUTH_BACKEND".into(), "keycloak".into());
+        let err = Config::from_map(&map).unwrap_err();
+        assert!(
+            err.0
+                .starts_with("AUTH_BACKEND=keycloak keeps its registry in PostgreSQL")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 )]
 
 pub mod api;
+pub mod check_config;
 pub mod clock;
 pub mod config;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod password;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
+pub mod secret_file;
 pub mod server;
 pub mod tokens;
 
@@ -30,7 +32,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
 use crate::identity::IdentityBackend;
 use crate::identity::MailLimit;
-use crate::identity::native::{Database, Hashing, NativeBackend};
+use crate::identity::native::{Database, Hashing, NativeAdmin, NativeBackend, StoreKind};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
@@ -74,23 +76,32 @@ pub fn token_service(config: &Config, clock: Arc<dyn Clock>) -> Result<TokenServ
     )?)
 }
 
-/// The native backend on the configured database.
+/// The native backend on the configured store (PostgreSQL or SQLite).
 pub fn native_backend(
     config: &Config,
     clock: Arc<dyn Clock>,
-) -> Result<NativeBackend, StartupError> {
-    let database = Arc::new(Database::new(&config.database)?);
+) -> Result<Arc<dyn NativeAdmin>, StartupError> {
     let hasher = PasswordHasher::new(config.password_rounds, config.jwt.secret.as_bytes());
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Ok(NativeBackend::new(
-        database,
-        Hashing::new(hasher, cores),
-        clock,
-        MailLimit {
-            count: config.verification_mail_limit,
-            window: config.verification_mail_window,
-        },
-    ))
+    let hashing = Hashing::new(hasher, cores);
+    let mail_limit = MailLimit {
+        count: config.verification_mail_limit,
+        window: config.verification_mail_window,
+    };
+    Ok(match StoreKind::of(&config.database.url) {
+        Some(StoreKind::Sqlite) => Arc::new(NativeBackend::new(
+            Arc::new(Database::<sqlx::Sqlite>::new(&config.database)?),
+            hashing,
+            clock,
+            mail_limit,
+        )),
+        _ => Arc::new(NativeBackend::new(
+            Arc::new(Database::<sqlx::Postgres>::new(&config.database)?),
+            hashing,
+            clock,
+            mail_limit,
+        )),
+    })
 }
 
 /// The Keycloak backend and the realm's key cache.
@@ -111,7 +122,7 @@ pub fn keycloak_backend(
         KcHttp::new(&config.keycloak, metrics)
             .map_err(|err| StartupError::Keycloak(err.to_string()))?,
     );
-    let database = Arc::new(Database::new(&config.database)?);
+    let database = Arc::new(Database::<sqlx::Postgres>::new(&config.database)?);
     let registry = Registry::new(
         database,
         Arc::clone(&clock),
@@ -159,7 +170,7 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
     let tokens = token_service(&config, Arc::clone(&clock))?;
     type Verifier = Option<Arc<dyn tokens::ExternalTokens>>;
     let (backend, external_tokens): (Arc<dyn IdentityBackend>, Verifier) = match config.backend {
-        Backend::Native => (Arc::new(native_backend(&config, Arc::clone(&clock))?), None),
+        Backend::Native => (native_backend(&config, Arc::clone(&clock))?, None),
         #[cfg(feature = "keycloak")]
         Backend::Keycloak => {
             let (backend, jwks) =

@@ -40,6 +40,8 @@ pub enum MailError {
     Transport(String),
     #[error("SMTP delivery failed: {0}")]
     Send(String),
+    #[error("mail outbox cannot be written: {0}")]
+    Outbox(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +237,23 @@ impl Mailer {
         Ok(Some(builder.build()))
     }
 
+    /// Connects to the SMTP server (TLS and AUTH as configured) without
+    /// sending anything; `Ok(false)` when no server is configured.
+    pub async fn check_connection(&self) -> Result<bool, MailError> {
+        let transport = self
+            .transport
+            .get_or_try_init(|| async { self.build_transport() })
+            .await?;
+        let Some(transport) = transport else {
+            return Ok(false);
+        };
+        match transport.test_connection().await {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(MailError::Send("the server did not answer NOOP".into())),
+            Err(err) => Err(MailError::Send(err.to_string())),
+        }
+    }
+
     /// Sends one mail and waits for the server's answer.
     #[tracing::instrument(skip_all, fields(kind = mail.kind.label()))]
     pub async fn send(&self, mail: &Mail) -> Result<(), MailError> {
@@ -267,17 +286,46 @@ impl Mailer {
             .get_or_try_init(|| async { self.build_transport() })
             .await?;
         let Some(transport) = transport else {
-            tracing::warn!(
-                kind = mail.kind.label(),
-                "SMTP_HOST is not set: mail not sent"
-            );
-            return Ok(());
+            return self.to_outbox(mail, &message).await;
         };
         transport
             .send(message)
             .await
             .map_err(|err| MailError::Send(err.to_string()))?;
         tracing::info!(kind = mail.kind.label(), "mail sent");
+        Ok(())
+    }
+
+    /// Without an SMTP server: the mail goes to the outbox folder as an
+    /// `.eml` file (the log names the file, never the link), or nowhere.
+    async fn to_outbox(&self, mail: &Mail, message: &Message) -> Result<(), MailError> {
+        let Some(folder) = &self.settings.outbox else {
+            tracing::warn!(
+                kind = mail.kind.label(),
+                "SMTP_HOST is not set: mail not sent"
+            );
+            return Ok(());
+        };
+        let name = format!(
+            "{}-{}-{}.eml",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            mail.kind.label(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let path = folder.join(name);
+        let outbox_err =
+            |err: std::io::Error| MailError::Outbox(format!("{}: {err}", path.display()));
+        tokio::fs::create_dir_all(folder)
+            .await
+            .map_err(outbox_err)?;
+        tokio::fs::write(&path, message.formatted())
+            .await
+            .map_err(outbox_err)?;
+        tracing::info!(
+            kind = mail.kind.label(),
+            file = %path.display(),
+            "SMTP_HOST is not set: mail written to the outbox"
+        );
         Ok(())
     }
 
@@ -313,6 +361,7 @@ mod tests {
             tls: SmtpTls::None,
             ca_file: None,
             timeout: Duration::from_secs(1),
+            outbox: None,
         }
     }
 

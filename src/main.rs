@@ -13,14 +13,22 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use authgate::config::{Config, LogFormat};
-use authgate::identity::native::Database;
+use authgate::identity::native::db::{Outcome, Step};
 use authgate::{StartupError, build_app, native_backend};
 
 #[derive(Parser)]
 #[command(
     name = "authgate",
     version,
-    about = "Authentication gateway keeping the legacy /users API"
+    about = "Authentication gateway keeping the legacy /users API",
+    long_about = "authgate serves the legacy /users/... authentication API (same bodies, \
+status codes, cookies and tokens) from its own store or from Keycloak, and forwards \
+authenticated traffic to upstream apps.\n\n\
+Settings come from the environment and an optional .env file in the working directory \
+(see the README for the full list). With no database configured, native mode runs on an \
+embedded SQLite file in DATA_DIR (default ./authgate-data), keeps a generated key there \
+when SECRET_KEY is unset, and writes mail to DATA_DIR/outbox when SMTP_HOST is unset.",
+    after_help = "Run `authgate check-config` to see the effective settings and test the servers they name."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,13 +38,29 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API on APP_HOST:APP_PORT (runs the migrations first).
+    ///
+    /// Serves the /users API, /health, /ready and /metrics, and forwards the
+    /// routes of ROUTES_FILE to their upstreams. Stops gracefully on SIGTERM:
+    /// the listener closes first, in-flight requests finish within
+    /// SHUTDOWN_GRACE_SECONDS.
     Serve {
         /// Do not run the database migrations at start.
         #[arg(long)]
         no_migrate: bool,
     },
     /// Run the database migrations (creates the legacy schema or adopts an existing one).
+    ///
+    /// On PostgreSQL, an empty database gets the legacy schema, and a database
+    /// the old service left behind is adopted as it is (rows and
+    /// alembic_version untouched). Prints each migration as it goes.
     Migrate,
+    /// Print the effective configuration (secrets masked) and test the
+    /// connections it implies.
+    ///
+    /// Probes the database, Keycloak (keycloak mode: realm and service
+    /// account), the SMTP server (TLS and login as configured), Redis and
+    /// every upstream of ROUTES_FILE. Exits non-zero when any probe fails.
+    CheckConfig,
     /// Grant a role (e.g. admin) to a user, named by username or e-mail
     /// (native: authgate's roles table; keycloak: a realm role).
     GrantRole {
@@ -76,11 +100,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// Runs the migrations, retrying while the database is not reachable yet.
-async fn migrate(config: &Config, patience: Duration) -> Result<(), StartupError> {
-    let database = Database::new(&config.database)?;
+async fn migrate(config: &Config, patience: Duration, verbose: bool) -> Result<(), StartupError> {
     let started = Instant::now();
     loop {
-        match database.migrate().await {
+        let mut progress = |step: Step<'_>| {
+            if verbose {
+                println!("{step}");
+            } else if step.outcome != Outcome::AlreadyApplied {
+                tracing::info!("migration {step}");
+            }
+        };
+        match authgate::identity::native::db::migrate(&config.database, &mut progress).await {
             Ok(()) => {
                 tracing::info!("database migrations applied");
                 return Ok(());
@@ -103,7 +133,7 @@ fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
     }
     if config.database.migrate_on_start && !no_migrate {
         runtime()?
-            .block_on(migrate(&config, Duration::from_secs(30)))
+            .block_on(migrate(&config, Duration::from_secs(30), false))
             .map_err(|e| e.to_string())?;
     }
     let workers = config.app.workers;
@@ -164,7 +194,7 @@ fn import_users(config: &Config, dry_run: bool) -> Result<(), String> {
     use authgate::identity::keycloak::import::Outcome;
     let (backend, _) = keycloak_backend(config)?;
     runtime()?.block_on(async {
-        migrate(config, Duration::ZERO)
+        migrate(config, Duration::ZERO, false)
             .await
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
@@ -204,6 +234,41 @@ fn import_users(config: &Config, dry_run: bool) -> Result<(), String> {
     })
 }
 
+fn check_config(config: &Config) -> Result<(), String> {
+    use authgate::check_config::{probes, settings};
+    println!(
+        "authgate {} — effective configuration",
+        env!("CARGO_PKG_VERSION")
+    );
+    let lines = settings(config);
+    let width = lines.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    for (name, value) in &lines {
+        println!("  {name:<width$}  {value}");
+    }
+    for notice in &config.notices {
+        println!("  note: {notice}");
+    }
+    println!("\nconnections");
+    let found = runtime()?.block_on(probes(config));
+    let width = found.iter().map(|p| p.what.len()).max().unwrap_or(0);
+    let mut failed = 0;
+    for probe in &found {
+        let ms = probe.took.as_millis();
+        match &probe.outcome {
+            Ok(detail) => println!("  {:<width$}  ok      {detail} ({ms} ms)", probe.what),
+            Err(why) => {
+                failed += 1;
+                println!("  {:<width$}  FAILED  {why} ({ms} ms)", probe.what);
+            }
+        }
+    }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} of {} probes failed", found.len()))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::from_env() {
@@ -214,12 +279,18 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    if !matches!(cli.command, Command::CheckConfig) {
+        for notice in &config.notices {
+            tracing::info!("{notice}");
+        }
+    }
     let result = match cli.command {
         Command::Serve { no_migrate } => serve(config, no_migrate),
         Command::Migrate => runtime().and_then(|rt| {
-            rt.block_on(migrate(&config, Duration::ZERO))
+            rt.block_on(migrate(&config, Duration::ZERO, true))
                 .map_err(|e| e.to_string())
         }),
+        Command::CheckConfig => check_config(&config),
         Command::GrantRole { user, role } => grant_role(&config, &user, &role),
         #[cfg(feature = "keycloak")]
         Command::ImportUsers { dry_run } => import_users(&config, dry_run),

@@ -150,6 +150,15 @@ impl RedisLimiter {
         Ok(connection)
     }
 
+    /// Asks the server for a PONG (for `check-config`).
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        let mut connection = self.connection().await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(drop)
+    }
+
     /// `Ok(None)` within the limit, `Ok(Some(wait))` over it.
     async fn check(&self, name: &str, quota: Quota, key: &str) -> Result<Option<Duration>, String> {
         let work = async {

@@ -42,7 +42,7 @@ fn bad_settings_are_named() {
         (
             "DATABASE_URL",
             "mysql://x/y",
-            "authgate: DATABASE_URL must be a postgres:// URL",
+            "authgate: DATABASE_URL must be a postgres:// or sqlite:// URL",
         ),
     ];
     for (name, value, expected) in cases {
@@ -79,4 +79,108 @@ fn unreachable_database_is_named_after_retrying() {
         stderr.contains("cannot connect to the database"),
         "{stderr}"
     );
+}
+
+/// `check-config` shows the settings with secrets masked and probes each
+/// server they name: all reachable is exit 0, any unreachable one fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_masks_secrets_and_probes_servers() {
+    let db = crate::harness::TestDb::create().await;
+    let smtp_password = crate::harness::env("AUTHGATE_TEST_SMTP_PASSWORD");
+    // The mailbox that requires STARTTLS and a login.
+    let good = crate::smtp::tls_mail(
+        Options::native(&db.url),
+        "starttls",
+        &crate::harness::env("AUTHGATE_TEST_SMTP_TLS_PORT"),
+    )
+    .set("REDIS_URL", &crate::harness::env("AUTHGATE_TEST_REDIS_URL"));
+    let out = run_command(&good, &["check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in [crate::harness::SECRET, &smtp_password, "authgate:authgate@"] {
+        assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
+    }
+    assert!(stdout.contains("SECRET_KEY"), "{stdout}");
+    for probe in ["database postgres://", "smtp localhost:", "redis redis://"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(probe))
+            .unwrap_or_else(|| panic!("no {probe} probe:\n{stdout}"));
+        assert!(line.contains(" ok "), "{line}");
+    }
+
+    let bad = good
+        .set("SMTP_PORT", "1")
+        .set("REDIS_URL", "redis://127.0.0.1:1")
+        .set(
+            "DATABASE_URL",
+            "postgres://authgate:authgate@127.0.0.1:1/none",
+        )
+        .set("DATABASE_TIMEOUT_MS", "500");
+    let out = run_command(&bad, &["check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("FAILED")).count(),
+        3,
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("3 of 3 probes failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `migrate` lists each migration as it goes, and says so when run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_shows_progress() {
+    let dir = crate::harness::TempDir::new("authgate-migrate");
+    let options = Options::embedded(dir.path());
+    let out = run_command(&options, &["migrate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("[1/1] 0001 schema: applied in"), "{stdout}");
+    let out = run_command(&options, &["migrate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[1/1] 0001 schema: already applied"),
+        "{stdout}"
+    );
+
+    let db = crate::harness::TestDb::create().await;
+    let out = run_command(&Options::native(&db.url), &["migrate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("[1/4] 0001 legacy schema: applied in"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[4/4] 0004 identity roles: applied in"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = run_command(&Options::native(""), &["--help"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for command in [
+        "serve",
+        "migrate",
+        "check-config",
+        "grant-role",
+        "import-users",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(command)),
+            "{command} missing:\n{stdout}"
+        );
+    }
 }

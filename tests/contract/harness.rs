@@ -126,6 +126,30 @@ impl Drop for TestDb {
     }
 }
 
+/// A folder of its own under the system's temporary folder, removed at the end.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&path).expect("create temporary folder");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Settings for one gateway process.
 #[derive(Clone)]
 pub struct Options {
@@ -160,6 +184,14 @@ impl Options {
         env.insert("SMTP_HOST".into(), "127.0.0.1".into());
         env.insert("SMTP_PORT".into(), env_var("AUTHGATE_TEST_SMTP_PORT"));
         Self { env, migrate: true }
+    }
+
+    /// The native backend on the embedded store: no database settings at all,
+    /// only the data folder (the SQLite file is made there).
+    pub fn embedded(data_dir: &std::path::Path) -> Self {
+        let mut options = Self::native("");
+        options.env.remove("DATABASE_URL");
+        options.set("DATA_DIR", &data_dir.display().to_string())
     }
 
     /// The keycloak backend on the test Keycloak, with its registry in `db_url`.

@@ -1,14 +1,16 @@
 //! The integration suite: one test binary, real servers (PostgreSQL, SMTP
-//! with a readable mailbox), one `authgate serve` process per test.
+//! with a readable mailbox, Keycloak), one `authgate serve` process per test.
 //!
 //! `cases` is the contract suite, written against the wire only, so the same
-//! cases run against every backend (`suite!` makes one test per case and
-//! backend). The other modules test what only one backend or the process
+//! cases run against every backend and store (`suite!` makes one test per
+//! case and backend: native on PostgreSQL, native on the embedded SQLite
+//! store, keycloak). The other modules test what only one backend or the process
 //! itself has (the legacy database, faults, configuration).
 
 mod cases;
 mod config_errors;
 mod edge;
+mod embedded;
 mod faults;
 mod harness;
 mod keycloak_mode;
@@ -16,13 +18,20 @@ mod legacy_db;
 mod smtp;
 mod upstream;
 
-use harness::{Gateway, Mailbox, Options, TestDb, TestUser};
+use harness::{Gateway, Mailbox, Options, TempDir, TestDb, TestUser};
+
+/// Where a backend under test keeps its data.
+pub enum Store {
+    Postgres(TestDb),
+    /// The folder holding the SQLite file.
+    Embedded(TempDir),
+}
 
 /// One backend under test: its gateway, its store, its mailbox.
 pub struct Env {
     // Field order is drop order: the process goes before its database.
     pub gw: Gateway,
-    pub db: TestDb,
+    pub store: Store,
     pub mail: Mailbox,
 }
 
@@ -36,7 +45,18 @@ impl Env {
         let gw = Gateway::start(tweak(Options::native(&db.url))).await;
         Self {
             gw,
-            db,
+            store: Store::Postgres(db),
+            mail: Mailbox::plain(),
+        }
+    }
+
+    /// The native backend on the embedded SQLite store.
+    pub async fn embedded() -> Self {
+        let dir = TempDir::new("authgate-embedded");
+        let gw = Gateway::start(Options::embedded(dir.path())).await;
+        Self {
+            gw,
+            store: Store::Embedded(dir),
             mail: Mailbox::plain(),
         }
     }
@@ -59,7 +79,7 @@ impl Env {
         let gw = Gateway::start(options).await;
         Self {
             gw,
-            db,
+            store: Store::Postgres(db),
             mail: Mailbox::plain(),
         }
     }
@@ -86,6 +106,15 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let env = crate::Env::native().await;
+                    crate::cases::$module::$case(&env).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let env = crate::Env::embedded().await;
                     crate::cases::$module::$case(&env).await;
                 }
             )*

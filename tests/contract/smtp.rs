@@ -8,7 +8,7 @@ use crate::Env;
 use crate::harness::{Mailbox, Options, TestUser, env};
 
 /// Mail through the test mailbox that requires TLS and AUTH.
-fn tls_mail(options: Options, mode: &str, port: &str) -> Options {
+pub fn tls_mail(options: Options, mode: &str, port: &str) -> Options {
     options
         .set("SMTP_TLS", mode)
         .set("SMTP_HOST", "localhost")

@@ -43,13 +43,13 @@ fn purpose_label(purpose: EmailPurpose) -> &'static str {
 
 #[derive(Debug)]
 pub struct Registry {
-    db: Arc<Database>,
+    db: Arc<Database<Postgres>>,
     clock: Arc<dyn Clock>,
     mail_limit: MailLimit,
 }
 
 impl Registry {
-    pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, mail_limit: MailLimit) -> Self {
+    pub fn new(db: Arc<Database<Postgres>>, clock: Arc<dyn Clock>, mail_limit: MailLimit) -> Self {
         Self {
             db,
             clock,

@@ -1,4 +1,6 @@
-//! The native backend: the legacy flows on the legacy PostgreSQL schema.
+//! The native backend: the legacy flows on the legacy schema, in
+//! PostgreSQL or in the embedded SQLite store (one implementation, generic
+//! over the store; see [`db::Dialect`]).
 //!
 //! It reads and writes the old service's tables as they are (`users`,
 //! `device_sessions`, `temporary_tokens`), tolerating the NULLs the old
@@ -11,10 +13,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use sqlx::migrate::Migrate;
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Pool,
+    Transaction, Type,
+};
 use uuid::Uuid;
 
-pub use db::{Database, MIGRATOR, MigrateError};
+pub use db::{Database, Dialect, MigrateError, StoreKind};
 pub use hashing::Hashing;
 
 use self::db::db_error;
@@ -53,9 +59,30 @@ struct LoginRow {
     is_verified: bool,
 }
 
+/// A value every store binds and reads.
+pub trait Value<DB: sqlx::Database>:
+    for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + Sync
+{
+}
+
+impl<DB: sqlx::Database, T> Value<DB> for T where
+    T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + Sync
+{
+}
+
+/// What the command line needs of the native backend beside the API.
+#[async_trait]
+pub trait NativeAdmin: IdentityBackend {
+    /// Grants a role (e.g. `admin`) to a user.
+    async fn grant_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError>;
+    /// Finds a user by username or e-mail.
+    async fn find_login(&self, login: &str) -> Result<Option<User>, IdentityError>;
+}
+
+/// The native backend on the store `DB`.
 #[derive(Debug)]
-pub struct NativeBackend {
-    db: Arc<Database>,
+pub struct NativeBackend<DB: Dialect> {
+    db: Arc<Database<DB>>,
     hashing: Hashing,
     clock: Arc<dyn Clock>,
     mail_limit: MailLimit,
@@ -70,7 +97,7 @@ macro_rules! alive {
 
 macro_rules! user_columns {
     () => {
-        "id::int8 AS id, username, email, COALESCE(is_verified, false) AS is_verified"
+        "CAST(id AS BIGINT) AS id, username, email, COALESCE(is_verified, false) AS is_verified"
     };
 }
 
@@ -86,9 +113,27 @@ fn fit(value: Option<&str>, width: usize) -> Option<String> {
     value.map(|v| v.chars().take(width).collect())
 }
 
-impl NativeBackend {
+impl<DB> NativeBackend<DB>
+where
+    DB: Dialect,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    i64: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    NaiveDateTime: Value<DB>,
+    Uuid: Value<DB>,
+    Option<i64>: Value<DB>,
+    Option<bool>: Value<DB>,
+    Option<String>: Value<DB>,
+    Option<NaiveDateTime>: Value<DB>,
+{
     pub fn new(
-        db: Arc<Database>,
+        db: Arc<Database<DB>>,
         hashing: Hashing,
         clock: Arc<dyn Clock>,
         mail_limit: MailLimit,
@@ -101,7 +146,7 @@ impl NativeBackend {
         }
     }
 
-    async fn pool(&self) -> &PgPool {
+    async fn pool(&self) -> &Pool<DB> {
         self.db.pool().await
     }
 
@@ -109,18 +154,27 @@ impl NativeBackend {
         self.clock.naive_utc()
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, IdentityError> {
-        self.pool().await.begin().await.map_err(db_error)
+    /// A transaction that is going to write.
+    async fn begin(&self) -> Result<Transaction<'static, DB>, IdentityError> {
+        self.pool()
+            .await
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(db_error)
     }
 
-    /// Serialises writers of one address (or username) for the transaction,
-    /// so two sign-ups of case variants cannot both pass the existence check.
+    /// Serialises writers of one address, username or user for the
+    /// transaction, so two sign-ups of case variants cannot both pass the
+    /// existence check (a no-op where writers already exclude each other).
     async fn lock_key(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         kind: &str,
         value: &str,
     ) -> Result<(), IdentityError> {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        let Some(sql) = DB::KEY_LOCK else {
+            return Ok(());
+        };
+        sqlx::query(sql)
             .bind(format!("authgate:{kind}:{value}"))
             .execute(&mut **tx)
             .await
@@ -129,7 +183,7 @@ impl NativeBackend {
     }
 
     async fn email_taken(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         email: &str,
         except_id: Option<i64>,
     ) -> Result<bool, IdentityError> {
@@ -145,7 +199,7 @@ impl NativeBackend {
     }
 
     async fn end_all_sessions(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         user_id: i64,
         now: NaiveDateTime,
     ) -> Result<(), IdentityError> {
@@ -161,61 +215,66 @@ impl NativeBackend {
     }
 
     async fn insert_token(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         user_id: i64,
         pending: &PendingToken,
         now: NaiveDateTime,
     ) -> Result<(), IdentityError> {
-        sqlx::query(
+        let sql = format!(
             "INSERT INTO temporary_tokens (user_id, token, token_type, expires_at, used_at, is_valid, \
                created_at, updated_at, deleted_at, is_active, is_deleted) \
-             VALUES ($1, $2, $3::tokentype, $4, NULL, true, $5, $5, NULL, true, false)",
-        )
-        .bind(user_id)
-        .bind(digest(&pending.token))
-        .bind(token_type(pending.purpose))
-        .bind(pending.expires_at.naive_utc())
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_error)?;
+             VALUES ($1, $2, {}, $4, NULL, true, $5, $5, NULL, true, false)",
+            DB::token_type("$3")
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(digest(&pending.token))
+            .bind(token_type(pending.purpose))
+            .bind(pending.expires_at.naive_utc())
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
     /// Marks a token used; returns its user when it was valid.
     async fn consume_token(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         token: &str,
         purpose: EmailPurpose,
         now: NaiveDateTime,
     ) -> Result<Option<i64>, IdentityError> {
-        // Rows written by the old service hold the token itself; authgate's hold its digest.
-        sqlx::query_scalar(
+        // Rows written by the old service hold the token itself; authgate's hold
+        // its digest.
+        let sql = format!(
             "UPDATE temporary_tokens SET is_valid = false, used_at = $3, updated_at = $3 \
-             WHERE token IN ($1, $2) AND token_type = $4::tokentype \
+             WHERE token IN ($1, $2) AND token_type = {} \
                AND COALESCE(is_valid, true) AND used_at IS NULL AND expires_at > $3 \
                AND NOT COALESCE(is_deleted, false) \
-             RETURNING user_id::int8",
-        )
-        .bind(token)
-        .bind(digest(token))
-        .bind(now)
-        .bind(token_type(purpose))
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_error)
+             RETURNING CAST(user_id AS BIGINT)",
+            DB::token_type("$4")
+        );
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(token)
+            .bind(digest(token))
+            .bind(now)
+            .bind(token_type(purpose))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_error)
     }
 
     async fn alive_user(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'static, DB>,
         id: i64,
     ) -> Result<Option<User>, IdentityError> {
+        Self::lock_key(tx, "user", &id.to_string()).await?;
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
             " FROM users WHERE id = $1 AND ",
-            alive!(),
-            " FOR UPDATE"
+            alive!()
         ))
         .bind(id)
         .fetch_optional(&mut **tx)
@@ -239,8 +298,7 @@ impl NativeBackend {
         .map_err(db_error)
     }
 
-    /// Grants a role (e.g. `admin`) to a user; used by the `grant-role` command.
-    pub async fn grant_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError> {
+    async fn insert_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError> {
         sqlx::query(
             "INSERT INTO authgate_user_roles (user_id, role, granted_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
@@ -253,8 +311,7 @@ impl NativeBackend {
         Ok(())
     }
 
-    /// Finds a user by username or e-mail (for the command line).
-    pub async fn find_login(&self, login: &str) -> Result<Option<User>, IdentityError> {
+    async fn user_by_login(&self, login: &str) -> Result<Option<User>, IdentityError> {
         let row: Option<UserRow> = sqlx::query_as(concat!(
             "SELECT ",
             user_columns!(),
@@ -291,7 +348,7 @@ impl NativeBackend {
         .execute(self.pool().await)
         .await;
         match result {
-            Ok(done) if done.rows_affected() == 1 => {
+            Ok(done) if DB::rows_affected(&done) == 1 => {
                 tracing::info!(
                     user_id = row.id,
                     rounds = self.hashing.hasher().rounds(),
@@ -307,7 +364,54 @@ impl NativeBackend {
 }
 
 #[async_trait]
-impl IdentityBackend for NativeBackend {
+impl<DB> NativeAdmin for NativeBackend<DB>
+where
+    DB: Dialect,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    i64: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    NaiveDateTime: Value<DB>,
+    Uuid: Value<DB>,
+    Option<i64>: Value<DB>,
+    Option<bool>: Value<DB>,
+    Option<String>: Value<DB>,
+    Option<NaiveDateTime>: Value<DB>,
+{
+    async fn grant_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError> {
+        self.insert_role(user_id, role).await
+    }
+
+    async fn find_login(&self, login: &str) -> Result<Option<User>, IdentityError> {
+        self.user_by_login(login).await
+    }
+}
+
+#[async_trait]
+impl<DB> IdentityBackend for NativeBackend<DB>
+where
+    DB: Dialect,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    i64: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    NaiveDateTime: Value<DB>,
+    Uuid: Value<DB>,
+    Option<i64>: Value<DB>,
+    Option<bool>: Value<DB>,
+    Option<String>: Value<DB>,
+    Option<NaiveDateTime>: Value<DB>,
+{
     async fn ready(&self) -> Result<(), IdentityError> {
         sqlx::query("SELECT 1")
             .execute(self.pool().await)
@@ -341,7 +445,7 @@ impl IdentityBackend for NativeBackend {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, email, password, is_verified, verification_attempts, \
                verification_sent_at, created_at, updated_at, deleted_at, is_active, is_deleted) \
-             VALUES ($1, $2, $3, false, 0, NULL, $4, $4, NULL, true, false) RETURNING id::int8",
+             VALUES ($1, $2, $3, false, 0, NULL, $4, $4, NULL, true, false) RETURNING CAST(id AS BIGINT)",
         )
         .bind(&new.username)
         .bind(&new.email)
@@ -369,7 +473,7 @@ impl IdentityBackend for NativeBackend {
         password: &str,
     ) -> Result<CredentialCheck, IdentityError> {
         let row: Option<LoginRow> = sqlx::query_as(concat!(
-            "SELECT id::int8 AS id, username, email, password, COALESCE(is_verified, false) AS is_verified \
+            "SELECT CAST(id AS BIGINT) AS id, username, email, password, COALESCE(is_verified, false) AS is_verified \
              FROM users WHERE ",
             alive!(),
             " AND (username = $1 OR lower(email) = lower($1)) \
@@ -526,7 +630,7 @@ impl IdentityBackend for NativeBackend {
             user_columns!(),
             " FROM users WHERE ",
             alive!(),
-            " ORDER BY id OFFSET $1 LIMIT $2"
+            " ORDER BY id LIMIT $2 OFFSET $1"
         ))
         .bind(offset)
         .bind(limit)
@@ -574,6 +678,7 @@ impl IdentityBackend for NativeBackend {
     async fn delete_user(&self, id: i64) -> Result<(), IdentityError> {
         let now = self.now();
         let mut tx = self.begin().await?;
+        Self::lock_key(&mut tx, "user", &id.to_string()).await?;
         let deleted = sqlx::query(concat!(
             "UPDATE users SET is_deleted = true, is_active = false, deleted_at = $2, updated_at = $2 \
              WHERE id = $1 AND ",
@@ -584,7 +689,7 @@ impl IdentityBackend for NativeBackend {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        if deleted.rows_affected() == 0 {
+        if DB::rows_affected(&deleted) == 0 {
             return Err(IdentityError::NotFound);
         }
         Self::end_all_sessions(&mut tx, id, now).await?;
@@ -602,7 +707,7 @@ impl IdentityBackend for NativeBackend {
 
     async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError> {
         sqlx::query_scalar(
-            "SELECT role::text FROM authgate_user_roles WHERE user_id = $1 ORDER BY role",
+            "SELECT CAST(role AS TEXT) FROM authgate_user_roles WHERE user_id = $1 ORDER BY role",
         )
         .bind(id)
         .fetch_all(self.pool().await)
@@ -701,8 +806,9 @@ impl IdentityBackend for NativeBackend {
     async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError> {
         let now = self.now();
         let mut tx = self.begin().await?;
+        Self::lock_key(&mut tx, "user", &user_id.to_string()).await?;
         let state: Option<(i32, Option<NaiveDateTime>)> = sqlx::query_as(
-            "SELECT COALESCE(verification_attempts, 0), verification_sent_at FROM users WHERE id = $1 FOR UPDATE",
+            "SELECT COALESCE(verification_attempts, 0), verification_sent_at FROM users WHERE id = $1",
         )
         .bind(user_id)
         .fetch_optional(&mut *tx)

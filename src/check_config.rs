@@ -1,0 +1,321 @@
+//! `authgate check-config`: the effective configuration with every secret
+//! masked, then a probe of each server it names (store, Keycloak, SMTP,
+//! Redis, upstreams), each bounded in time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Backend, Config, SmtpTls, redact_url};
+use crate::identity::IdentityBackend;
+use crate::identity::native::StoreKind;
+use crate::identity::native::db::sqlite_file;
+use crate::mail::Mailer;
+use crate::metrics::Metrics;
+use crate::ratelimit::{Quota, RedisLimiter};
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings in effect, as `(name, value)` lines; secrets masked.
+pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
+    let quota = |q: &Option<Quota>| {
+        q.map_or_else(
+            || "off".to_string(),
+            |q| format!("{}/{}s", q.count, q.period.as_secs()),
+        )
+    };
+    let backend = match config.backend {
+        Backend::Native => "native",
+        Backend::Keycloak => "keycloak",
+    };
+    let store = match StoreKind::of(&config.database.url) {
+        Some(StoreKind::Sqlite) => "embedded SQLite",
+        _ => "PostgreSQL",
+    };
+    let mut lines = vec![
+        ("AUTH_BACKEND", backend.to_string()),
+        (
+            "APP_HOST:APP_PORT",
+            format!("{}:{}", config.app.host, config.app.port),
+        ),
+        ("APP_URL", config.app.url.clone()),
+        ("APP_WORKERS", config.app.workers.to_string()),
+        ("DATA_DIR", config.data_dir.display().to_string()),
+        (
+            "DATABASE_URL",
+            format!("{} ({store})", redact_url(&config.database.url)),
+        ),
+        (
+            "DATABASE_MAX_CONNECTIONS",
+            config.database.max_connections.to_string(),
+        ),
+        (
+            "MIGRATE_ON_START",
+            config.database.migrate_on_start.to_string(),
+        ),
+        ("SECRET_KEY", "*** (32 bytes)".to_string()),
+        (
+            "JWT_EXP_TIME_MINUTES",
+            config.jwt.access_minutes.to_string(),
+        ),
+        (
+            "JWT_REFRESH_EXP_TIME_MINUTES",
+            config.jwt.refresh_minutes.to_string(),
+        ),
+        (
+            "JWT_EMAIL_EXP_TIME_MINUTES",
+            config.jwt.email_minutes.to_string(),
+        ),
+        ("PASSWORD_PBKDF2_ROUNDS", config.password_rounds.to_string()),
+        (
+            "COOKIE_SECURE / HTTPONLY / SAMESITE",
+            format!(
+                "{} / {} / {}",
+                config.cookies.secure,
+                config.cookies.http_only,
+                config.cookies.same_site.as_str()
+            ),
+        ),
+    ];
+    let smtp = &config.smtp;
+    lines.push(match &smtp.host {
+        Some(host) => (
+            "SMTP",
+            format!(
+                "{host}:{} ({}), user {}, password {}, from {} <{}>",
+                smtp.port,
+                match smtp.tls {
+                    SmtpTls::StartTls => "STARTTLS",
+                    SmtpTls::Tls => "TLS",
+                    SmtpTls::None => "no TLS",
+                },
+                smtp.username.as_deref().unwrap_or("(none)"),
+                if smtp.password.is_some() {
+                    "***"
+                } else {
+                    "(none)"
+                },
+                smtp.sender_name,
+                smtp.from_address
+            ),
+        ),
+        None => (
+            "SMTP",
+            match &smtp.outbox {
+                Some(dir) => format!("not set: mail is written to {}", dir.display()),
+                None => "not set: mail is only logged".to_string(),
+            },
+        ),
+    });
+    if config.backend == Backend::Keycloak {
+        let kc = &config.keycloak;
+        lines.push((
+            "KEYCLOAK",
+            format!(
+                "{} realm {}, client {} (secret ***), timeout {} ms, token format {:?}",
+                kc.url,
+                kc.realm,
+                kc.client_id,
+                kc.timeout.as_millis(),
+                kc.token_format
+            ),
+        ));
+    }
+    let edge = &config.edge;
+    lines.push((
+        "REDIS_URL",
+        edge.redis_url.as_deref().map_or_else(
+            || "not set: rate limits are per process".to_string(),
+            redact_url,
+        ),
+    ));
+    let limits = &config.rate_limits;
+    lines.push((
+        "RATE_LIMIT_SIGNIN_PER_IP / PER_ACCOUNT / SIGNUP / EMAIL",
+        format!(
+            "{} / {} / {} / {}",
+            quota(&limits.signin_per_ip),
+            quota(&limits.signin_per_account),
+            quota(&limits.signup_per_ip),
+            quota(&limits.email_per_ip)
+        ),
+    ));
+    lines.push((
+        "TRUSTED_PROXIES",
+        if edge.trusted_proxies.is_empty() {
+            "none (client address from the socket)".to_string()
+        } else {
+            edge.trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    ));
+    lines.push((
+        "METRICS_ADDR",
+        edge.metrics_addr.map_or_else(
+            || "not set: /metrics on the main listener".to_string(),
+            |addr| addr.to_string(),
+        ),
+    ));
+    lines.push((
+        "SHUTDOWN_GRACE_SECONDS",
+        edge.shutdown_grace.as_secs().to_string(),
+    ));
+    for route in &edge.routes {
+        lines.push((
+            "route",
+            format!(
+                "{} -> {} ({:?}{})",
+                route.prefix,
+                route
+                    .upstreams
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                route.policy,
+                route
+                    .rate_limit
+                    .map(|q| format!(", limit {}", quota(&Some(q))))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    lines
+}
+
+/// What one probe found.
+#[derive(Debug)]
+pub struct Probe {
+    pub what: String,
+    /// `Ok(detail)` when reachable (or nothing to reach), `Err(why)` else.
+    pub outcome: Result<String, String>,
+    pub took: Duration,
+}
+
+async fn probe<F>(what: String, work: F) -> Probe
+where
+    F: std::future::Future<Output = Result<String, String>>,
+{
+    let started = Instant::now();
+    let outcome = match tokio::time::timeout(PROBE_TIMEOUT, work).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    };
+    Probe {
+        what,
+        outcome,
+        took: started.elapsed(),
+    }
+}
+
+/// Probes every server the configuration names.
+pub async fn probes(config: &Config) -> Vec<Probe> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut found = Vec::new();
+    found.push(store_probe(config, &clock).await);
+    #[cfg(feature = "keycloak")]
+    if config.backend == Backend::Keycloak {
+        found.push(keycloak_probe(config, &clock).await);
+    }
+    found.push(smtp_probe(config).await);
+    if let Some(url) = &config.edge.redis_url {
+        found.push(
+            probe(format!("redis {}", redact_url(url)), async {
+                let redis = RedisLimiter::new(url).map_err(|e| e.to_string())?;
+                redis.ping().await.map_err(|e| e.to_string())?;
+                Ok("PONG".to_string())
+            })
+            .await,
+        );
+    }
+    for route in &config.edge.routes {
+        for addr in &route.upstreams {
+            let timeout = route.connect_timeout;
+            found.push(
+                probe(format!("upstream {} -> {addr}", route.prefix), async move {
+                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
+                    {
+                        Ok(Ok(_)) => Ok("accepts connections".to_string()),
+                        Ok(Err(err)) => Err(err.to_string()),
+                        Err(_) => Err(format!("no connection within {} ms", timeout.as_millis())),
+                    }
+                })
+                .await,
+            );
+        }
+    }
+    found
+}
+
+async fn store_probe(config: &Config, clock: &Arc<dyn Clock>) -> Probe {
+    let url = &config.database.url;
+    let what = format!("database {}", redact_url(url));
+    if StoreKind::of(url) == Some(StoreKind::Sqlite)
+        && let Some(file) = sqlite_file(url)
+        && !file.exists()
+    {
+        let detail = format!(
+            "{} does not exist yet: `authgate serve` creates it",
+            file.display()
+        );
+        return probe(what, async { Ok(detail) }).await;
+    }
+    probe(what, async {
+        let backend =
+            crate::native_backend(config, Arc::clone(clock)).map_err(|e| e.to_string())?;
+        backend.ready().await.map_err(|e| e.to_string())?;
+        Ok("answers queries".to_string())
+    })
+    .await
+}
+
+#[cfg(feature = "keycloak")]
+async fn keycloak_probe(config: &Config, clock: &Arc<dyn Clock>) -> Probe {
+    let what = format!(
+        "keycloak {} realm {}",
+        config.keycloak.url, config.keycloak.realm
+    );
+    probe(what, async {
+        let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+        let (backend, _) = crate::keycloak_backend(config, Arc::clone(clock), metrics)
+            .map_err(|e| e.to_string())?;
+        backend.ready().await.map_err(|e| e.to_string())?;
+        // The service account: a token, and the right to read users.
+        backend
+            .admin()
+            .find_by_username("authgate-check-config")
+            .await
+            .map_err(|e| format!("realm reachable, but the Admin API refused: {e}"))?;
+        Ok("realm reachable, service account can read users".to_string())
+    })
+    .await
+}
+
+async fn smtp_probe(config: &Config) -> Probe {
+    let smtp = &config.smtp;
+    let what = match &smtp.host {
+        Some(host) => format!("smtp {host}:{}", smtp.port),
+        None => "smtp".to_string(),
+    };
+    probe(what, async {
+        let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+        let mailer = Mailer::new(
+            smtp,
+            &config.app.name,
+            config.jwt.email_minutes,
+            config.templates_dir.as_deref(),
+            metrics,
+        )
+        .map_err(|e| e.to_string())?;
+        if mailer.check_connection().await.map_err(|e| e.to_string())? {
+            Ok("connected (TLS and login as configured)".to_string())
+        } else {
+            Ok("not configured".to_string())
+        }
+    })
+    .await
+}
