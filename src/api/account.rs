@@ -13,7 +13,7 @@ use crate::identity::{NewUser, PendingToken};
 use crate::tokens::{EmailPurpose, Subject};
 
 #[derive(Debug, Deserialize)]
-struct SignupBody {
+pub(super) struct SignupBody {
     email: String,
     username: String,
     password: String,

@@ -20,8 +20,12 @@ use crate::tokens::SessionClaims;
 
 use super::{ApiError, App};
 
-const UNAUTHORIZED: &str = "Unauthorized.";
-const INVALID: &str = "Invalid token or expired token.";
+/// No token (or not a bearer one).
+pub(super) const UNAUTHORIZED: &str = "Unauthorized.";
+/// A token that does not verify, has expired, or whose session ended.
+pub(super) const INVALID: &str = "Invalid token or expired token.";
+/// A valid token without the right to do this.
+pub(super) const NOT_PERMITTED: &str = "Not enough permissions";
 
 /// How long a session found live is believed without asking again.
 const LIVE_FOR: Duration = Duration::from_secs(5);
@@ -158,7 +162,7 @@ pub async fn require_admin(app: &App, principal: &Principal) -> Result<(), ApiEr
     if is_admin(app, principal).await? {
         Ok(())
     } else {
-        Err(ApiError::forbidden("Not enough permissions"))
+        Err(ApiError::forbidden(NOT_PERMITTED))
     }
 }
 

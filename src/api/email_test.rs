@@ -10,7 +10,7 @@ use crate::http::{Request, Response};
 use crate::mail::{Mail, MailKind};
 
 #[derive(Debug, Deserialize)]
-struct TestBody {
+pub(super) struct TestBody {
     email: String,
 }
 
@@ -34,8 +34,8 @@ pub async fn send(app: &App, req: &Request) -> Result<Response, ApiError> {
             tracing::warn!(error = %err, "test mail failed");
             ApiError::status(StatusCode::BAD_GATEWAY, "Test email could not be sent")
         })?;
-    Ok(Response::json(
+    Ok(Response::message(
         StatusCode::OK,
-        &serde_json::json!({ "message": "Test email sent successfully" }),
+        "Test email sent successfully",
     ))
 }

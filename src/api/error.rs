@@ -7,7 +7,7 @@ use http::StatusCode;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::http::Response;
-use crate::http::validate::Rejection;
+use crate::http::validate::{Rejection, Unprocessable};
 use crate::identity::IdentityError;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ impl ApiError {
             Self::Status { status, detail } => Response::detail(status, &detail),
             Self::Validation(Rejection(issues)) => Response::json(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &serde_json::json!({ "detail": issues }),
+                &Unprocessable { detail: issues },
             ),
             Self::TooManyRequests { retry_after } => {
                 Response::detail(StatusCode::TOO_MANY_REQUESTS, "Too many requests").with_header(

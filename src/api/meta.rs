@@ -6,12 +6,57 @@ use serde_json::{Map, Value};
 
 use super::{ApiError, App};
 use crate::http::Response;
+use crate::http::schema::{Documented, Schema};
 
 #[derive(Serialize)]
-struct Root<'a> {
+pub(super) struct Root<'a> {
     name: &'a str,
     version: &'a str,
     contact: Map<String, Value>,
+}
+
+impl Documented for Root<'static> {
+    const NAME: &'static str = "Root";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field("name", Schema::string().describe("`APP_NAME`"))
+            .field("version", Schema::string().describe("`APP_VERSION`"))
+            .field(
+                "contact",
+                Schema::map_of(Schema::string())
+                    .describe("`name`, `email`, `url` from `APP_CONTACT_*`, those that are set."),
+            )
+    }
+
+    fn example() -> Self {
+        let mut contact = Map::new();
+        contact.insert("name".into(), Value::String("Platform team".into()));
+        contact.insert("email".into(), Value::String("platform@example.com".into()));
+        Self {
+            name: "AISER Authentication Service",
+            version: "0.1.0",
+            contact,
+        }
+    }
+}
+
+/// `{"status": "ok"}` (health) or `{"status": "ready"}` (readiness).
+#[derive(Serialize)]
+pub(super) struct Status {
+    status: &'static str,
+}
+
+impl Documented for Status {
+    const NAME: &'static str = "Status";
+
+    fn schema() -> Schema {
+        Schema::object().field("status", Schema::string())
+    }
+
+    fn example() -> Self {
+        Self { status: "ok" }
+    }
 }
 
 pub fn root(app: &App) -> Response {
@@ -33,7 +78,7 @@ pub fn root(app: &App) -> Response {
 }
 
 pub fn health() -> Response {
-    Response::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+    Response::json(StatusCode::OK, &Status { status: "ok" })
 }
 
 /// Prometheus text exposition.
@@ -54,8 +99,5 @@ pub fn metrics(app: &App) -> Response {
 
 pub async fn ready(app: &App) -> Result<Response, ApiError> {
     app.backend.ready().await?;
-    Ok(Response::json(
-        StatusCode::OK,
-        &serde_json::json!({ "status": "ready" }),
-    ))
+    Ok(Response::json(StatusCode::OK, &Status { status: "ready" }))
 }

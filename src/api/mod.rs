@@ -1,9 +1,11 @@
 //! The `/users/...` API of the contract, written once against
 //! [`IdentityBackend`]: handlers validate, call the backend, mint tokens and
-//! shape the answers; they never see SQL or Keycloak.
+//! shape the answers; they never see SQL or Keycloak. `docs` describes them
+//! all as an OpenAPI document.
 
 mod account;
 pub mod auth;
+pub mod docs;
 mod email_test;
 mod error;
 mod meta;
@@ -209,6 +211,8 @@ impl App {
             (Route::User, &Method::DELETE) => users::delete(self, &req, user_param).await,
             (Route::User, _) => users::get(self, &req, user_param).await,
             (Route::EmailTest, _) => email_test::send(self, &req).await,
+            (Route::Docs, _) => Ok(docs::page()),
+            (Route::DocsJson, _) => Ok(docs::json(self)),
         }
     }
 }

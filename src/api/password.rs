@@ -11,7 +11,7 @@ use crate::mail::{Mail, MailKind};
 use crate::tokens::{EmailPurpose, TokenError};
 
 #[derive(Debug, Deserialize)]
-struct ForgotBody {
+pub(super) struct ForgotBody {
     email: String,
     reset_url: Option<String>,
 }
@@ -21,7 +21,7 @@ impl Model for ForgotBody {
 }
 
 #[derive(Debug, Deserialize)]
-struct ResetBody {
+pub(super) struct ResetBody {
     token: String,
     new_password: String,
 }
@@ -69,11 +69,9 @@ pub async fn forgot(app: &App, req: &Request) -> Result<Response, ApiError> {
         });
         tracing::info!(user_id = user.id, "password reset mailed");
     }
-    Ok(Response::json(
+    Ok(Response::message(
         StatusCode::OK,
-        &serde_json::json!({
-            "message": "Password reset instructions have been sent to your email."
-        }),
+        "Password reset instructions have been sent to your email.",
     ))
 }
 
@@ -98,8 +96,8 @@ pub async fn reset(app: &App, req: &Request) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::bad_request("Invalid or expired reset token"))?;
     app.sessions.forget();
     tracing::info!(user_id = user.id, "password reset");
-    Ok(Response::json(
+    Ok(Response::message(
         StatusCode::OK,
-        &serde_json::json!({ "message": "Password has been reset successfully" }),
+        "Password has been reset successfully",
     ))
 }

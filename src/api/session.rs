@@ -8,6 +8,7 @@ use super::auth::{self, Principal};
 use super::{ApiError, App};
 use crate::config::{Backend, TokenFormat};
 use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
+use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::{CredentialCheck, DeviceInfo, Login, RefreshDenied};
@@ -16,7 +17,7 @@ use crate::tokens::Subject;
 use super::verification::send_verification;
 
 #[derive(Debug, Deserialize)]
-struct SigninBody {
+pub(super) struct SigninBody {
     username: String,
     password: String,
     fallback_url: Option<String>,
@@ -31,7 +32,7 @@ impl Model for SigninBody {
 }
 
 #[derive(Debug, Deserialize)]
-struct RefreshBody {
+pub(super) struct RefreshBody {
     refresh_token: String,
 }
 
@@ -47,6 +48,61 @@ pub struct SessionAnswer {
     pub expires_in: Option<u64>,
     pub fallback_url: Option<String>,
     pub message: Option<&'static str>,
+}
+
+/// An access token as the examples show it (not a working one).
+pub(super) const EXAMPLE_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjo0Miwic2NvcGUiOiJhY2Nlc3NfdG9rZW4ifQ.c2lnbmF0dXJl";
+/// A refresh token (a compact JWE) as the examples show it.
+pub(super) const EXAMPLE_REFRESH_TOKEN: &str =
+    "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y2lwaGVydGV4dA.dGFn";
+
+impl Documented for SessionAnswer {
+    const NAME: &'static str = "SessionAnswer";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field(
+                "access_token",
+                Schema::string()
+                    .nullable()
+                    .describe("HS256 JWT, scope `access_token`; `null` while the address is not verified (sign-in)."),
+            )
+            .field(
+                "refresh_token",
+                Schema::string()
+                    .nullable()
+                    .describe("JWE (`dir`/`A256GCM`) wrapping a refresh JWT; `null` like `access_token`."),
+            )
+            .field(
+                "expires_in",
+                Schema::integer()
+                    .nullable()
+                    .describe("Seconds the access token lives (`JWT_EXP_TIME_MINUTES`)."),
+            )
+            .field(
+                "fallback_url",
+                Schema::string()
+                    .nullable()
+                    .describe("Where to send an unverified user (sign-in); otherwise `null`."),
+            )
+            .field(
+                "message",
+                Schema::string().nullable().describe(
+                    "`Verification email sent successfully` (sign-up), `Please verify your email first` (unverified sign-in) or `null`.",
+                ),
+            )
+            .describe("The answer of sign-up and sign-in; every key is always present.")
+    }
+
+    fn example() -> Self {
+        Self {
+            access_token: Some(EXAMPLE_TOKEN.into()),
+            refresh_token: Some(EXAMPLE_REFRESH_TOKEN.into()),
+            expires_in: Some(3600),
+            fallback_url: None,
+            message: Some("Verification email sent successfully"),
+        }
+    }
 }
 
 /// A freshly minted pair for a recorded device session.
@@ -202,9 +258,55 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
 }
 
 #[derive(Serialize)]
-struct RefreshAnswer {
+pub(super) struct RefreshAnswer {
     access_token: String,
     expires_in: u64,
+}
+
+impl Documented for RefreshAnswer {
+    const NAME: &'static str = "RefreshAnswer";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field(
+                "access_token",
+                Schema::string().describe("A new access token of the same session."),
+            )
+            .field("expires_in", Schema::integer())
+    }
+
+    fn example() -> Self {
+        Self {
+            access_token: EXAMPLE_TOKEN.into(),
+            expires_in: 3600,
+        }
+    }
+}
+
+/// The answer of sign-out.
+#[derive(Serialize)]
+pub(super) struct SignedOut {
+    message: &'static str,
+    status: &'static str,
+}
+
+const SIGNED_OUT: SignedOut = SignedOut {
+    message: "Successfully signed out",
+    status: "success",
+};
+
+impl Documented for SignedOut {
+    const NAME: &'static str = "SignedOut";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field("message", Schema::string())
+            .field("status", Schema::string())
+    }
+
+    fn example() -> Self {
+        SIGNED_OUT
+    }
 }
 
 pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
@@ -281,10 +383,7 @@ pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
         app.backend.end_session(user_id, device_id).await?;
         app.sessions.session_ended(device_id);
     }
-    let mut response = Response::json(
-        StatusCode::OK,
-        &serde_json::json!({ "message": "Successfully signed out", "status": "success" }),
-    );
+    let mut response = Response::json(StatusCode::OK, &SIGNED_OUT);
     for name in [ACCESS_COOKIE, REFRESH_COOKIE] {
         if let Some(header) = cookies::clear(name, &app.config.cookies) {
             response.headers.append(SET_COOKIE, header);

@@ -5,17 +5,54 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Principal};
 use super::{ApiError, App};
-use crate::http::validate::{self, Field, Model};
+use crate::http::schema::{Documented, Schema};
+use crate::http::validate::{self, Field, Model, QueryInt};
 use crate::http::{Request, Response};
 use crate::identity::{IdentityError, NewUser, User, UserPatch};
 
 /// The contract's user object. It never carries a password or hash.
 #[derive(Serialize)]
-struct UserOut<'a> {
+pub(super) struct UserOut<'a> {
     username: &'a str,
     email: &'a str,
     id: i64,
 }
+
+impl Documented for UserOut<'static> {
+    const NAME: &'static str = "User";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field("username", Schema::string())
+            .field("email", Schema::string().format("email"))
+            .field("id", Schema::integer())
+            .describe("A user; never a password or its hash.")
+    }
+
+    fn example() -> Self {
+        Self {
+            username: "ada",
+            email: "ada@example.com",
+            id: 42,
+        }
+    }
+}
+
+/// `GET /users/?offset=`: users to skip.
+pub(super) const OFFSET: QueryInt = QueryInt {
+    name: "offset",
+    default: 0,
+    min: 0,
+    max: i32::MAX as i64,
+};
+
+/// `GET /users/?limit=`: most users in the answer.
+pub(super) const LIMIT: QueryInt = QueryInt {
+    name: "limit",
+    default: 100,
+    min: 0,
+    max: 1000,
+};
 
 impl<'a> From<&'a User> for UserOut<'a> {
     fn from(user: &'a User) -> Self {
@@ -32,7 +69,7 @@ fn user_response(user: &User) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-struct CreateBody {
+pub(super) struct CreateBody {
     username: String,
     email: String,
     password: String,
@@ -47,7 +84,7 @@ impl Model for CreateBody {
 }
 
 #[derive(Debug, Deserialize)]
-struct UpdateBody {
+pub(super) struct UpdateBody {
     email: Option<String>,
     password: Option<String>,
     is_verified: Option<bool>,
@@ -73,8 +110,8 @@ pub async fn me(app: &App, req: &Request) -> Result<Response, ApiError> {
 
 pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
     auth::require(app, req).await?;
-    let offset = validate::query_int(req, "offset", 0, 0, i64::from(i32::MAX))?;
-    let limit = validate::query_int(req, "limit", 100, 0, 1000)?;
+    let offset = OFFSET.read(req)?;
+    let limit = LIMIT.read(req)?;
     let users = app.backend.list_users(offset, limit).await?;
     let out: Vec<UserOut<'_>> = users.iter().map(UserOut::from).collect();
     Ok(Response::json(StatusCode::OK, &out))
@@ -118,7 +155,7 @@ pub async fn get(app: &App, req: &Request, id: &str) -> Result<Response, ApiErro
 async fn self_or_admin(app: &App, principal: &Principal, id: i64) -> Result<bool, ApiError> {
     let admin = auth::is_admin(app, principal).await?;
     if principal.user_id != id && !admin {
-        return Err(ApiError::forbidden("Not enough permissions"));
+        return Err(ApiError::forbidden(auth::NOT_PERMITTED));
     }
     Ok(admin)
 }
@@ -129,7 +166,7 @@ pub async fn update(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
     let body: UpdateBody = validate::json_body(req)?;
     let admin = self_or_admin(app, &principal, id).await?;
     if body.is_verified.is_some() && !admin {
-        return Err(ApiError::forbidden("Not enough permissions"));
+        return Err(ApiError::forbidden(auth::NOT_PERMITTED));
     }
     let user = app
         .backend
@@ -154,8 +191,8 @@ pub async fn delete(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
     app.backend.delete_user(id).await?;
     app.sessions.forget();
     tracing::info!(user_id = id, by = principal.user_id, "user deleted");
-    Ok(Response::json(
+    Ok(Response::message(
         StatusCode::OK,
-        &serde_json::json!({ "message": "User deleted successfully" }),
+        "User deleted successfully",
     ))
 }

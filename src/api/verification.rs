@@ -6,16 +6,17 @@ use serde::{Deserialize, Serialize};
 
 use super::session::{device_info, open_session};
 use super::{ApiError, App};
+use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::{MailQuota, User};
 use crate::mail::{Mail, MailKind};
 use crate::tokens::{EmailPurpose, TokenError};
 
-const INVALID_OR_EXPIRED: &str = "Invalid or expired reset token";
+pub(super) const INVALID_OR_EXPIRED: &str = "Invalid or expired reset token";
 
 #[derive(Debug, Deserialize)]
-struct VerifyBody {
+pub(super) struct VerifyBody {
     token: String,
     redirect_url: Option<String>,
 }
@@ -28,7 +29,7 @@ impl Model for VerifyBody {
 }
 
 #[derive(Debug, Deserialize)]
-struct ResendBody {
+pub(super) struct ResendBody {
     email: String,
     verification_url: Option<String>,
 }
@@ -95,13 +96,44 @@ pub fn email_token_expiry(app: &App) -> chrono::DateTime<chrono::Utc> {
 }
 
 #[derive(Serialize)]
-struct VerifiedAnswer {
+pub(super) struct VerifiedAnswer {
     message: &'static str,
     verified: bool,
     redirect_url: Option<String>,
     access_token: String,
     refresh_token: String,
     expires_in: u64,
+}
+
+impl Documented for VerifiedAnswer {
+    const NAME: &'static str = "VerifiedAnswer";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field("message", Schema::string())
+            .field("verified", Schema::boolean())
+            .field(
+                "redirect_url",
+                Schema::string()
+                    .nullable()
+                    .describe("The request's `redirect_url`, normalised, or `null`."),
+            )
+            .field("access_token", Schema::string())
+            .field("refresh_token", Schema::string())
+            .field("expires_in", Schema::integer())
+            .describe("The address is verified and the user signed in (cookies set too).")
+    }
+
+    fn example() -> Self {
+        Self {
+            message: "Email verified successfully",
+            verified: true,
+            redirect_url: Some("https://app.example/welcome".into()),
+            access_token: super::session::EXAMPLE_TOKEN.into(),
+            refresh_token: super::session::EXAMPLE_REFRESH_TOKEN.into(),
+            expires_in: 3600,
+        }
+    }
 }
 
 pub async fn verify_email(app: &App, req: &Request) -> Result<Response, ApiError> {
@@ -138,9 +170,36 @@ pub async fn verify_email(app: &App, req: &Request) -> Result<Response, ApiError
 }
 
 #[derive(Serialize)]
-struct ResendAnswer {
+pub(super) struct ResendAnswer {
     message: &'static str,
     retry_after: Option<u64>,
+}
+
+impl Documented for ResendAnswer {
+    const NAME: &'static str = "ResendAnswer";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field(
+                "message",
+                Schema::string().describe(
+                    "`Verification email sent successfully`, or `Too many verification attempts` when the mail limit is reached.",
+                ),
+            )
+            .field(
+                "retry_after",
+                Schema::integer()
+                    .nullable()
+                    .describe("Seconds until another mail may be sent; `null` when one was sent."),
+            )
+    }
+
+    fn example() -> Self {
+        Self {
+            message: "Too many verification attempts",
+            retry_after: Some(3542),
+        }
+    }
 }
 
 pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {

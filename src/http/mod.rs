@@ -1,12 +1,14 @@
 //! Request and response plumbing: routing, JSON bodies and 422 errors,
-//! cookies. Nothing here knows about users or tokens.
+//! cookies, the JSON schemas of bodies. Nothing here knows about users or
+//! tokens.
 
 pub mod client_ip;
 pub mod cookies;
 mod request;
 mod response;
 pub mod router;
+pub mod schema;
 pub mod validate;
 
 pub use request::{Request, cookie_in};
-pub use response::Response;
+pub use response::{Detail, Message, Response};

@@ -5,6 +5,8 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
+use super::schema::{Documented, Schema};
+
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: StatusCode,
@@ -12,9 +14,46 @@ pub struct Response {
     pub body: Bytes,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    detail: &'a str,
+/// The contract's error shape: `{"detail": "..."}`.
+#[derive(Debug, Serialize)]
+pub struct Detail<'a> {
+    pub detail: &'a str,
+}
+
+impl Documented for Detail<'static> {
+    const NAME: &'static str = "Detail";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field("detail", Schema::string())
+            .describe("A handled error; clients branch on the text.")
+    }
+
+    fn example() -> Self {
+        Self {
+            detail: "Invalid credentials",
+        }
+    }
+}
+
+/// A plain confirmation: `{"message": "..."}`.
+#[derive(Debug, Serialize)]
+pub struct Message<'a> {
+    pub message: &'a str,
+}
+
+impl Documented for Message<'static> {
+    const NAME: &'static str = "Message";
+
+    fn schema() -> Schema {
+        Schema::object().field("message", Schema::string())
+    }
+
+    fn example() -> Self {
+        Self {
+            message: "Password has been reset successfully",
+        }
+    }
 }
 
 impl Response {
@@ -47,6 +86,11 @@ impl Response {
     /// The contract's error shape: `{"detail": "..."}`.
     pub fn detail(status: StatusCode, detail: &str) -> Self {
         Self::json(status, &Detail { detail })
+    }
+
+    /// A confirmation: `{"message": "..."}`.
+    pub fn message(status: StatusCode, message: &str) -> Self {
+        Self::json(status, &Message { message })
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {

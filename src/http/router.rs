@@ -2,6 +2,9 @@
 //! an unknown method on a known path is 405 (with `Allow`), an unknown path
 //! whose twin with (or without) a trailing slash exists is a 307 to the twin,
 //! anything else is 404. GET routes also answer HEAD.
+//!
+//! [`PATHS`] is the one list of the API's paths: the router is built from it
+//! and so is the OpenAPI document (`/docs/json`).
 
 use http::Method;
 
@@ -23,14 +26,23 @@ pub enum Route {
     Users,
     User,
     EmailTest,
+    Docs,
+    DocsJson,
 }
 
 impl Route {
-    fn methods(self) -> &'static [Method] {
+    /// The methods the route answers (every GET route answers HEAD too).
+    pub fn methods(self) -> &'static [Method] {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
         const POST: &[Method] = &[Method::POST];
         match self {
-            Self::Root | Self::Health | Self::Ready | Self::Metrics | Self::Me => GET,
+            Self::Root
+            | Self::Health
+            | Self::Ready
+            | Self::Metrics
+            | Self::Me
+            | Self::Docs
+            | Self::DocsJson => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Signup
@@ -54,7 +66,8 @@ impl Route {
     }
 }
 
-const PATHS: &[(&str, Route)] = &[
+/// Every path of the API and its route, in the order they are documented.
+pub const PATHS: &[(&str, Route)] = &[
     ("/", Route::Root),
     ("/health", Route::Health),
     ("/ready", Route::Ready),
@@ -72,6 +85,8 @@ const PATHS: &[(&str, Route)] = &[
     ("/users/", Route::Users),
     ("/users/{user_id}", Route::User),
     ("/email/email/test", Route::EmailTest),
+    ("/docs", Route::Docs),
+    ("/docs/json", Route::DocsJson),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +168,18 @@ mod tests {
             Resolution::WrongMethod("POST".into())
         );
         assert_eq!(router.resolve(&Method::GET, "/nope"), Resolution::NotFound);
+        assert_eq!(
+            router.resolve(&Method::GET, "/docs/json"),
+            Resolution::Found(Route::DocsJson, None)
+        );
+        assert_eq!(
+            router.resolve(&Method::GET, "/docs/"),
+            Resolution::Redirect("/docs".into())
+        );
+        assert_eq!(
+            router.resolve(&Method::GET, "/docs/nope"),
+            Resolution::NotFound
+        );
         assert_eq!(
             router.resolve(&Method::HEAD, "/health"),
             Resolution::Found(Route::Health, None)

@@ -8,7 +8,8 @@ pub const MAX_STORED_LEN: usize = 100;
 
 const MAX_LOCAL_LEN: usize = 64;
 const MAX_ADDRESS_LEN: usize = 254;
-const SPECIAL_USE: &[&str] = &["arpa", "invalid", "local", "localhost", "onion", "test"];
+/// Domains (and their subdomains) no address may use.
+pub const SPECIAL_USE: &[&str] = &["arpa", "invalid", "local", "localhost", "onion", "test"];
 const ATEXT_SPECIALS: &str = "!#$%&'*+-/=?^_`{|}~";
 
 /// Returns the normalised address, or the reason it is not one.

@@ -12,8 +12,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::Request;
+use super::schema::{Documented, Schema};
 
-const URL_MAX_LEN: usize = 2083;
+/// Longest URL pydantic's `HttpUrl` accepts.
+pub const URL_MAX_LEN: usize = 2083;
 const ERRORS_URL: &str = "https://errors.pydantic.dev/2.10/v/";
 
 /// One element of an error's `loc`.
@@ -42,6 +44,57 @@ pub struct Issue {
     pub ctx: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+impl Documented for Issue {
+    const NAME: &'static str = "ValidationIssue";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field("type", Schema::string().describe("e.g. `missing`, `string_too_short`"))
+            .field(
+                "loc",
+                Schema::array(Schema::any_of([Schema::string(), Schema::integer()]))
+                    .describe("Where: `[\"body\", field]`, `[\"query\", name]`, `[\"path\", name]` or `[\"body\"]`."),
+            )
+            .field("msg", Schema::string().describe("For people; the texts are kept as FastAPI wrote them."))
+            .field("input", Schema::any().describe("The offending value, the whole body for a missing field, or `null` for an absent body."))
+            .optional("ctx", Schema::map_of(Schema::any()))
+            .optional("url", Schema::string())
+            .describe("One problem of a refused request, in pydantic's shape.")
+    }
+
+    fn example() -> Self {
+        Self::new(
+            "string_too_short",
+            vec!["body".into(), "password".into()],
+            "String should have at least 8 characters",
+            json!("short"),
+        )
+        .ctx(json!({ "min_length": 8 }))
+    }
+}
+
+/// The 422 answer: `{"detail": [issue, ...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unprocessable {
+    pub detail: Vec<Issue>,
+}
+
+impl Documented for Unprocessable {
+    const NAME: &'static str = "ValidationError";
+
+    fn schema() -> Schema {
+        Schema::object()
+            .field("detail", Schema::array(Schema::of::<Issue>()))
+            .describe("A request that failed validation: every problem, in the order of the model's fields.")
+    }
+
+    fn example() -> Self {
+        Self {
+            detail: vec![Issue::example()],
+        }
+    }
 }
 
 impl Issue {
@@ -395,6 +448,22 @@ fn http_url(text: &str) -> Result<String, UrlIssue> {
         });
     }
     Ok(parsed.to_string())
+}
+
+/// An integer query parameter with its default and bounds (the document
+/// states them from here too).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryInt {
+    pub name: &'static str,
+    pub default: i64,
+    pub min: i64,
+    pub max: i64,
+}
+
+impl QueryInt {
+    pub fn read(&self, req: &Request) -> Result<i64, Rejection> {
+        query_int(req, self.name, self.default, self.min, self.max)
+    }
 }
 
 /// An integer query parameter (`offset`, `limit`) with bounds.

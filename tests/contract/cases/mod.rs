@@ -4,6 +4,7 @@ pub mod auth;
 pub mod email_flows;
 pub mod limits;
 pub mod meta;
+pub mod openapi;
 pub mod users;
 pub mod validation;
 pub mod walk;

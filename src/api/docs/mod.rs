@@ -1,0 +1,385 @@
+//! The API's OpenAPI 3.1 document (`GET /docs/json`, the old service's
+//! path) and a page that renders it (`GET /docs`).
+//!
+//! Nothing here lists paths or fields by hand: paths and methods come from
+//! the router's [`PATHS`], request bodies from each model's `FIELDS` (what
+//! the validator checks), answers from the [`Documented`] types that
+//! serialise them. [`operations`] adds what only people can say (summaries,
+//! who may call, which answers), through a match the compiler keeps
+//! complete.
+
+pub mod conform;
+mod operations;
+mod page;
+
+use http::StatusCode;
+use http::header::{CACHE_CONTROL, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::App;
+use super::meta::{Root, Status};
+use super::session::{RefreshAnswer, SessionAnswer, SignedOut};
+use super::users::UserOut;
+use super::verification::{ResendAnswer, VerifiedAnswer};
+use crate::config::AppSettings;
+use crate::http::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
+use crate::http::router::{PATHS, Route};
+use crate::http::schema::{COMPONENTS, Documented, Schema};
+use crate::http::validate::{Issue, QueryInt, Unprocessable};
+use crate::http::{Detail, Message, Response};
+use crate::identity::IdentityError;
+use operations::{Access, Answer, Content, Header, Operation, Tag, operation};
+
+pub use page::page;
+
+/// The OpenAPI version written.
+pub const OPENAPI_VERSION: &str = "3.1.0";
+
+const BEARER: &str = "bearerAuth";
+const COOKIE: &str = "cookieAuth";
+
+const DESCRIPTION: &str = "\
+The authentication API of the legacy FastAPI service, kept to the letter \
+(paths, bodies, status codes, messages, cookies and tokens).
+
+- Bodies are JSON. A handled error is `{\"detail\": \"<message>\"}`; a request that \
+fails validation is 422 with FastAPI's list of issues.
+- \"Token required\": the access token comes from `Authorization: Bearer <token>` or \
+the `access_token` cookie; the header wins. Without one: 403 `Unauthorized.`; a bad, \
+expired or signed-out one: 403 `Invalid token or expired token.`
+- An unknown path is 404 `Not Found`; a known path with another method is 405 \
+`Method Not Allowed` with `Allow`; a path with a trailing slash added or removed \
+answers 307 to the documented one. Every GET also answers HEAD.
+- Paths that are not the API's are forwarded to the upstreams of `ROUTES_FILE`.
+
+This document is generated from the gateway's own route table and models.";
+
+/// `GET /docs/json`.
+pub fn json(app: &App) -> Response {
+    let _span = tracing::debug_span!("openapi_document").entered();
+    let mut response = Response::json(StatusCode::OK, &document(&Info::from(&app.config.app)));
+    response
+        .headers
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// What the document says about the service itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Info<'a> {
+    pub title: &'a str,
+    pub version: &'a str,
+    /// `name`, `email`, `url`, those that are set.
+    pub contact: &'a [(String, String)],
+}
+
+impl<'a> From<&'a AppSettings> for Info<'a> {
+    fn from(settings: &'a AppSettings) -> Self {
+        Self {
+            title: &settings.name,
+            version: &settings.version,
+            contact: &settings.contact,
+        }
+    }
+}
+
+/// The whole document.
+pub fn document(about: &Info<'_>) -> Value {
+    let mut schemas = answer_schemas();
+    let mut paths = Map::new();
+    let mut seen: Vec<Route> = Vec::new();
+    for (path, route) in PATHS {
+        let mut item = Map::new();
+        for method in route.methods() {
+            let Some(op) = operation(*route, method) else {
+                continue;
+            };
+            let id = if seen.contains(route) {
+                format!("{}_{}", op.id, path_suffix(path))
+            } else {
+                op.id.to_string()
+            };
+            if let Some(body) = &op.body {
+                schemas.insert(body.name.into(), body.schema.clone().into_value());
+            }
+            item.insert(method.as_str().to_ascii_lowercase(), render(path, &id, &op));
+        }
+        seen.push(*route);
+        paths.insert((*path).into(), Value::Object(item));
+    }
+    json!({
+        "openapi": OPENAPI_VERSION,
+        "info": info(about),
+        "tags": Tag::ALL
+            .iter()
+            .map(|t| json!({ "name": t.name(), "description": t.description() }))
+            .collect::<Vec<_>>(),
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "`Authorization: Bearer <access token>`; wins over the cookie.",
+                },
+                COOKIE: {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": ACCESS_COOKIE,
+                    "description": "The access token cookie set at sign-in and e-mail verification.",
+                },
+            },
+        },
+    })
+}
+
+/// A path's distinct part for the operation id of a second path of one route.
+fn path_suffix(path: &str) -> &'static str {
+    if path.ends_with('/') {
+        "slash"
+    } else {
+        "no_slash"
+    }
+}
+
+fn info(about: &Info<'_>) -> Value {
+    let mut info = json!({
+        "title": about.title,
+        "version": about.version,
+        "description": DESCRIPTION,
+    });
+    let contact: Map<String, Value> = about
+        .contact
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    if !contact.is_empty() {
+        info["contact"] = Value::Object(contact);
+    }
+    info
+}
+
+/// The named answer schemas, each with its example.
+fn answer_schemas() -> Map<String, Value> {
+    [
+        (Detail::NAME, Detail::component()),
+        (Message::NAME, Message::component()),
+        (Unprocessable::NAME, Unprocessable::component()),
+        (Issue::NAME, Issue::component()),
+        (Root::NAME, Root::component()),
+        (Status::NAME, Status::component()),
+        (SessionAnswer::NAME, SessionAnswer::component()),
+        (RefreshAnswer::NAME, RefreshAnswer::component()),
+        (SignedOut::NAME, SignedOut::component()),
+        (VerifiedAnswer::NAME, VerifiedAnswer::component()),
+        (ResendAnswer::NAME, ResendAnswer::component()),
+        (UserOut::NAME, UserOut::component()),
+    ]
+    .into_iter()
+    .map(|(name, schema)| (name.to_string(), schema))
+    .collect()
+}
+
+fn render(path: &str, id: &str, op: &Operation) -> Value {
+    let mut out = json!({
+        "operationId": id,
+        "tags": [op.tag.name()],
+        "summary": op.summary,
+    });
+    if !op.description.is_empty() {
+        out["description"] = json!(op.description);
+    }
+    if op.access != Access::Public {
+        out["security"] = json!([{ BEARER: [] }, { COOKIE: [] }]);
+    }
+    let path_params = path_parameters(path);
+    let has_params = !path_params.is_empty() || !op.query.is_empty();
+    let parameters: Vec<Value> = path_params
+        .into_iter()
+        .chain(op.query.iter().map(query_parameter))
+        .collect();
+    if !parameters.is_empty() {
+        out["parameters"] = Value::Array(parameters);
+    }
+    if let Some(body) = &op.body {
+        out["requestBody"] = json!({
+            "required": true,
+            "content": {
+                "application/json": { "schema": Schema::reference(body.name).into_value() },
+            },
+        });
+    }
+    let mut answers = op.answers.clone();
+    answers.extend(shared_answers(op, has_params));
+    answers.sort_by_key(|a| a.status);
+    let responses: Map<String, Value> = answers
+        .iter()
+        .map(|a| (a.status.to_string(), render_answer(a)))
+        .collect();
+    out["responses"] = Value::Object(responses);
+    out
+}
+
+/// `{name}` segments of a path template. Path parameters are read with
+/// `validate::path_int`: 32-bit integers.
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            json!({
+                "name": name,
+                "in": "path",
+                "required": true,
+                "schema": Schema::integer().format("int32").into_value(),
+            })
+        })
+        .collect()
+}
+
+fn query_parameter(param: &QueryInt) -> Value {
+    json!({
+        "name": param.name,
+        "in": "query",
+        "required": false,
+        "schema": Schema::integer()
+            .range(param.min, param.max)
+            .default_value(json!(param.default))
+            .into_value(),
+    })
+}
+
+/// The answers that follow from how an operation is called.
+fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
+    let mut shared = Vec::new();
+    let detail = |status, description, details: Vec<String>| Answer {
+        status,
+        description,
+        content: Content::Details(details),
+        headers: Vec::new(),
+    };
+    if op.access != Access::Public {
+        let description = match op.access {
+            Access::Token | Access::Public => {
+                "No token, or a bad, expired or signed-out one (the contract's 403s)."
+            }
+            Access::Admin => "No usable token, or the user is not an admin.",
+            Access::SelfOrAdmin => {
+                "No usable token, or the user is neither the one named nor an admin."
+            }
+        };
+        let texts = op
+            .forbidden_details()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        shared.push(detail(403, description, texts));
+    }
+    if op.body.is_some() {
+        shared.push(Answer {
+            status: 413,
+            description: "The body is larger than `MAX_BODY_BYTES` (65536 bytes unless set).",
+            content: Content::Details(vec!["Request body too large".into()]),
+            headers: Vec::new(),
+        });
+    }
+    if op.body.is_some() || has_params {
+        shared.push(Answer {
+            status: 422,
+            description: "The request failed validation (FastAPI's shape).",
+            content: Content::Json(Schema::of::<Unprocessable>()),
+            headers: Vec::new(),
+        });
+    }
+    if op.limited {
+        shared.push(Answer {
+            status: 429,
+            description: "A rate limit is reached; `Retry-After` says when to try again.",
+            content: Content::Details(vec!["Too many requests".into()]),
+            headers: vec![Header::RetryAfter],
+        });
+    }
+    if op.backend {
+        shared.push(detail(
+            503,
+            "The database (or Keycloak) did not answer in time.",
+            vec![
+                IdentityError::Unavailable("Database").to_string(),
+                IdentityError::Unavailable("Keycloak").to_string(),
+            ],
+        ));
+    }
+    shared
+}
+
+fn render_answer(answer: &Answer) -> Value {
+    let mut out = json!({ "description": answer.description });
+    let content = match &answer.content {
+        Content::Json(schema) => {
+            json!({ "application/json": { "schema": schema.clone().into_value() } })
+        }
+        Content::Details(texts) => {
+            let examples: Map<String, Value> = texts
+                .iter()
+                .map(|text| (text.clone(), json!({ "value": { "detail": text } })))
+                .collect();
+            json!({
+                "application/json": {
+                    "schema": Schema::of::<Detail>().into_value(),
+                    "examples": examples,
+                },
+            })
+        }
+        Content::Other(media_type, schema) => {
+            json!({ *media_type: { "schema": schema.clone().into_value() } })
+        }
+    };
+    out["content"] = content;
+    if !answer.headers.is_empty() {
+        let headers: Map<String, Value> =
+            answer.headers.iter().map(|h| render_header(*h)).collect();
+        out["headers"] = Value::Object(headers);
+    }
+    out
+}
+
+fn render_header(header: Header) -> (String, Value) {
+    let cookie = |what: &str| {
+        json!({
+            "description": format!(
+                "Two headers, `{ACCESS_COOKIE}` and `{REFRESH_COOKIE}`: {what} (`Path=/`, \
+                 `SameSite` from `COOKIE_SAMESITE`, `HttpOnly` unless `COOKIE_HTTPONLY=false`, \
+                 `Secure` and `Domain` when configured)."
+            ),
+            "schema": Schema::string().into_value(),
+        })
+    };
+    match header {
+        Header::SetCookies => (
+            "Set-Cookie".into(),
+            cookie("the tokens, with `Max-Age` of their lifetimes"),
+        ),
+        Header::ClearCookies => (
+            "Set-Cookie".into(),
+            cookie("cleared (value `\"\"`, `Max-Age=0`, an `expires` date in 1970)"),
+        ),
+        Header::RetryAfter => (
+            "Retry-After".into(),
+            json!({
+                "description": "Whole seconds to wait.",
+                "required": true,
+                "schema": Schema::string().pattern("^[0-9]+$").into_value(),
+            }),
+        ),
+    }
+}
+
+/// The schema a reference points at, in this document.
+pub fn resolve<'a>(document: &'a Value, reference: &str) -> Option<&'a Value> {
+    let name = reference.strip_prefix(COMPONENTS)?;
+    document.get("components")?.get("schemas")?.get(name)
+}
+
+#[cfg(test)]
+mod tests;
