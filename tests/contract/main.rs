@@ -157,7 +157,10 @@ suite! {
     users::admin_create_get_update_delete,
     users::non_admins_are_refused,
     users::deleted_user_cannot_sign_in,
+    users::deleted_users_signup_tokens_stop_working,
     users::email_test_is_admin_only,
     limits::signin_is_rate_limited,
     limits::concurrent_signins_all_succeed,
+    openapi::document_lists_every_route,
+    openapi::live_answers_fit_the_document,
 }

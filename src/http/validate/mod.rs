@@ -331,6 +331,17 @@ fn check(field: &Field, value: &Value) -> Result<Value, Issue> {
                 )
                 .ctx(json!({ "max_length": max })));
             }
+            // No store keeps NUL in text (PostgreSQL refuses it; the old
+            // service answered 500): refused here, in pydantic's shape.
+            if text.contains('\0') {
+                return Err(Issue::new(
+                    "value_error",
+                    loc(),
+                    "Value error, must not contain NUL characters",
+                    value.clone(),
+                )
+                .ctx(json!({ "error": {} })));
+            }
             Ok(value.clone())
         }
         Kind::Email => {
@@ -560,6 +571,21 @@ mod tests {
         json_body::<Signup>(&request(body, Some("application/json")))
             .unwrap_err()
             .0
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        let found =
+            issues(r#"{"email":"a@b.example","username":"ab\u0000c","password":"1234\u00005678"}"#);
+        let kinds: Vec<_> = found.iter().map(|i| (i.kind, i.loc[1].clone())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("value_error", Loc::from("username")),
+                ("value_error", Loc::from("password"))
+            ]
+        );
+        assert_eq!(found[0].msg, "Value error, must not contain NUL characters");
     }
 
     #[test]

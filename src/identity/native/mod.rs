@@ -283,6 +283,21 @@ where
         Ok(row.map(User::from))
     }
 
+    /// True when the user exists and was deleted or deactivated. Tokens of
+    /// users this database does not know (minted by the old deployment)
+    /// stay usable.
+    async fn user_gone(&self, user_id: i64) -> Result<bool, IdentityError> {
+        sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND NOT (",
+            alive!(),
+            "))"
+        ))
+        .bind(user_id)
+        .fetch_one(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
     /// True when the device session exists and was ended.
     async fn device_ended(&self, device_id: &str) -> Result<bool, IdentityError> {
         let Ok(device_id) = Uuid::parse_str(device_id) else {
@@ -561,6 +576,11 @@ where
     }
 
     async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
+        // A deleted or deactivated user's tokens stop working, whether they
+        // belong to a device session or not (sign-up tokens have none).
+        if self.user_gone(session.user_id).await? {
+            return Ok(true);
+        }
         let Some(device_id) = session.device_id else {
             return Ok(false);
         };
@@ -573,18 +593,7 @@ where
     ) -> Result<Result<(), RefreshDenied>, IdentityError> {
         let user_id = claims.user_id;
         let device_id = claims.device_id.as_deref();
-        // Tokens of users or sessions this database does not know (minted by
-        // the old deployment) stay usable; known-ended ones do not.
-        let user_gone: bool = sqlx::query_scalar(concat!(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND NOT (",
-            alive!(),
-            "))"
-        ))
-        .bind(user_id)
-        .fetch_one(self.pool().await)
-        .await
-        .map_err(db_error)?;
-        if user_gone {
+        if self.user_gone(user_id).await? {
             return Ok(Err(RefreshDenied::UserGone));
         }
         if let Some(device_id) = device_id
@@ -706,9 +715,13 @@ where
     }
 
     async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError> {
-        sqlx::query_scalar(
-            "SELECT CAST(role AS TEXT) FROM authgate_user_roles WHERE user_id = $1 ORDER BY role",
-        )
+        // A deleted or deactivated user holds no role.
+        sqlx::query_scalar(concat!(
+            "SELECT CAST(role AS TEXT) FROM authgate_user_roles r JOIN users ON users.id = r.user_id \
+             WHERE r.user_id = $1 AND ",
+            alive!(),
+            " ORDER BY role"
+        ))
         .bind(id)
         .fetch_all(self.pool().await)
         .await
@@ -716,9 +729,12 @@ where
     }
 
     async fn is_admin(&self, id: i64) -> Result<bool, IdentityError> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM authgate_user_roles WHERE user_id = $1 AND role = 'admin')",
-        )
+        sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM authgate_user_roles r JOIN users ON users.id = r.user_id \
+             WHERE r.user_id = $1 AND r.role = 'admin' AND ",
+            alive!(),
+            ")"
+        ))
         .bind(id)
         .fetch_one(self.pool().await)
         .await

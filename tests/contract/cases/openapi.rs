@@ -234,30 +234,3 @@ pub async fn live_answers_fit_the_document(env: &Env) {
     assert_eq!(deleted.status, 200, "{}", deleted.text);
     fits(doc, "DELETE", one, &deleted);
 }
-
-/// One test per case and backend (as `suite!` makes them in main.rs).
-macro_rules! both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod native {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&crate::Env::native().await).await;
-                }
-            )*
-        }
-        mod keycloak {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&crate::Env::keycloak().await).await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends! {
-    document_lists_every_route,
-    live_answers_fit_the_document,
-}

@@ -255,3 +255,32 @@ pub async fn email_test_is_admin_only(env: &Env) {
     assert_eq!(reply.status, 200, "{}", reply.text);
     env.mail.wait_for_nth(&to, "Test email", 1).await;
 }
+
+/// Sign-up tokens belong to no device session: deleting the user must still
+/// end them, admin rights included.
+pub async fn deleted_users_signup_tokens_stop_working(env: &Env) {
+    let gw = &env.gw;
+    let user = TestUser::new("signupgone");
+    let reply = gw.post("/users/signup", user.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let access = reply.json["access_token"].as_str().unwrap().to_string();
+    let me = gw.get_bearer("/users/me", &access).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    let id = me.json["id"].as_i64().unwrap();
+    env.make_admin(&user).await;
+    let reply = gw
+        .send(
+            gw.http
+                .delete(gw.url(&format!("/users/{id}")))
+                .bearer_auth(&access),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    gw.get_bearer("/users/me", &access)
+        .await
+        .assert_detail(403, "Invalid token or expired token.");
+    let other = TestUser::new("afterdelete");
+    gw.post_bearer("/users/", &access, other.signup_body())
+        .await
+        .assert_detail(403, "Invalid token or expired token.");
+}
