@@ -193,12 +193,16 @@ pub trait Documented: Serialize {
 
 /// The schema of a request body model, from the fields the validator checks:
 /// lengths, formats and the required list. Unknown properties are ignored.
+/// Any text without a NUL character (ECMA-262 regex).
+pub const NO_NUL: &str = "^[^\\u0000]*$";
+
 pub fn request_body<M: Model>() -> Schema {
     M::FIELDS
         .iter()
         .fold(Schema::object().open(), |object, field| {
             let schema = match field.kind {
-                Kind::Str { min, max } => Schema::string().length(min, max),
+                // The validator refuses NUL characters (no store keeps them).
+                Kind::Str { min, max } => Schema::string().length(min, max).pattern(NO_NUL),
                 Kind::Email => email(),
                 Kind::HttpUrl => Schema::string()
                     .format("uri")
