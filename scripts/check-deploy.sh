@@ -237,7 +237,8 @@ main() {
   phase "Prometheus configs (deploy/prometheus)"
   run_check prometheus "$py" deploy/tools/check_deploy.py "${verbose[@]}" prometheus
   # promtool would need the Prometheus Go module and its ~1.8 GB of
-  # dependencies built here (over 19 minutes on this 2-core machine).
+  # dependencies built here (unfinished after 19 minutes on a busy 2-core
+  # machine).
   echo "note  promtool is not run (too slow to build); structure, targets and relabel regexes are checked above"
 
   phase "Dockerfile and deploy/docker/healthcheck.sh"
