@@ -55,14 +55,17 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 
 # ca-certificates: the trust store for HTTPS to Keycloak and for TLS to
 # PostgreSQL and SMTP servers. A fixed uid/gid (10001) so that Kubernetes'
-# runAsNonRoot can check it and volumes can be chowned to it.
+# runAsNonRoot can check it and volumes can be chowned to it. /data is the
+# only directory that user may write (see DATA_DIR below).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 authgate \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
       --shell /usr/sbin/nologin authgate \
- && mkdir -p /app
+ && mkdir -p /app /data \
+ && chown 10001:10001 /data \
+ && chmod 0750 /data
 
 COPY --from=build /out/authgate /usr/local/bin/authgate
 # No curl or wget here, and authgate has no health command: this probe
@@ -71,9 +74,15 @@ COPY --chmod=0755 deploy/docker/healthcheck.sh /usr/local/bin/authgate-healthche
 
 # Inside a container authgate must listen on all interfaces (its own default
 # is 127.0.0.1). JSON logs for log collectors; override with LOG_FORMAT=text.
+# DATA_DIR: with no DATABASE_URL (or POSTGRES_*) authgate runs on an embedded
+# SQLite file there, keeps a generated SECRET_KEY there and, without
+# SMTP_HOST, writes mails to DATA_DIR/outbox. So `docker run -p
+# 127.0.0.1:5000:5000 authgate` works as it is; mount a volume on /data to
+# keep that state. With PostgreSQL and SMTP configured nothing is written.
 ENV APP_HOST=0.0.0.0 \
     APP_PORT=5000 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    DATA_DIR=/data
 
 # authgate reads an optional .env from its working directory: /app is empty
 # and owned by root, so only a deliberately mounted file is read.

@@ -512,7 +512,8 @@ def check_dockerfile(r: Report) -> None:
         for ref in re.findall(r'(?:include_str!|include_bytes!)\(\s*"([^"]+)"', code):
             needed.add((src.parent / ref).resolve().relative_to(REPO).parts[0])
         for ref in re.findall(r'sqlx::migrate!\(\s*"([^"]+)"', code):
-            needed.add(Path(ref).parts[-1])
+            # Relative to the crate root (Cargo.toml's directory).
+            needed.add(Path(ref).parts[0])
     missing = sorted(n for n in needed if n not in copied)
     r.check(not missing, f"Dockerfile: copies what the binary embeds ({', '.join(sorted(needed))})", f"missing {missing}")
 
