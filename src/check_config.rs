@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, SmtpTls, redact_url};
+#[cfg(feature = "keycloak")]
 use crate::identity::IdentityBackend;
 use crate::identity::native::StoreKind;
 use crate::identity::native::db::sqlite_file;

@@ -32,7 +32,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
 use crate::identity::IdentityBackend;
 use crate::identity::MailLimit;
-use crate::identity::native::{Database, Hashing, NativeAdmin, NativeBackend, StoreKind};
+use crate::identity::native::{Database, Hashing, NativeBackend, StoreKind};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
@@ -80,7 +80,7 @@ pub fn token_service(config: &Config, clock: Arc<dyn Clock>) -> Result<TokenServ
 pub fn native_backend(
     config: &Config,
     clock: Arc<dyn Clock>,
-) -> Result<Arc<dyn NativeAdmin>, StartupError> {
+) -> Result<Arc<dyn IdentityBackend>, StartupError> {
     let hasher = PasswordHasher::new(config.password_rounds, config.jwt.secret.as_bytes());
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hashing = Hashing::new(hasher, cores);

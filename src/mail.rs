@@ -321,8 +321,12 @@ impl Mailer {
         tokio::fs::write(&path, message.formatted())
             .await
             .map_err(outbox_err)?;
+        // The mail in the log: who, what, where to read it; the link (a
+        // token) only in the file.
         tracing::info!(
             kind = mail.kind.label(),
+            to = %mail.to,
+            subject = mail.kind.subject(),
             file = %path.display(),
             "SMTP_HOST is not set: mail written to the outbox"
         );

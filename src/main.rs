@@ -145,31 +145,26 @@ fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
 }
 
 fn grant_role(config: &Config, user: &str, role: &str) -> Result<(), String> {
-    #[cfg(feature = "keycloak")]
-    if config.backend == authgate::config::Backend::Keycloak {
-        let (backend, _) = keycloak_backend(config)?;
-        return runtime()?.block_on(async {
-            let found = backend.grant_role(user, role).await.map_err(|e| match e {
-                authgate::identity::IdentityError::NotFound => format!("no user named {user:?}"),
-                other => other.to_string(),
-            })?;
-            println!(
-                "granted realm role {role} to {} (id {})",
-                found.username, found.id
-            );
-            Ok(())
-        });
-    }
-    let backend = native_backend(config, Arc::new(authgate::clock::SystemClock))
-        .map_err(|e| e.to_string())?;
+    use authgate::identity::{IdentityBackend, IdentityError};
+    let backend: Arc<dyn IdentityBackend> = match config.backend {
+        #[cfg(feature = "keycloak")]
+        authgate::config::Backend::Keycloak => Arc::new(keycloak_backend(config)?.0),
+        _ => native_backend(config, Arc::new(authgate::clock::SystemClock))
+            .map_err(|e| e.to_string())?,
+    };
+    let kind = match config.backend {
+        authgate::config::Backend::Keycloak => "realm role",
+        authgate::config::Backend::Native => "role",
+    };
     runtime()?.block_on(async {
-        let found = backend.find_login(user).await.map_err(|e| e.to_string())?;
-        let found = found.ok_or_else(|| format!("no user named {user:?}"))?;
-        backend
-            .grant_role(found.id, role)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!("granted {role} to {} (id {})", found.username, found.id);
+        let found = backend.grant_role(user, role).await.map_err(|e| match e {
+            IdentityError::NotFound => format!("no user named {user:?}"),
+            other => other.to_string(),
+        })?;
+        println!(
+            "granted {kind} {role} to {} (id {})",
+            found.username, found.id
+        );
         Ok(())
     })
 }

@@ -258,6 +258,10 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     /// `role:` routes; callers cache them briefly).
     async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError>;
 
+    /// Grants a role (e.g. `admin`) to the user named by username or e-mail
+    /// (the `grant-role` command); `NotFound` when there is no such user.
+    async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError>;
+
     /// Stores a single-use e-mail token that was (about to be) mailed.
     async fn store_email_token(
         &self,

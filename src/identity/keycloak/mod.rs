@@ -170,9 +170,12 @@ impl KeycloakBackend {
         }
         Ok(())
     }
+}
 
-    /// Grants a realm role to a user named by username or address.
-    pub async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError> {
+#[async_trait]
+impl IdentityBackend for KeycloakBackend {
+    /// A realm role.
+    async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError> {
         let kc = self
             .find_login(login)
             .await?
@@ -180,10 +183,7 @@ impl KeycloakBackend {
         self.admin.grant_realm_role(&kc.id, role).await?;
         self.user_of(&kc).await?.ok_or(IdentityError::NotFound)
     }
-}
 
-#[async_trait]
-impl IdentityBackend for KeycloakBackend {
     async fn ready(&self) -> Result<(), IdentityError> {
         self.registry.ping().await?;
         let url = self.http.realm_url().to_string();

@@ -255,7 +255,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Ended by a sign-out, or issued before the user's `not_before`.
+    /// Ended by a sign-out, of a deleted user, or issued before the user's
+    /// `not_before`.
     pub async fn revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
         let issued_at = session
             .issued_at
@@ -264,7 +265,8 @@ impl Registry {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM authgate_ended_sessions WHERE session_id = $1) \
                  OR EXISTS (SELECT 1 FROM authgate_identities WHERE legacy_id = $2 \
-                              AND not_before IS NOT NULL AND $3 < not_before)",
+                              AND (deleted_at IS NOT NULL \
+                                   OR (not_before IS NOT NULL AND $3 < not_before)))",
         )
         .bind(session.device_id.unwrap_or_default())
         .bind(i32::try_from(session.user_id).unwrap_or(i32::MAX))

@@ -70,15 +70,6 @@ impl<DB: sqlx::Database, T> Value<DB> for T where
 {
 }
 
-/// What the command line needs of the native backend beside the API.
-#[async_trait]
-pub trait NativeAdmin: IdentityBackend {
-    /// Grants a role (e.g. `admin`) to a user.
-    async fn grant_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError>;
-    /// Finds a user by username or e-mail.
-    async fn find_login(&self, login: &str) -> Result<Option<User>, IdentityError>;
-}
-
 /// The native backend on the store `DB`.
 #[derive(Debug)]
 pub struct NativeBackend<DB: Dialect> {
@@ -375,35 +366,6 @@ where
                 tracing::warn!(user_id = row.id, error = %err, "password re-hash not stored");
             }
         }
-    }
-}
-
-#[async_trait]
-impl<DB> NativeAdmin for NativeBackend<DB>
-where
-    DB: Dialect,
-    DB::Connection: Migrate,
-    DB::Arguments: IntoArguments<DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
-    i64: Value<DB>,
-    i32: Value<DB>,
-    bool: Value<DB>,
-    String: Value<DB>,
-    NaiveDateTime: Value<DB>,
-    Uuid: Value<DB>,
-    Option<i64>: Value<DB>,
-    Option<bool>: Value<DB>,
-    Option<String>: Value<DB>,
-    Option<NaiveDateTime>: Value<DB>,
-{
-    async fn grant_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError> {
-        self.insert_role(user_id, role).await
-    }
-
-    async fn find_login(&self, login: &str) -> Result<Option<User>, IdentityError> {
-        self.user_by_login(login).await
     }
 }
 
@@ -726,6 +688,16 @@ where
         .fetch_all(self.pool().await)
         .await
         .map_err(db_error)
+    }
+
+    /// A row of authgate's roles table (the legacy schema had none).
+    async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError> {
+        let user = self
+            .user_by_login(login)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        self.insert_role(user.id, role).await?;
+        Ok(user)
     }
 
     async fn is_admin(&self, id: i64) -> Result<bool, IdentityError> {
