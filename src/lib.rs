@@ -57,6 +57,8 @@ pub enum StartupError {
     Router(#[from] matchit::InsertError),
     #[error("{0}")]
     Metrics(#[from] metrics::MetricsError),
+    #[error("cannot start the password hashing threads: {0}")]
+    Hashing(std::io::Error),
 }
 
 /// Seconds in a minute-denominated setting.
@@ -83,7 +85,7 @@ pub fn native_backend(
 ) -> Result<Arc<dyn IdentityBackend>, StartupError> {
     let hasher = PasswordHasher::new(config.password_rounds, config.jwt.secret.as_bytes());
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hashing = Hashing::new(hasher, cores);
+    let hashing = Hashing::new(hasher, cores).map_err(StartupError::Hashing)?;
     let mail_limit = MailLimit {
         count: config.verification_mail_limit,
         window: config.verification_mail_window,

@@ -5,7 +5,10 @@
 //! Revocation answers are cached per process: a signed-out session is
 //! refused here at once, and a session found live is not asked about again
 //! for a few seconds (other replicas learn of a sign-out within that time),
-//! so the request path seldom leaves the process.
+//! so the request path seldom leaves the process. The same holds for the
+//! profile `GET /users/me` answers with: a user read from the store is kept
+//! for those few seconds, and a change made through this replica (update,
+//! deletion, password reset) forgets it at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use moka::sync::Cache;
 
 use crate::http::cookie_in;
 use crate::http::cookies::ACCESS_COOKIE;
-use crate::identity::{IdentityError, SessionRef};
+use crate::identity::{IdentityBackend, IdentityError, SessionRef, User};
 use crate::tokens::SessionClaims;
 
 use super::{ApiError, App};
@@ -27,7 +30,8 @@ pub(super) const INVALID: &str = "Invalid token or expired token.";
 /// A valid token without the right to do this.
 pub(super) const NOT_PERMITTED: &str = "Not enough permissions";
 
-/// How long a session found live is believed without asking again.
+/// How long a session found live, or a user read from the store, is
+/// believed without asking again.
 const LIVE_FOR: Duration = Duration::from_secs(5);
 /// How long roles are kept for the proxy's `X-Auth-Roles` and `role:` routes.
 const ROLES_FOR: Duration = Duration::from_secs(30);
@@ -40,7 +44,7 @@ pub struct Principal {
     pub device_id: Option<String>,
 }
 
-/// The process's memory of sessions and roles.
+/// The process's memory of sessions, roles and users.
 #[derive(Debug)]
 pub struct SessionCache {
     /// Sessions ended here (sign-out), by device id.
@@ -48,6 +52,8 @@ pub struct SessionCache {
     /// Tokens found live recently, by user/device/iat.
     live: Cache<String, ()>,
     roles: Cache<i64, Arc<Vec<String>>>,
+    /// Users read recently, by id (`GET /users/me`).
+    users: Cache<i64, Arc<User>>,
 }
 
 impl SessionCache {
@@ -65,7 +71,31 @@ impl SessionCache {
                 .max_capacity(100_000)
                 .time_to_live(ROLES_FOR)
                 .build(),
+            users: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(LIVE_FOR)
+                .build(),
         }
+    }
+
+    /// The user with this id, from memory when read in the last few
+    /// seconds, else from the store (and then remembered).
+    pub async fn user(
+        &self,
+        backend: &dyn IdentityBackend,
+        id: i64,
+    ) -> Result<Arc<User>, IdentityError> {
+        if let Some(user) = self.users.get(&id) {
+            return Ok(user);
+        }
+        let user = Arc::new(
+            backend
+                .user_by_id(id)
+                .await?
+                .ok_or(IdentityError::NotFound)?,
+        );
+        self.users.insert(id, Arc::clone(&user));
+        Ok(user)
     }
 
     /// A sign-out on this replica: refused at once, whatever was cached.
@@ -78,6 +108,7 @@ impl SessionCache {
     pub fn forget(&self) {
         self.live.invalidate_all();
         self.roles.invalidate_all();
+        self.users.invalidate_all();
     }
 }
 

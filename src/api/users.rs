@@ -101,10 +101,9 @@ impl Model for UpdateBody {
 pub async fn me(app: &App, req: &Request) -> Result<Response, ApiError> {
     let principal = auth::require(app, req).await?;
     let user = app
-        .backend
-        .user_by_id(principal.user_id)
-        .await?
-        .ok_or(IdentityError::NotFound)?;
+        .sessions
+        .user(app.backend.as_ref(), principal.user_id)
+        .await?;
     Ok(user_response(&user))
 }
 

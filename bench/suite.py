@@ -1,0 +1,841 @@
+#!/usr/bin/env python3
+"""authgate's benchmark suite: every scenario in one run, one table.
+
+Started by bench/run.sh, which builds the binaries, starts PostgreSQL and
+Keycloak and installs the load generators first; run that, not this.
+
+What runs (loopback only, each load bounded in time):
+
+  native mode (PostgreSQL, legacy HS256 tokens)
+    idle memory, then wrk at max throughput: the upstream directly, through
+    a public route, through a bearer route, authgate's /health; the same
+    against an upstream that takes SLOW_MS per answer; /users/me/ and
+    /health at c=16; sign-in at c=16 against the PBKDF2 ceiling measured in
+    the same run; /users/me/ alone and during a sign-in storm; oha at a fixed
+    rate, the upstream directly and through the bearer route, with the CPU
+    time authgate spent; memory holding 10 000 idle keep-alive connections.
+  keycloak mode (TOKEN_FORMAT=keycloak: Keycloak's RS256 tokens)
+    /users/me/ and a bearer route at max throughput, oauth2-proxy in front of
+    the same upstream with the same token, and the Keycloak calls authgate
+    made meanwhile (from its /metrics).
+
+Writes results.json, table.md, table.txt and chart.svg into the output
+directory, prints the table, and exits 1 when a scenario failed (errors,
+non-2xx answers) or, with --strict, when a target was missed.
+"""
+
+import argparse
+import email
+import email.policy
+import hashlib
+import json
+import os
+import platform
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import chart  # noqa: E402  (bench/chart.py)
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Proc:
+    """A child process with its own log, stopped with TERM (then KILL)."""
+
+    def __init__(self, name, argv, out_dir, env=None, cwd=None, stdin=None):
+        self.name = name
+        self.log_path = out_dir / f"{name}.log"
+        self.log_file = open(self.log_path, "w")
+        self.popen = subprocess.Popen(
+            argv,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=stdin if stdin is not None else subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def tail(self, n=30):
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def cpu_seconds(self):
+        """User + system CPU time of the process (all its threads)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_mb(self):
+        with open(f"/proc/{self.pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE / 1e6
+
+    def threads(self):
+        return len(os.listdir(f"/proc/{self.pid}/task"))
+
+    def stop(self, grace=15):
+        if self.alive():
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                log(f"{self.name} did not stop on TERM, killing")
+                os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log_file.close()
+
+
+PROCS = []
+
+
+def start(name, argv, out_dir, **kw):
+    p = Proc(name, argv, out_dir, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop_all():
+    for p in reversed(PROCS):
+        p.stop()
+    PROCS.clear()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, proc, timeout=60, ok=(200,)):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise BenchError(f"{proc.name} exited during startup:\n{proc.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status in ok:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"{proc.name} not ready after {timeout}s:\n{proc.tail()}")
+
+
+def http(method, url, body=None, headers=None, timeout=30):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        status = e.code
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+# ---------------------------------------------------------------- load generators
+
+
+def to_ms(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text or "")
+    if not m:
+        return None
+    n = float(m.group(1))
+    return n * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+
+
+class Load:
+    """A running load generator, measured with the processes to account."""
+
+    def __init__(self, name, argv, out_dir, parse, watch):
+        self.name, self.parse, self.watch = name, parse, watch
+        self.out = out_dir / f"load-{name}.txt"
+        self.cpu0 = {p.name: p.cpu_seconds() for p in watch}
+        self.t0 = time.monotonic()
+        self.file = open(self.out, "w")
+        self.popen = subprocess.Popen(
+            argv, stdout=self.file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait(self):
+        rc = self.popen.wait()
+        elapsed = time.monotonic() - self.t0
+        cpu = {p.name: p.cpu_seconds() - self.cpu0[p.name] for p in self.watch}
+        self.file.close()
+        text = self.out.read_text(errors="replace")
+        result = self.parse(text)
+        result["rc"] = rc
+        result["elapsed_s"] = round(elapsed, 2)
+        requests = result.get("requests") or 0
+        result["cpu_us_per_req"] = {
+            k: round(v * 1e6 / requests, 1) if requests else None for k, v in cpu.items()
+        }
+        result["cpu_cores"] = {k: round(v / elapsed, 2) for k, v in cpu.items()}
+        if rc != 0 or not requests:
+            result["failed"] = f"exit {rc}, {requests} requests; see {self.out}"
+        return result
+
+
+def parse_wrk(text):
+    r = {}
+    m = re.search(r"^Requests/sec:\s+([0-9.]+)", text, re.M)
+    r["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"^\s*(\d+) requests in", text, re.M)
+    r["requests"] = int(m.group(1)) if m else 0
+    for q in ("50", "90", "99"):
+        m = re.search(rf"^\s+{q}%\s+(\S+)", text, re.M)
+        r[f"p{q}_ms"] = to_ms(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    r["errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return r
+
+
+def parse_oha(text):
+    start = text.find("{")
+    try:
+        data = json.loads(text[start:]) if start >= 0 else {}
+    except ValueError:
+        data = {}
+    summary = data.get("summary", {})
+    pct = data.get("latencyPercentiles", {})
+    codes = data.get("statusCodeDistribution", {})
+    ok = sum(n for code, n in codes.items() if str(code).startswith("2"))
+    total = sum(codes.values())
+    errors = sum(data.get("errorDistribution", {}).values())
+    ms = lambda v: v * 1000 if isinstance(v, (int, float)) else None  # noqa: E731
+    return {
+        "rps": summary.get("requestsPerSec"),
+        "requests": total + errors,
+        "p50_ms": ms(pct.get("p50")),
+        "p90_ms": ms(pct.get("p90")),
+        "p99_ms": ms(pct.get("p99")),
+        "non2xx": total - ok,
+        "errors": errors,
+    }
+
+
+class Bench:
+    def __init__(self, args, out):
+        self.args, self.out = args, out
+        self.rows = []  # every measured scenario, in order
+        self.targets = []  # (id, title, value, goal, met)
+        self.notes = []
+
+    # -- wrk / oha
+
+    def wrk(self, name, url, conns, seconds, watch, threads=2, headers=(), script=None,
+            warmup=True, background=False):
+        argv = ["wrk", "--latency", "-t", str(min(threads, conns)), "-c", str(conns),
+                "--timeout", "10s"]
+        for h in headers:
+            argv += ["-H", h]
+        if script:
+            argv += ["-s", str(script)]
+        if warmup and self.args.warmup > 0:
+            subprocess.run(argv + ["-d", f"{self.args.warmup}s", url],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        log(f"wrk {name}: {seconds}s, c={conns}: {url}")
+        load = Load(name, argv + ["-d", f"{seconds}s", url], self.out, parse_wrk, watch)
+        return load if background else load.wait()
+
+    def wants(self, group):
+        return not self.args.only or group in self.args.only.split(",")
+
+    def oha(self, name, url, rate, seconds, conns, watch, headers=(), warmup=True):
+        argv = [self.args.oha, "--no-tui", "--output-format", "json", "-q", str(rate),
+                "-c", str(conns), "--latency-correction", "-w"]
+        for h in headers:
+            argv += ["-H", h]
+        if warmup and self.args.warmup > 0:  # connections and caches, at the same rate
+            subprocess.run(argv + ["-z", f"{self.args.warmup}s", url],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        log(f"oha {name}: {rate} req/s for {seconds}s, c={conns}: {url}")
+        return Load(name, argv + ["-z", f"{seconds}s", url], self.out, parse_oha, watch).wait()
+
+    def record(self, key, group, label, result, **extra):
+        row = {"key": key, "group": group, "label": label, **result, **extra}
+        failed = row.get("failed")
+        if not failed and (row.get("non2xx") or row.get("errors")):
+            failed = f"{row.get('non2xx')} non-2xx, {row.get('errors')} socket errors"
+        row["failed"] = failed
+        self.rows.append(row)
+        if failed:
+            log(f"  {key}: FAILED: {failed}")
+        else:
+            p50, p99 = row.get("p50_ms"), row.get("p99_ms")
+            log(f"  {key}: {fmt(row.get('rps'))} req/s, p50 {fmt(p50, 3)} ms, "
+                f"p99 {fmt(p99, 3)} ms")
+        return row
+
+    def target(self, tid, title, value, goal, met, detail=""):
+        self.targets.append({"id": tid, "title": title, "value": value, "goal": goal,
+                             "met": bool(met), "detail": detail})
+        log(f"target {tid}: {title}: {value} (goal {goal}): {'met' if met else 'MISSED'}")
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and digits == 0:
+        return f"{v:,.0f}".replace(",", " ")
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+# ---------------------------------------------------------------- setup
+
+
+def psql(db_url, *sql):
+    cmd = ["psql", db_url, "-q", "-v", "ON_ERROR_STOP=1", "-At"]
+    for s in sql:
+        cmd += ["-c", s]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def fresh_database(admin_url, name):
+    psql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def start_authgate(name, args, out, env_extra, routes):
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SMTP_", "AUTHGATE_TEST_", "KEYCLOAK_", "POSTGRES_"))}
+    env.update({
+        "SECRET_KEY": "bench-secret-key-0123456789abcde",
+        "ROUTES_FILE": str(routes),
+        "APP_HOST": HOST,
+        "APP_PORT": str(port),
+        "APP_URL": url,
+        "MAIL_OUTBOX_DIR": str(out / f"outbox-{name}"),
+        "RATE_LIMIT_SIGNUP_PER_IP": "off",
+        "RATE_LIMIT_SIGNIN_PER_IP": "off",
+        "RATE_LIMIT_SIGNIN_PER_ACCOUNT": "off",
+        "RATE_LIMIT_EMAIL_PER_IP": "off",
+        "RUST_LOG": "warn",
+        "SHUTDOWN_GRACE_SECONDS": "1",
+    })
+    env.update(env_extra)
+    # Run from the output folder so that no .env of the work tree is read.
+    proc = start(name, [args.authgate, "serve"], out, env=env, cwd=out)
+    wait_http(url + "/health", proc)
+    return proc, url
+
+
+def outbox_token(folder, kind):
+    """The token of the newest `kind` mail in an outbox folder."""
+    for _ in range(50):
+        files = sorted(Path(folder).glob(f"*{kind}*.eml"), key=lambda p: p.stat().st_mtime)
+        if files:
+            msg = email.message_from_bytes(files[-1].read_bytes(), policy=email.policy.default)
+            for part in msg.walk():
+                if part.get_content_maintype() == "text":
+                    m = re.search(r"token=([A-Za-z0-9._~-]+)", part.get_content())
+                    if m:
+                        return m.group(1)
+        time.sleep(0.1)
+    raise BenchError(f"no {kind} mail with a token in {folder}")
+
+
+def new_user(gw_url, outbox, who, verify):
+    body = {"email": f"{who}@example.com", "username": who, "password": "benchmark-pass"}
+    status, answer = http("POST", gw_url + "/users/signup", body)
+    if status != 200:
+        raise BenchError(f"signup {who}: {status} {answer}")
+    if verify:
+        token = outbox_token(outbox, "verification")
+        status, answer = http("POST", gw_url + "/users/verify-email", {"token": token})
+        if status != 200:
+            raise BenchError(f"verify-email {who}: {status} {answer}")
+    status, answer = http("POST", gw_url + "/users/signin",
+                          {"username": body["email"], "password": body["password"]})
+    if status != 200 or not isinstance(answer, dict) or not answer.get("access_token"):
+        raise BenchError(f"signin {who}: {status} {answer}")
+    token = answer["access_token"]
+    status, me = http("GET", gw_url + "/users/me/", headers={"Authorization": f"Bearer {token}"})
+    if status != 200:
+        raise BenchError(f"GET /users/me/ {who}: {status} {me}")
+    return body, token
+
+
+def keycloak_calls(gw_url):
+    """Calls authgate made to Keycloak so far, by operation (its /metrics)."""
+    with urllib.request.urlopen(gw_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    calls = {}
+    for m in re.finditer(r'^authgate_keycloak_requests_total\{([^}]*)\} ([0-9.e+]+)$', text, re.M):
+        op = re.search(r'operation="([^"]*)"', m.group(1))
+        key = op.group(1) if op else "?"
+        calls[key] = calls.get(key, 0) + int(float(m.group(2)))
+    return calls
+
+
+def pbkdf2_seconds(hash_time, stored, password, repeats=5):
+    """Seconds of one verification of the stored hash with authgate's own
+    PBKDF2 code (examples/hash_time.rs; fastest of `repeats`, one core), and
+    the hash's rounds."""
+    m = re.fullmatch(r"\$pbkdf2-sha256\$(\d+)\$([^$]+)\$([^$]+)", stored)
+    if not m:
+        raise BenchError(f"not a pbkdf2-sha256 hash: {stored[:20]}...")
+    done = subprocess.run([hash_time, stored, password, str(repeats)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"hash_time: {done.stderr.strip()}")
+    return float(done.stdout.strip()), int(m.group(1))
+
+
+def openssl_pbkdf2_seconds(rounds, repeats=3):
+    """The same with OpenSSL's implementation (Python's hashlib)."""
+    best = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        hashlib.pbkdf2_hmac("sha256", b"benchmark-pass", b"0123456789abcdef", rounds)
+        d = time.perf_counter() - t
+        best = d if best is None else min(best, d)
+    return best
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+class Native:
+    """The native-mode authgate under test and what the scenarios share."""
+
+    def __init__(self, b, upstream_port, admin_url):
+        a, out = b.args, b.out
+        self.up = f"http://{HOST}:{upstream_port}"
+        routes = out / "routes.toml"
+        routes.write_text(
+            f'[[routes]]\nprefix = "/pub"\nupstreams = ["{HOST}:{upstream_port}"]\n'
+            'policy = "public"\n\n'
+            f'[[routes]]\nprefix = "/api"\nupstreams = ["{HOST}:{upstream_port}"]\n'
+            'policy = "authenticated"\n'
+        )
+        self.db_url = fresh_database(admin_url, "authgate_bench")
+        self.gw, self.url = start_authgate(
+            "authgate-native", a, out, {"AUTH_BACKEND": "native", "DATABASE_URL": self.db_url},
+            routes)
+        time.sleep(2)
+        self.idle_rss = self.gw.rss_mb()
+        b.notes.append(f"native authgate: {self.gw.threads()} threads when idle")
+        self.body, token = new_user(self.url, out / "outbox-authgate-native", "bench", verify=True)
+        self.bearer = [f"Authorization: Bearer {token}"]
+        self.watch = [self.gw, b.upstream]
+        self.signin_lua = out / "signin.lua"
+        self.signin_lua.write_text(
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.body = \'{{"username": "{self.body["email"]}", '
+            f'"password": "{self.body["password"]}"}}\'\n'
+        )
+
+
+def throughput(b, n):
+    """Max req/s: the upstream directly, a public and a bearer route, /health;
+    then against an upstream that takes SLOW_MS per answer (an app)."""
+    a, d, c, up, url, watch = b.args, b.args.duration, b.args.connections, n.up, n.url, n.watch
+    r_a = b.record("a", "throughput", "upstream directly: GET /bench",
+                   b.wrk("a-direct", up + "/bench", c, d, watch))
+    r_b = b.record("b", "throughput", "authgate, public route: GET /pub/bench",
+                   b.wrk("b-public", url + "/pub/bench", c, d, watch))
+    r_c = b.record("c", "throughput", "authgate, bearer route: GET /api/bench",
+                   b.wrk("c-bearer", url + "/api/bench", c, d, watch, headers=n.bearer))
+    r_d = b.record("d", "throughput", "authgate: GET /health",
+                   b.wrk("d-health", url + "/health", c, d, watch))
+    for r in (r_b, r_c, r_d):
+        r["vs"] = ("a", ratio(r["rps"], r_a["rps"]))
+    slow = f"/slow?ms={a.slow_ms}"
+    r_e = b.record("e", "app upstream", f"upstream directly: GET {slow}",
+                   b.wrk("e-direct-slow", up + slow, a.slow_conns, d, watch))
+    r_f = b.record("f", "app upstream", f"authgate, bearer route: GET /api{slow}",
+                   b.wrk("f-bearer-slow", url + "/api" + slow, a.slow_conns, d, watch,
+                         headers=n.bearer))
+    r_f["vs"] = ("e", ratio(r_f["rps"], r_e["rps"]))
+    b.target("4a", "bearer route ÷ upstream directly, max req/s (trivial upstream)",
+             fmt(r_c["vs"][1], 2), "≥ 0.85", (r_c["vs"][1] or 0) >= 0.85)
+    b.target("4b", "bearer route ÷ upstream directly, max req/s "
+             f"(upstream answering in {a.slow_ms} ms)",
+             fmt(r_f["vs"][1], 2), "≥ 0.85", (r_f["vs"][1] or 0) >= 0.85)
+
+
+def api(b, n):
+    """GET /users/me/ against authgate's own /health, c=16."""
+    d, url, watch = b.args.duration, n.url, n.watch
+    r_g = b.record("g", "api c=16", "authgate: GET /health",
+                   b.wrk("g-health16", url + "/health", 16, d, watch))
+    r_h = b.record("h", "api c=16", "authgate: GET /users/me/ +bearer",
+                   b.wrk("h-me16", url + "/users/me/", 16, d, watch, headers=n.bearer))
+    r_h["vs"] = ("g", ratio(r_h["rps"], r_g["rps"]))
+    b.target(1, "GET /users/me/ ÷ GET /health, req/s at c=16", fmt(r_h["vs"][1], 2), "≥ 0.70",
+             (r_h["vs"][1] or 0) >= 0.70 and not r_h["failed"])
+
+
+def signin(b, n):
+    """POST /users/signin at c=16 against the PBKDF2 ceiling of this run."""
+    a = b.args
+    stored = psql(n.db_url, f"SELECT password FROM users WHERE email = '{n.body['email']}'")
+    one, rounds = pbkdf2_seconds(a.hash_time, stored, n.body["password"])
+    openssl = openssl_pbkdf2_seconds(rounds)
+    fastest = min(one, openssl)
+    cores = os.cpu_count() or 1
+    ceiling = cores / fastest
+    r_i = b.record("i", "sign-in", "authgate: POST /users/signin, c=16",
+                   b.wrk("i-signin", n.url + "/users/signin", 16, a.signin_duration, n.watch,
+                         script=n.signin_lua),
+                   ceiling=ceiling)
+    r_i["vs"] = ("ceiling", ratio(r_i["rps"], ceiling))
+    b.notes.append(
+        f"PBKDF2-HMAC-SHA256 at {rounds} rounds on one core: {one * 1000:.0f} ms with "
+        f"authgate's code, {openssl * 1000:.0f} ms with OpenSSL (Python's hashlib); ceiling = "
+        f"{cores} cores ÷ the faster = {ceiling:.1f} sign-ins/s")
+    b.target(2, f"sign-in req/s ÷ PBKDF2 ceiling ({ceiling:.1f}/s), c=16",
+             fmt(r_i["vs"][1], 2), "≥ 0.75, no errors",
+             (r_i["vs"][1] or 0) >= 0.75 and not r_i["failed"])
+
+
+def isolation(b, n):
+    """GET /users/me/ alone, then during a sign-in storm (c=16 on sign-in):
+    max req/s with wrk, and the latency at a fixed rate with oha."""
+    a, d, url, watch = b.args, b.args.duration, n.url, n.watch
+    me = url + "/users/me/"
+
+    def storm(name):
+        load = b.wrk(name, url + "/users/signin", 16, d + 4, watch, script=n.signin_lua,
+                     warmup=False, background=True)
+        time.sleep(2)
+        return load
+
+    r_j = b.record("j", "isolation", "GET /users/me/ alone, c=16",
+                   b.wrk("j-me-alone", me, 16, d, watch, headers=n.bearer))
+    load = storm("k-storm")
+    r_k = b.record("k", "isolation", "GET /users/me/ during a sign-in storm, c=16",
+                   b.wrk("k-me-storm", me, 16, d, watch, headers=n.bearer, warmup=False))
+    r_ks = b.record("k2", "isolation", "the storm: POST /users/signin, c=16", load.wait())
+    r_k["vs"] = ("j", ratio(r_k["rps"], r_j["rps"]))
+    rate = a.iso_rate
+    r_l = b.record("l", "isolation", f"GET /users/me/ alone at {rate}/s",
+                   b.oha("l-me-rate", me, rate, d, a.rate_connections, watch, headers=n.bearer))
+    load = storm("m-storm")
+    r_m = b.record("m", "isolation", f"GET /users/me/ at {rate}/s during a sign-in storm",
+                   b.oha("m-me-rate-storm", me, rate, d, a.rate_connections, watch,
+                         headers=n.bearer, warmup=False))
+    r_ms = b.record("m2", "isolation", "the storm: POST /users/signin, c=16", load.wait())
+    r_m["vs"] = ("l", ratio(r_m["p99_ms"], r_l["p99_ms"]))
+    ok = not any(r["failed"] for r in (r_k, r_ks, r_m, r_ms))
+    b.target(3, f"/users/me/ during a sign-in storm: p99 at {rate} req/s; max req/s ÷ alone",
+             f"{fmt(r_m['p99_ms'], 2)} ms; {fmt(r_k['vs'][1], 2)}", "< 5 ms; ≥ 0.50",
+             ok and (r_m["p99_ms"] or 1e9) < 5 and (r_k["vs"][1] or 0) >= 0.5)
+
+
+def fixed_rate(b, n):
+    """The upstream directly and through the bearer route at RATE req/s:
+    latency added, and authgate's CPU time per proxied request."""
+    a, d, watch = b.args, b.args.duration, n.watch
+    rate, fc = a.rate, a.rate_connections
+    r_n = b.record("n", "fixed rate", f"upstream directly at {rate}/s",
+                   b.oha("n-direct-rate", n.up + "/bench", rate, d, fc, watch))
+    r_o = b.record("o", "fixed rate", f"authgate bearer route at {rate}/s",
+                   b.oha("o-bearer-rate", n.url + "/api/bench", rate, d, fc, watch,
+                         headers=n.bearer))
+    added = {}
+    for q in ("p50_ms", "p99_ms"):
+        if r_o[q] is not None and r_n[q] is not None:
+            added[q] = (r_o[q] - r_n[q]) * 1000
+    cpu = r_o["cpu_us_per_req"].get("authgate-native")
+    b.target(4, f"latency added at {rate} req/s: p50, p99; authgate CPU per request",
+             f"+{fmt(added.get('p50_ms'), 0)} µs, +{fmt(added.get('p99_ms'), 0)} µs; "
+             f"{fmt(cpu, 1)} µs", "< 100 µs, < 1000 µs",
+             added.get("p50_ms", 1e9) < 100 and added.get("p99_ms", 1e9) < 1000
+             and not r_o["failed"] and not r_n["failed"])
+
+
+def memory(b, n):
+    """Resident size idle (after start), after the load, and holding
+    IDLE_CONNECTIONS idle keep-alive connections."""
+    a, out, gw = b.args, b.out, n.gw
+    busy_rss = gw.rss_mb()
+    holder = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "idle_conns.py"), "--port",
+         n.url.rsplit(":", 1)[1], "--count", str(a.idle_connections), "--hold", "120"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=open(out / "idle-conns.log", "w"), text=True, start_new_session=True)
+    line = holder.stdout.readline().split()
+    if len(line) != 3 or line[0] != "ready":
+        holder.kill()
+        raise BenchError(f"idle_conns.py: {line}; see {out / 'idle-conns.log'}")
+    opened, failed = int(line[1]), int(line[2])
+    time.sleep(3)
+    conns_rss = gw.rss_mb()
+    time.sleep(2)
+    holder.stdin.close()
+    closed = holder.stdout.readline().split()
+    holder.wait(30)
+    still = int(closed[1]) if len(closed) == 2 else 0
+    problem = None
+    if failed or still != opened:
+        problem = f"{failed} connections failed, {opened - still} dropped"
+    b.rows.append({"key": "r", "group": "memory", "label": "resident size (MB)",
+                   "idle_mb": n.idle_rss, "after_load_mb": busy_rss, "conns_mb": conns_rss,
+                   "conns": opened, "conns_kept": still, "failed": problem})
+    b.target("6a", "resident size idle", f"{n.idle_rss:.1f} MB", "< 50 MB", n.idle_rss < 50)
+    b.target("6b", f"resident size holding {opened} idle keep-alive connections",
+             f"{conns_rss:.1f} MB ({still} kept open)", "< 150 MB",
+             conns_rss < 150 and opened == a.idle_connections and still == opened)
+
+
+NATIVE = {"throughput": throughput, "api": api, "signin": signin, "isolation": isolation,
+          "rate": fixed_rate, "memory": memory}
+
+
+def native_phase(b, upstream_port, admin_url):
+    n = Native(b, upstream_port, admin_url)
+    for name, scenario in NATIVE.items():
+        if b.wants(name):
+            scenario(b, n)
+    n.gw.stop()
+    PROCS.remove(n.gw)
+
+
+def keycloak_phase(b, upstream_port, admin_url):
+    a, out = b.args, b.out
+    up_hostport = f"{HOST}:{upstream_port}"
+    routes = out / "routes-kc.toml"
+    routes.write_text(f'[[routes]]\nprefix = "/api"\nupstreams = ["{up_hostport}"]\n'
+                      'policy = "authenticated"\n')
+    db_url = fresh_database(admin_url, "authgate_bench_kc")
+    gw, url = start_authgate("authgate-keycloak", a, out, {
+        "AUTH_BACKEND": "keycloak", "DATABASE_URL": db_url, "KEYCLOAK_URL": a.keycloak,
+        "TOKEN_FORMAT": "keycloak"}, routes)
+    who = "bench" + secrets.token_hex(4)
+    _, token = new_user(url, out / "outbox-authgate-keycloak", who, verify=True)
+    bearer = [f"Authorization: Bearer {token}"]
+    d, c = a.duration, a.connections
+
+    o2p_port = free_port()
+    o2p = start("oauth2-proxy", [str(Path(__file__).parent / "oauth2_proxy.sh"), "run",
+                                 "--port", str(o2p_port), "--upstream", f"http://{up_hostport}",
+                                 "--keycloak", a.keycloak], out)
+    o2p_url = f"http://{HOST}:{o2p_port}"
+    wait_http(o2p_url + "/ping", o2p)
+    status, _ = http("GET", o2p_url + "/bench", headers={"Authorization": f"Bearer {token}"})
+    if status != 200:
+        raise BenchError(f"oauth2-proxy refused the bearer token ({status}):\n{o2p.tail()}")
+
+    watch = [gw, o2p, b.upstream]
+    before = keycloak_calls(url)
+    r_o = b.record("s", "keycloak mode", "authgate: GET /users/me/ +RS256 bearer, c=16",
+                   b.wrk("o-kc-me", url + "/users/me/", 16, d, watch, headers=bearer))
+    r_p = b.record("t", "keycloak mode", "authgate, bearer route: GET /api/bench +RS256",
+                   b.wrk("p-kc-bearer", url + "/api/bench", c, d, watch, headers=bearer))
+    r_q = b.record("u", "keycloak mode", "oauth2-proxy: GET /bench +RS256 bearer",
+                   b.wrk("q-o2p-bearer", o2p_url + "/bench", c, d, watch, headers=bearer))
+    after = keycloak_calls(url)
+    r_p["vs"] = ("u", ratio(r_p["rps"], r_q["rps"]))
+    ours = r_p["cpu_us_per_req"].get("authgate-keycloak")
+    theirs = r_q["cpu_us_per_req"].get("oauth2-proxy")
+    cpu_ratio = ratio(ours, theirs)
+    b.target(5, "authgate ÷ oauth2-proxy on the RS256 bearer path: req/s; CPU per request",
+             f"{fmt(r_p['vs'][1], 2)}×; {fmt(ours, 1)} ÷ {fmt(theirs, 1)} µs = {fmt(cpu_ratio, 2)}",
+             "≥ 3×; ≤ 0.33",
+             (r_p["vs"][1] or 0) >= 3 and cpu_ratio is not None and cpu_ratio <= 1 / 3)
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    total = sum(calls.values())
+    served = r_o["requests"] + r_p["requests"] + (a.warmup > 0) * 0
+    b.rows.append({"key": "v", "group": "keycloak mode", "label": "calls to Keycloak during s and t",
+                   "calls": total, "by_operation": calls, "requests": served, "failed": None})
+    b.target(7, "Keycloak calls per /users/me/ or proxied request (keycloak mode)",
+             f"{total} calls for {served} requests", "0", total == 0)
+    o2p.stop()
+    PROCS.remove(o2p)
+    gw.stop()
+    PROCS.remove(gw)
+
+
+# ---------------------------------------------------------------- report
+
+
+def table(b):
+    lines = []
+    head = ("", "scenario", "req/s", "p50 ms", "p99 ms", "errors", "authgate µs CPU/req", "ratio")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in b.rows:
+        if "rps" not in r:
+            continue
+        cpu = {k: v for k, v in (r.get("cpu_us_per_req") or {}).items() if k.startswith("authgate")}
+        vs = r.get("vs")
+        rat = f"{fmt(vs[1], 2)} × {vs[0]}" if vs and vs[1] is not None else ""
+        errs = (r.get("non2xx") or 0) + (r.get("errors") or 0)
+        lines.append("| " + " | ".join([
+            str(r["key"]), r["label"], fmt(r.get("rps")), fmt(r.get("p50_ms"), 2),
+            fmt(r.get("p99_ms"), 2), str(errs) + (" FAILED" if r.get("failed") else ""),
+            fmt(next(iter(cpu.values()), None), 1) if cpu else "-", rat]) + " |")
+    for r in b.rows:
+        if r["key"] == "r":
+            lines.append("")
+            lines.append(f"Memory (resident): idle {r['idle_mb']:.1f} MB, after the load "
+                         f"{r['after_load_mb']:.1f} MB, holding {r['conns']} idle keep-alive "
+                         f"connections {r['conns_mb']:.1f} MB ({r['conns_kept']} still open "
+                         "after the hold).")
+        if r["key"] == "v":
+            lines.append(f"Keycloak calls by authgate during s and t: {r['calls']} "
+                         f"({r['requests']} requests served).")
+    lines.append("")
+    lines.append("| target | measured | goal | |")
+    lines.append("|---|---|---|---|")
+    for t in b.targets:
+        lines.append(f"| {t['id']}. {t['title']} | {t['value']} | {t['goal']} | "
+                     f"{'met' if t['met'] else '**missed**'} |")
+    if b.notes:
+        lines.append("")
+        lines += [f"- {n}" for n in b.notes]
+    return "\n".join(lines) + "\n"
+
+
+def machine():
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
+            "kernel": platform.release(), "load_before": os.getloadavg()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--authgate", required=True)
+    p.add_argument("--upstream-bin", required=True)
+    p.add_argument("--oha", required=True)
+    p.add_argument("--keycloak", default="")
+    p.add_argument("--database-url", required=True, help="admin URL of the test PostgreSQL")
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--signin-duration", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--iso-rate", type=int, default=2000)
+    p.add_argument("--hash-time", required=True, help="examples/hash_time binary")
+    p.add_argument("--only", default="", help="comma-separated groups: " + ",".join(
+        list(NATIVE) + ["keycloak"]))
+    p.add_argument("--slow-ms", type=int, default=5)
+    p.add_argument("--slow-conns", type=int, default=64)
+    p.add_argument("--rate", type=int, default=2000)
+    p.add_argument("--rate-connections", type=int, default=16)
+    p.add_argument("--idle-connections", type=int, default=10000)
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--command", default="bench/run.sh")
+    args = p.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    b = Bench(args, out)
+    info = machine()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    rc = 0
+    try:
+        b.upstream = start("upstream", [args.upstream_bin, "--port", "0", "--name", "bench"], out)
+        port = None
+        for _ in range(100):
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", b.upstream.log_path.read_text())
+            if m:
+                port = int(m.group(1))
+                break
+            time.sleep(0.1)
+        if not port:
+            raise BenchError(f"upstream did not start:\n{b.upstream.tail()}")
+        if any(b.wants(g) for g in NATIVE):
+            native_phase(b, port, args.database_url)
+        if args.keycloak and b.wants("keycloak"):
+            keycloak_phase(b, port, args.database_url)
+        else:
+            b.notes.append("keycloak mode skipped (no Keycloak URL)")
+    except BenchError as e:
+        log(f"ERROR: {e}")
+        rc = 2
+    finally:
+        stop_all()
+
+    report = table(b)
+    (out / "table.md").write_text(report)
+    results = {"started": started, "command": args.command, "machine": info,
+               "settings": {k: v for k, v in vars(args).items()
+                            if k not in ("out", "authgate", "upstream_bin", "oha", "database_url")},
+               "rows": b.rows, "targets": b.targets, "notes": b.notes}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "chart.svg").write_text(chart.render(results))
+    print()
+    print(report)
+    print(f"(raw outputs, results.json and chart.svg in {out})")
+    if rc:
+        return rc
+    if any(r.get("failed") for r in b.rows):
+        log("some scenarios failed (errors or non-2xx answers)")
+        return 1
+    if args.strict and not all(t["met"] for t in b.targets):
+        log("some targets were missed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
