@@ -9,7 +9,7 @@
 #   --publish  also copy the table and chart into BENCHMARKS.md and bench/latest.*
 #   --strict   exit 1 when a target is missed (scenario failures always do)
 # Settings (environment): DURATION=10 SIGNIN_DURATION=15 WARMUP=2 CONNECTIONS=32
-#   RATE=2000 SLOW_MS=5 IDLE_CONNECTIONS=10000 BENCH_KEYCLOAK=1 (0: native only)
+#   RATE=2000 ISO_RATE=2000 SLOW_MS=5 IDLE_CONNECTIONS=10000 BENCH_KEYCLOAK=1 (0: native only)
 #   ONLY=throughput,api,signin,isolation,rate,memory,keycloak (default: all)
 #   AUTHGATE_CACHE_DIR (tools cache), AUTHGATE_STATE_DIR (outputs, server state)
 #   AUTHGATE_STOP_SERVICES=1 stops the test servers at the end.
@@ -31,14 +31,15 @@ for arg in "$@"; do
   case $arg in
     --publish) publish=1 ;;
     --strict) suite_args+=(--strict) ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^[^#]/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done
-for v in DURATION SIGNIN_DURATION WARMUP CONNECTIONS RATE SLOW_MS IDLE_CONNECTIONS; do
+for v in DURATION SIGNIN_DURATION WARMUP CONNECTIONS RATE ISO_RATE SLOW_MS IDLE_CONNECTIONS; do
   [[ ${!v:-1} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   local rc=$?
   if [[ ${AUTHGATE_STOP_SERVICES:-0} == 1 ]]; then
@@ -57,7 +58,7 @@ for tool in curl python3 psql cargo; do
   command -v "$tool" >/dev/null || die "$tool missing (run scripts/install-prereqs.sh)"
 done
 if ! command -v wrk >/dev/null; then
-  [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null || die "wrk missing: apt-get install wrk"
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then die "wrk missing: apt-get install wrk"; fi
   log "installing wrk (apt-get)"
   { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; } \
@@ -105,6 +106,7 @@ args=(
   --warmup "${WARMUP:-2}"
   --connections "${CONNECTIONS:-32}"
   --rate "${RATE:-2000}"
+  --iso-rate "${ISO_RATE:-2000}"
   --slow-ms "${SLOW_MS:-5}"
   --idle-connections "${IDLE_CONNECTIONS:-10000}"
   --command "bench/run.sh $*"

@@ -37,6 +37,9 @@ async fn database_down_gives_503_quickly_and_recovers() {
     gw.signin(&user.username, &user.password)
         .await
         .assert_detail(503, "Database unavailable");
+    // `/users/me` may answer from memory for a few seconds (the user read
+    // and the session found live recently); after that it needs the store.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     gw.get_bearer("/users/me", &user.access_token)
         .await
         .assert_detail(503, "Database unavailable");
