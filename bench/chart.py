@@ -32,14 +32,14 @@ def kind(row):
     label = row["label"]
     if label.startswith("oauth2-proxy"):
         return "oauth2-proxy"
-    if label.startswith("authgate"):
-        return "authgate"
-    return "other"
+    if label.startswith("upstream"):
+        return "other"
+    return "authgate"
 
 
 def render(results):
     rows = [r for r in results.get("rows", []) if r.get("rps") is not None]
-    width = LABEL_W + 2 * BAR_W + 3 * GAP
+    width = LABEL_W + 2 * BAR_W + 3 * GAP + 120  # room for the figures after the bars
     height = TOP + ROW * max(len(rows), 1) + 50
     max_rps = nice_max(max((r["rps"] for r in rows), default=1))
     lat = [r.get("p99_ms") or 0 for r in rows] + [r.get("p50_ms") or 0 for r in rows]
