@@ -158,6 +158,7 @@ suite! {
     users::non_admins_are_refused,
     users::deleted_user_cannot_sign_in,
     users::deleted_users_signup_tokens_stop_working,
+    users::me_shows_an_update_at_once,
     users::email_test_is_admin_only,
     limits::signin_is_rate_limited,
     limits::concurrent_signins_all_succeed,

@@ -284,3 +284,27 @@ pub async fn deleted_users_signup_tokens_stop_working(env: &Env) {
         .await
         .assert_detail(403, "Invalid token or expired token.");
 }
+
+/// `/users/me` answers from memory for a few seconds; a change made through
+/// the gateway is seen at once all the same.
+pub async fn me_shows_an_update_at_once(env: &Env) {
+    let gw = &env.gw;
+    let user = gw.verified_user(&env.mail, "meupdate").await;
+    let before = gw.get_bearer("/users/me", &user.access_token).await;
+    assert_eq!(before.status, 200, "{}", before.text);
+    let new_email = crate::harness::unique_email("meupdated");
+    let reply = gw
+        .send(
+            gw.http
+                .put(gw.url(&format!("/users/{}", user.id)))
+                .bearer_auth(&user.access_token)
+                .json(&json!({"email": new_email})),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["email"], new_email.to_lowercase().as_str());
+    let after = gw.get_bearer("/users/me/", &user.access_token).await;
+    assert_eq!(after.status, 200, "{}", after.text);
+    assert_eq!(after.json["email"], reply.json["email"], "{}", after.text);
+    assert_ne!(after.json["email"], before.json["email"]);
+}
