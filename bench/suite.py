@@ -672,24 +672,24 @@ def keycloak_phase(b, upstream_port, admin_url):
 
     watch = [gw, o2p, b.upstream]
     before = keycloak_calls(url)
-    r_o = b.record("s", "keycloak mode", "authgate: GET /users/me/ +RS256 bearer, c=16",
-                   b.wrk("o-kc-me", url + "/users/me/", 16, d, watch, headers=bearer))
-    r_p = b.record("t", "keycloak mode", "authgate, bearer route: GET /api/bench +RS256",
-                   b.wrk("p-kc-bearer", url + "/api/bench", c, d, watch, headers=bearer))
-    r_q = b.record("u", "keycloak mode", "oauth2-proxy: GET /bench +RS256 bearer",
-                   b.wrk("q-o2p-bearer", o2p_url + "/bench", c, d, watch, headers=bearer))
+    r_s = b.record("s", "keycloak mode", "authgate: GET /users/me/ +RS256 bearer, c=16",
+                   b.wrk("s-kc-me", url + "/users/me/", 16, d, watch, headers=bearer))
+    r_t = b.record("t", "keycloak mode", "authgate, bearer route: GET /api/bench +RS256",
+                   b.wrk("t-kc-bearer", url + "/api/bench", c, d, watch, headers=bearer))
+    r_u = b.record("u", "keycloak mode", "oauth2-proxy: GET /bench +RS256 bearer",
+                   b.wrk("u-o2p-bearer", o2p_url + "/bench", c, d, watch, headers=bearer))
     after = keycloak_calls(url)
-    r_p["vs"] = ("u", ratio(r_p["rps"], r_q["rps"]))
-    ours = r_p["cpu_us_per_req"].get("authgate-keycloak")
-    theirs = r_q["cpu_us_per_req"].get("oauth2-proxy")
+    r_t["vs"] = ("u", ratio(r_t["rps"], r_u["rps"]))
+    ours = r_t["cpu_us_per_req"].get("authgate-keycloak")
+    theirs = r_u["cpu_us_per_req"].get("oauth2-proxy")
     cpu_ratio = ratio(ours, theirs)
     b.target(5, "authgate ÷ oauth2-proxy on the RS256 bearer path: req/s; CPU per request",
-             f"{fmt(r_p['vs'][1], 2)}×; {fmt(ours, 1)} ÷ {fmt(theirs, 1)} µs = {fmt(cpu_ratio, 2)}",
+             f"{fmt(r_t['vs'][1], 2)}×; {fmt(ours, 1)} ÷ {fmt(theirs, 1)} µs = {fmt(cpu_ratio, 2)}",
              "≥ 3×; ≤ 0.33",
-             (r_p["vs"][1] or 0) >= 3 and cpu_ratio is not None and cpu_ratio <= 1 / 3)
+             (r_t["vs"][1] or 0) >= 3 and cpu_ratio is not None and cpu_ratio <= 1 / 3)
     calls = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
     total = sum(calls.values())
-    served = r_o["requests"] + r_p["requests"]  # measured runs; their warm-ups are not counted
+    served = r_s["requests"] + r_t["requests"]  # measured runs; their warm-ups are not counted
     b.rows.append({"key": "v", "group": "keycloak mode", "label": "calls to Keycloak during s and t",
                    "calls": total, "by_operation": calls, "requests": served, "failed": None})
     b.target(7, "Keycloak calls per /users/me/ or proxied request (keycloak mode)",
