@@ -9,6 +9,7 @@
 )]
 
 pub mod api;
+pub mod audit;
 pub mod check_config;
 pub mod clock;
 pub mod config;

@@ -70,6 +70,9 @@ impl ApiError {
                 IdentityError::Unavailable(_) => {
                     Response::detail(StatusCode::SERVICE_UNAVAILABLE, &err.to_string())
                 }
+                IdentityError::Unsupported(_) => {
+                    Response::detail(StatusCode::NOT_IMPLEMENTED, &err.to_string())
+                }
                 IdentityError::Internal(_) => {
                     tracing::error!(error = %err, "identity backend failed");
                     Response::detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")

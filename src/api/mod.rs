@@ -38,6 +38,19 @@ use crate::ratelimit::{Quota, RateLimiter, retry_after_seconds};
 use crate::tokens::{ExternalTokens, TokenService};
 
 impl App {
+    /// Records an audit event; a failure to record is logged, never answered.
+    pub async fn audit(&self, event: crate::audit::AuditEvent) {
+        tracing::info!(
+            target: "audit",
+            action = event.action,
+            outcome = event.outcome.as_str(),
+            actor = event.actor,
+            subject = event.subject,
+            ip = event.ip.as_deref(),
+            "audit"
+        );
+    }
+
     /// `Err(429)` when `quota` (if configured) has no room for `key` under `name`.
     pub async fn check_limit(
         &self,

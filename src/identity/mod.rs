@@ -4,9 +4,12 @@
 //! Backends hold no HTTP plumbing: they speak in users, sessions and tokens,
 //! and fail with [`IdentityError`].
 
+pub mod devices;
 #[cfg(feature = "keycloak")]
 pub mod keycloak;
+pub mod mfa;
 pub mod native;
+pub mod sso;
 
 use async_trait::async_trait;
 
@@ -176,6 +179,9 @@ pub enum IdentityError {
     Unavailable(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A feature this backend does not have (named, e.g. "Single sign-on").
+    #[error("{0} needs keycloak mode (AUTH_BACKEND=keycloak)")]
+    Unsupported(&'static str),
 }
 
 #[async_trait]
@@ -285,6 +291,24 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
 
     /// Counts a verification mail against the user's limit, if it allows one.
     async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError>;
+
+    // Enterprise capabilities (`/auth/...`): `None` where the backend has
+    // none, which the api layer answers with `IdentityError::Unsupported`.
+
+    /// Single sign-on through brokered identity providers.
+    fn sso(&self) -> Option<&dyn sso::Sso> {
+        None
+    }
+
+    /// Second factors (TOTP).
+    fn mfa(&self) -> Option<&dyn mfa::Mfa> {
+        None
+    }
+
+    /// A user's device sessions, listed and revoked.
+    fn devices(&self) -> Option<&dyn devices::Devices> {
+        None
+    }
 }
 
 #[cfg(test)]

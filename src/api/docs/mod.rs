@@ -300,6 +300,13 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
             headers: vec![Header::RetryAfter],
         });
     }
+    if op.enterprise {
+        shared.push(detail(
+            501,
+            "The backend has no such feature (native mode).",
+            vec![IdentityError::Unsupported("This feature").to_string()],
+        ));
+    }
     if op.backend {
         shared.push(detail(
             503,

@@ -29,15 +29,17 @@ pub enum Tag {
     Session,
     Users,
     Mail,
+    Enterprise,
 }
 
 impl Tag {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Service,
         Self::Account,
         Self::Session,
         Self::Users,
         Self::Mail,
+        Self::Enterprise,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Tag {
             Self::Session => "session",
             Self::Users => "users",
             Self::Mail => "mail",
+            Self::Enterprise => "enterprise",
         }
     }
 
@@ -61,6 +64,9 @@ impl Tag {
             Self::Session => "Sign-in, refresh and sign-out of a device session.",
             Self::Users => "The signed-in user and user administration.",
             Self::Mail => "Mail delivery check (admins).",
+            Self::Enterprise => {
+                "What the old service never had, under `/auth/...` (keycloak mode): single sign-on, TOTP, device sessions, audit, service credentials."
+            }
         }
     }
 }
@@ -165,6 +171,8 @@ pub struct Operation {
     pub limited: bool,
     /// Asks the identity backend: may answer 503 when it does not answer.
     pub backend: bool,
+    /// A keycloak-mode feature: answers 501 on a backend without it.
+    pub enterprise: bool,
 }
 
 impl Operation {
@@ -180,6 +188,7 @@ impl Operation {
             answers: Vec::new(),
             limited: false,
             backend: true,
+            enterprise: false,
         }
     }
 
@@ -205,6 +214,14 @@ impl Operation {
 
     fn limited(mut self) -> Self {
         self.limited = true;
+        self
+    }
+
+    /// A feature of keycloak mode (tagged `enterprise`; 501 elsewhere).
+    #[allow(dead_code)] // used by the `/auth/...` operations
+    fn enterprise(mut self) -> Self {
+        self.enterprise = true;
+        self.tag = Tag::Enterprise;
         self
     }
 

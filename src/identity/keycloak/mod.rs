@@ -7,11 +7,14 @@
 //! `/users/me` use PostgreSQL and keys in memory, never Keycloak.
 
 pub mod admin;
+mod devices;
 pub mod http;
 pub mod import;
 pub mod jwks;
+mod mfa;
 pub mod oidc;
 pub mod registry;
+mod sso;
 
 use std::sync::Arc;
 
@@ -559,5 +562,17 @@ impl IdentityBackend for KeycloakBackend {
 
     async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError> {
         self.registry.reserve_verification_mail(user_id).await
+    }
+
+    fn sso(&self) -> Option<&dyn crate::identity::sso::Sso> {
+        Some(self)
+    }
+
+    fn mfa(&self) -> Option<&dyn crate::identity::mfa::Mfa> {
+        Some(self)
+    }
+
+    fn devices(&self) -> Option<&dyn crate::identity::devices::Devices> {
+        Some(self)
     }
 }
