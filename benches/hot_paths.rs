@@ -48,6 +48,7 @@ fn subject(upstream_refresh: Option<String>) -> Subject {
         email: Some("ada.lovelace@example.com".into()),
         device_id: Some("6f1c2a8e-3b7d-4e59-9a41-2c8d7f0b5e13".into()),
         upstream_refresh,
+        roles: None,
     }
 }
 

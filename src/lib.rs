@@ -139,6 +139,22 @@ pub fn keycloak_backend(
     Ok((backend, jwks))
 }
 
+/// The audit trail in the configured store, on a small pool of its own.
+pub fn audit_log(config: &Config) -> Result<Arc<dyn audit::AuditLog>, StartupError> {
+    let mut settings = config.database.clone();
+    settings.max_connections = settings.max_connections.clamp(1, 4);
+    Ok(match StoreKind::of(&settings.url) {
+        Some(StoreKind::Sqlite) => {
+            Arc::new(audit::SqlAuditLog::new(Arc::new(
+                Database::<sqlx::Sqlite>::new(&settings)?,
+            )))
+        }
+        _ => Arc::new(audit::SqlAuditLog::new(Arc::new(
+            Database::<sqlx::Postgres>::new(&settings)?,
+        ))),
+    })
+}
+
 /// Shared limits through Redis when `REDIS_URL` is set, else in-process ones.
 fn rate_limiter(
     config: &Config,
@@ -196,7 +212,9 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
         Arc::clone(&metrics),
     )?);
     let limiter = Arc::new(rate_limiter(&config, &metrics)?);
-    let app = App::new(config, tokens, backend, mailer, clock, metrics)?.with_limiter(limiter);
+    let audit_log = audit_log(&config)?;
+    let app =
+        App::new(config, tokens, backend, mailer, clock, metrics, audit_log)?.with_limiter(limiter);
     Ok(match external_tokens {
         Some(verifier) => app.with_external_tokens(verifier),
         None => app,

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub redis_up: IntGauge,
     pub ratelimit_fallbacks: IntCounter,
+    pub audit_failures: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -122,6 +123,14 @@ impl Metrics {
                 let counter = IntCounter::new(
                     "ratelimit_local_fallbacks_total",
                     "Rate-limit decisions taken locally because Redis did not answer.",
+                )?;
+                registry.register(Box::new(counter.clone()))?;
+                counter
+            },
+            audit_failures: {
+                let counter = IntCounter::new(
+                    "audit_failures_total",
+                    "Audit events that could not be stored (the request went on).",
                 )?;
                 registry.register(Box::new(counter.clone()))?;
                 counter

@@ -13,17 +13,20 @@ use crate::http::Response;
 use crate::routes::{Policy, RouteConfig};
 
 /// Headers only the gateway may set.
-pub const IDENTITY_HEADERS: [&str; 4] = [
+pub const IDENTITY_HEADERS: [&str; 5] = [
     "x-auth-user-id",
     "x-auth-email",
     "x-auth-roles",
     "x-auth-device-id",
+    "x-auth-client-id",
 ];
 
-/// Who an admitted request is for.
+/// Who an admitted request is for: a user, or a machine client.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub user_id: i64,
+    pub user_id: Option<i64>,
+    /// The machine client (client credentials), instead of a user.
+    pub client_id: Option<String>,
     pub email: Option<String>,
     pub device_id: Option<String>,
     pub roles: Arc<Vec<String>>,
@@ -32,7 +35,10 @@ pub struct Identity {
 impl Identity {
     /// The headers to add upstream (values that cannot be headers are left out).
     pub fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
-        let mut out = vec![(IDENTITY_HEADERS[0], HeaderValue::from(self.user_id))];
+        let mut out = Vec::new();
+        if let Some(user_id) = self.user_id {
+            out.push((IDENTITY_HEADERS[0], HeaderValue::from(user_id)));
+        }
         let mut text = |name: &'static str, value: &str| {
             if let Ok(value) = HeaderValue::from_str(value) {
                 out.push((name, value));
@@ -44,6 +50,9 @@ impl Identity {
         text(IDENTITY_HEADERS[2], &self.roles.join(","));
         if let Some(device_id) = &self.device_id {
             text(IDENTITY_HEADERS[3], device_id);
+        }
+        if let Some(client_id) = &self.client_id {
+            text(IDENTITY_HEADERS[4], client_id);
         }
         out
     }
@@ -67,24 +76,37 @@ pub async fn admit(
         Policy::Authenticated => None,
         Policy::Role(role) => Some(role),
     };
-    let principal = auth::authenticate(app, headers)
+    let caller = auth::authenticate_caller(app, headers, route.allow_services)
         .await
         .map_err(ApiError::into_response)?;
-    let roles = auth::roles(app, principal.user_id)
-        .await
-        .map_err(|err| ApiError::from(err).into_response())?;
+    let identity = match caller {
+        auth::Caller::User(principal) => {
+            let roles = auth::roles(app, &principal)
+                .await
+                .map_err(|err| ApiError::from(err).into_response())?;
+            Identity {
+                user_id: Some(principal.user_id),
+                client_id: None,
+                email: principal.email,
+                device_id: principal.device_id,
+                roles,
+            }
+        }
+        auth::Caller::Service(service) => Identity {
+            user_id: None,
+            client_id: Some(service.client_id),
+            email: None,
+            device_id: None,
+            roles: service.roles,
+        },
+    };
     if let Some(role) = role
-        && !roles.iter().any(|r| r == role)
+        && !identity.roles.iter().any(|r| r == role)
     {
         return Err(Response::detail(
             StatusCode::FORBIDDEN,
             "Not enough permissions",
         ));
     }
-    Ok(Some(Identity {
-        user_id: principal.user_id,
-        email: principal.email,
-        device_id: principal.device_id,
-        roles,
-    }))
+    Ok(Some(identity))
 }

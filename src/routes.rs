@@ -6,6 +6,7 @@
 //! prefix = "/chat"                          # longest prefix wins
 //! upstreams = ["127.0.0.1:9001", "10.0.0.7:9001"]  # round-robin, health-checked
 //! policy = "authenticated"                  # public | authenticated | role:<name>
+//! allow_services = false                    # optional: also machine clients (keycloak mode)
 //! rate_limit = "100/second"                 # optional, per client IP
 //! connect_timeout_ms = 2000                 # optional
 //! read_timeout_ms = 30000                   # optional
@@ -47,6 +48,9 @@ pub struct RouteConfig {
     pub prefix: String,
     pub upstreams: Vec<SocketAddr>,
     pub policy: Policy,
+    /// Machine clients with a client-credentials token of the identity
+    /// provider may pass too (under a `role:` policy, holding the role).
+    pub allow_services: bool,
     pub rate_limit: Option<Quota>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -76,6 +80,8 @@ struct RouteSpec {
     upstreams: Vec<String>,
     #[serde(default = "public")]
     policy: String,
+    #[serde(default)]
+    allow_services: bool,
     rate_limit: Option<String>,
     connect_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
@@ -139,6 +145,11 @@ pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
                 problem(format!("route {prefix}: rate_limit {why} (got {text:?})"))
             })?),
         };
+        if spec.allow_services && policy == Policy::Public {
+            return Err(problem(format!(
+                "route {prefix}: allow_services needs policy authenticated or role:<name>"
+            )));
+        }
         if routes.iter().any(|r: &RouteConfig| r.prefix == prefix) {
             return Err(problem(format!("route {prefix}: prefix given twice")));
         }
@@ -146,6 +157,7 @@ pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
             prefix,
             upstreams,
             policy,
+            allow_services: spec.allow_services,
             rate_limit,
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(2_000)),
             read_timeout: Duration::from_millis(spec.read_timeout_ms.unwrap_or(60_000)),
@@ -173,6 +185,7 @@ mod tests {
             upstreams = ["127.0.0.1:9003"]
             policy = "role:admin"
             rate_limit = "5/second"
+            allow_services = true
 
             [[routes]]
             prefix = "/"
@@ -183,6 +196,8 @@ mod tests {
         assert_eq!(routes[0].prefix, "/api/admin");
         assert_eq!(routes[0].policy, Policy::Role("admin".into()));
         assert_eq!(routes[0].rate_limit.unwrap().count.get(), 5);
+        assert!(routes[0].allow_services);
+        assert!(!routes[1].allow_services);
         assert_eq!(routes[1].upstreams.len(), 2);
         assert_eq!(routes[2].policy, Policy::Public);
         assert!(routes[1].matches("/api"));
@@ -213,6 +228,10 @@ mod tests {
             (
                 "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nrate_limit = \"x\"",
                 "rate_limit",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\nupstreams = [\"127.0.0.1:1\"]\nallow_services = true",
+                "route /a: allow_services needs policy authenticated or role:<name>",
             ),
             (
                 "[[routes]]\nprefix = \"/a\"\nupstream = [\"127.0.0.1:1\"]",

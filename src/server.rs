@@ -128,7 +128,8 @@ impl ProxyHttp for Gateway {
         ctx.span = tracing::info_span!(
             "request",
             request_id = %ctx.request_id,
-            user_id = tracing::field::Empty
+            user_id = tracing::field::Empty,
+            client_id = tracing::field::Empty
         );
 
         if self.metrics_only || (path == "/metrics" && self.app.config.edge.metrics_addr.is_some())
@@ -314,7 +315,7 @@ impl ProxyHttp for Gateway {
         let user_id = ctx
             .forward
             .as_ref()
-            .and_then(|(_, identity)| identity.as_ref().map(|i| i.user_id));
+            .and_then(|(_, identity)| identity.as_ref().and_then(|i| i.user_id));
         ctx.span.in_scope(|| {
             tracing::info!(
                 method,

@@ -7,10 +7,12 @@ use serde::Deserialize;
 use super::session::SessionAnswer;
 use super::verification::{email_token_expiry, mail_verification_link};
 use super::{ApiError, App};
+use crate::audit::AuditEvent;
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
-use crate::identity::{NewUser, PendingToken};
+use crate::identity::{IdentityError, NewUser, PendingToken};
 use crate::tokens::{EmailPurpose, Subject};
+use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SignupBody {
@@ -41,7 +43,7 @@ pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
         .tokens
         .mint_email(&body.email, EmailPurpose::Verification)
         .map_err(ApiError::internal)?;
-    let user = app
+    let registered = app
         .backend
         .register(
             NewUser {
@@ -55,14 +57,34 @@ pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
                 expires_at: email_token_expiry(app),
             }),
         )
-        .await?;
+        .await;
+    let user = match registered {
+        Ok(user) => user,
+        Err(err) => {
+            if matches!(
+                err,
+                IdentityError::EmailTaken | IdentityError::UsernameTaken
+            ) {
+                app.audit(
+                    AuditEvent::failure("signup")
+                        .from(req)
+                        .detail(json!({ "reason": err.to_string() })),
+                )
+                .await;
+            }
+            return Err(err.into());
+        }
+    };
     tracing::info!(user_id = user.id, "signed up");
+    app.audit(AuditEvent::success("signup").actor(user.id).from(req))
+        .await;
     mail_verification_link(app, &user, body.verification_url.as_deref(), &token);
     let subject = Subject {
         user_id: user.id,
         email: Some(user.email.clone()),
         device_id: None,
         upstream_refresh: None,
+        roles: None,
     };
     Ok(Response::json(
         StatusCode::OK,

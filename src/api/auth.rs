@@ -42,6 +42,23 @@ pub struct Principal {
     pub user_id: i64,
     pub email: Option<String>,
     pub device_id: Option<String>,
+    /// The roles the token itself carries (keycloak mode), as granted when
+    /// it was issued; `None` for tokens without them.
+    pub roles: Option<Arc<Vec<String>>>,
+}
+
+/// A machine client (OAuth client credentials), on routes that allow services.
+#[derive(Debug, Clone)]
+pub struct ServicePrincipal {
+    pub client_id: String,
+    pub roles: Arc<Vec<String>>,
+}
+
+/// Who is calling a forwarded route.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(Principal),
+    Service(ServicePrincipal),
 }
 
 /// The process's memory of sessions, roles and users.
@@ -124,14 +141,41 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
-/// The rule of the contract for a request's headers.
-pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let token = match bearer(headers) {
-        Some(token) => token.to_string(),
+/// The access token of a request: bearer (which wins) or cookie.
+fn presented_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    match bearer(headers) {
+        Some(token) => Ok(token.to_string()),
         None => cookie_in(headers, ACCESS_COOKIE)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| ApiError::forbidden(UNAUTHORIZED))?,
-    };
+            .ok_or_else(|| ApiError::forbidden(UNAUTHORIZED)),
+    }
+}
+
+/// A user, or (where `services` allows) a machine client with a
+/// client-credentials token of the identity provider.
+pub async fn authenticate_caller(
+    app: &App,
+    headers: &HeaderMap,
+    services: bool,
+) -> Result<Caller, ApiError> {
+    if services
+        && let Some(external) = &app.external_tokens
+        && let Some(token) = bearer(headers)
+        && crate::tokens::is_rs256(token)
+        && let Ok(service) = external.verify_service(token).await
+    {
+        tracing::Span::current().record("client_id", service.client_id.as_str());
+        return Ok(Caller::Service(ServicePrincipal {
+            client_id: service.client_id,
+            roles: Arc::new(service.roles),
+        }));
+    }
+    authenticate(app, headers).await.map(Caller::User)
+}
+
+/// The rule of the contract for a request's headers.
+pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = presented_token(headers)?;
     let verified = match &app.external_tokens {
         Some(external) if crate::tokens::is_rs256(&token) => external.verify(&token).await,
         _ => app.tokens.verify_access(&token),
@@ -157,6 +201,7 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, A
         user_id: claims.user_id,
         email: claims.email,
         device_id: claims.device_id,
+        roles: claims.roles.map(Arc::new),
     })
 }
 
@@ -188,7 +233,9 @@ pub async fn require(app: &App, req: &crate::http::Request) -> Result<Principal,
     authenticate(app, &req.headers).await
 }
 
-/// The caller must hold the `admin` role (asked at the source, not cached).
+/// The caller must hold the `admin` role: from the token when it carries
+/// roles (keycloak mode: a removal takes effect at the next refresh), else
+/// asked at the source, not cached (so a grant takes effect at once).
 pub async fn require_admin(app: &App, principal: &Principal) -> Result<(), ApiError> {
     if is_admin(app, principal).await? {
         Ok(())
@@ -198,11 +245,23 @@ pub async fn require_admin(app: &App, principal: &Principal) -> Result<(), ApiEr
 }
 
 pub async fn is_admin(app: &App, principal: &Principal) -> Result<bool, IdentityError> {
+    if principal
+        .roles
+        .as_ref()
+        .is_some_and(|roles| roles.iter().any(|r| r == "admin"))
+    {
+        return Ok(true);
+    }
     app.backend.is_admin(principal.user_id).await
 }
 
-/// The user's roles, cached briefly (the proxy's hot path).
-pub async fn roles(app: &App, user_id: i64) -> Result<Arc<Vec<String>>, IdentityError> {
+/// The caller's roles: those its token carries, else the user's as the
+/// store last saw them, cached briefly (the proxy's hot path).
+pub async fn roles(app: &App, principal: &Principal) -> Result<Arc<Vec<String>>, IdentityError> {
+    if let Some(roles) = &principal.roles {
+        return Ok(Arc::clone(roles));
+    }
+    let user_id = principal.user_id;
     if let Some(roles) = app.sessions.roles.get(&user_id) {
         return Ok(roles);
     }

@@ -4,6 +4,7 @@
 //! all as an OpenAPI document.
 
 mod account;
+mod audit;
 pub mod auth;
 pub mod docs;
 mod email_test;
@@ -27,6 +28,7 @@ pub fn metrics_response(app: &App) -> Response {
     meta::metrics(app)
 }
 
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::router::{Resolution, Route, Router};
@@ -49,6 +51,10 @@ impl App {
             ip = event.ip.as_deref(),
             "audit"
         );
+        if let Err(err) = self.audit_log.append(&event, self.clock.naive_utc()).await {
+            self.metrics.audit_failures.inc();
+            tracing::error!(error = %err, action = event.action, "audit event not stored");
+        }
     }
 
     /// `Err(429)` when `quota` (if configured) has no room for `key` under `name`.
@@ -86,6 +92,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Verifier of the identity provider's own tokens (keycloak mode).
     pub external_tokens: Option<Arc<dyn ExternalTokens>>,
+    /// The audit trail.
+    pub audit_log: Arc<dyn AuditLog>,
     router: Router,
 }
 
@@ -97,8 +105,10 @@ impl App {
         mailer: Arc<Mailer>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
+        audit_log: Arc<dyn AuditLog>,
     ) -> Result<Self, matchit::InsertError> {
         Ok(Self {
+            audit_log,
             limiter: Arc::new(RateLimiter::local_only()),
             sessions: auth::SessionCache::new(tokens.lifetimes().access),
             config,
@@ -226,6 +236,7 @@ impl App {
             (Route::EmailTest, _) => email_test::send(self, &req).await,
             (Route::Docs, _) => Ok(docs::page()),
             (Route::DocsJson, _) => Ok(docs::json(self)),
+            (Route::Audit, _) => audit::list(self, &req).await,
         }
     }
 }

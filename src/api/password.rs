@@ -5,10 +5,12 @@ use serde::Deserialize;
 
 use super::verification::{email_token_expiry, link_with_token};
 use super::{ApiError, App};
+use crate::audit::AuditEvent;
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::mail::{Mail, MailKind};
 use crate::tokens::{EmailPurpose, TokenError};
+use serde_json::json;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ForgotBody {
@@ -68,6 +70,12 @@ pub async fn forgot(app: &App, req: &Request) -> Result<Response, ApiError> {
             link,
         });
         tracing::info!(user_id = user.id, "password reset mailed");
+        app.audit(
+            AuditEvent::success("password.reset_requested")
+                .actor(user.id)
+                .from(req),
+        )
+        .await;
     }
     Ok(Response::message(
         StatusCode::OK,
@@ -89,13 +97,27 @@ pub async fn reset(app: &App, req: &Request) -> Result<Response, ApiError> {
         }
         Err(_) => return Err(ApiError::bad_request("Invalid or expired reset token")),
     }
-    let user = app
+    let Some(user) = app
         .backend
         .redeem_password_reset(&body.token, &body.new_password)
         .await?
-        .ok_or_else(|| ApiError::bad_request("Invalid or expired reset token"))?;
+    else {
+        app.audit(
+            AuditEvent::failure("password.reset")
+                .from(req)
+                .detail(json!({ "reason": "unknown, used or expired token" })),
+        )
+        .await;
+        return Err(ApiError::bad_request("Invalid or expired reset token"));
+    };
     app.sessions.forget();
     tracing::info!(user_id = user.id, "password reset");
+    app.audit(
+        AuditEvent::success("password.reset")
+            .actor(user.id)
+            .from(req),
+    )
+    .await;
     Ok(Response::message(
         StatusCode::OK,
         "Password has been reset successfully",

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Principal};
 use super::{ApiError, App};
+use crate::audit::AuditEvent;
 use crate::config::{Backend, TokenFormat};
 use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::http::schema::{Documented, Schema};
@@ -13,6 +14,7 @@ use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::{CredentialCheck, DeviceInfo, Login, RefreshDenied};
 use crate::tokens::Subject;
+use serde_json::json;
 
 use super::verification::send_verification;
 
@@ -138,6 +140,12 @@ impl SessionTokens {
     }
 }
 
+/// The login name of a failed sign-in as the trail keeps it: trimmed and
+/// cut (it is what the caller typed, not necessarily an account).
+fn login_for_audit(login: &str) -> String {
+    login.trim().chars().take(100).collect()
+}
+
 /// What the request tells about the device (legacy `device_sessions` columns).
 pub fn device_info(req: &Request) -> DeviceInfo {
     DeviceInfo {
@@ -173,6 +181,7 @@ pub async fn open_session(
         email: Some(login.user.email.clone()),
         device_id: Some(login.device_id.clone()),
         upstream_refresh: login.upstream.as_ref().map(|u| u.refresh_token.clone()),
+        roles: login.roles.clone(),
     };
     let access_token = app
         .tokens
@@ -213,6 +222,11 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
     {
         CredentialCheck::Invalid => {
             tracing::info!(outcome = "invalid", "sign-in");
+            app.audit(AuditEvent::failure("signin").from(req).detail(json!({
+                "reason": "invalid credentials",
+                "login": login_for_audit(&body.username),
+            })))
+            .await;
             app.metrics.signins.with_label_values(&["invalid"]).inc();
             Err(ApiError::status(
                 StatusCode::UNAUTHORIZED,
@@ -222,6 +236,13 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
         CredentialCheck::Unverified(user) => {
             tracing::info!(outcome = "unverified", user_id = user.id, "sign-in");
             app.metrics.signins.with_label_values(&["unverified"]).inc();
+            app.audit(
+                AuditEvent::failure("signin")
+                    .actor(user.id)
+                    .from(req)
+                    .detail(json!({ "reason": "e-mail not verified" })),
+            )
+            .await;
             send_verification(app, &user, None, true).await?;
             Ok(Response::json(
                 StatusCode::OK,
@@ -240,6 +261,13 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
         CredentialCheck::Valid(login) => {
             tracing::info!(outcome = "success", user_id = login.user.id, "sign-in");
             app.metrics.signins.with_label_values(&["success"]).inc();
+            app.audit(
+                AuditEvent::success("signin")
+                    .actor(login.user.id)
+                    .from(req)
+                    .detail(json!({ "session": login.device_id })),
+            )
+            .await;
             let tokens = open_session(app, &login, &device_info(req)).await?;
             let mut response = Response::json(
                 StatusCode::OK,
@@ -342,8 +370,8 @@ pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
             };
             ApiError::status(StatusCode::UNAUTHORIZED, detail)
         })?;
-    match app.backend.refresh(&claims).await? {
-        Ok(()) => {}
+    let refreshed = match app.backend.refresh(&claims).await? {
+        Ok(refreshed) => refreshed,
         Err(RefreshDenied::SessionEnded) => {
             return Err(ApiError::status(
                 StatusCode::UNAUTHORIZED,
@@ -356,7 +384,7 @@ pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
                 "User is no longer active",
             ));
         }
-    }
+    };
     let access_token = app
         .tokens
         .mint_access(&Subject {
@@ -364,6 +392,7 @@ pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
             email: claims.email,
             device_id: claims.device_id,
             upstream_refresh: None,
+            roles: refreshed.roles,
         })
         .map_err(ApiError::internal)?;
     Ok(Response::json(
@@ -383,6 +412,13 @@ pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
         app.backend.end_session(user_id, device_id).await?;
         app.sessions.session_ended(device_id);
     }
+    app.audit(
+        AuditEvent::success("signout")
+            .actor(user_id)
+            .from(req)
+            .detail(json!({ "session": device_id })),
+    )
+    .await;
     let mut response = Response::json(StatusCode::OK, &SIGNED_OUT);
     for name in [ACCESS_COOKIE, REFRESH_COOKIE] {
         if let Some(header) = cookies::clear(name, &app.config.cookies) {

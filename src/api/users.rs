@@ -5,10 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Principal};
 use super::{ApiError, App};
+use crate::audit::AuditEvent;
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model, QueryInt};
 use crate::http::{Request, Response};
 use crate::identity::{IdentityError, NewUser, User, UserPatch};
+use serde_json::json;
 
 /// The contract's user object. It never carries a password or hash.
 #[derive(Serialize)]
@@ -136,6 +138,13 @@ pub async fn create(app: &App, req: &Request) -> Result<Response, ApiError> {
         by = principal.user_id,
         "user created by admin"
     );
+    app.audit(
+        AuditEvent::success("user.created")
+            .actor(principal.user_id)
+            .subject(user.id)
+            .from(req),
+    )
+    .await;
     Ok(user_response(&user))
 }
 
@@ -167,6 +176,15 @@ pub async fn update(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
     if body.is_verified.is_some() && !admin {
         return Err(ApiError::forbidden(auth::NOT_PERMITTED));
     }
+    let changed: Vec<&str> = [
+        ("email", body.email.is_some()),
+        ("password", body.password.is_some()),
+        ("is_verified", body.is_verified.is_some()),
+    ]
+    .iter()
+    .filter(|(_, given)| *given)
+    .map(|(name, _)| *name)
+    .collect();
     let user = app
         .backend
         .update_user(
@@ -180,6 +198,14 @@ pub async fn update(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
         .await?;
     app.sessions.forget();
     tracing::info!(user_id = id, by = principal.user_id, "user updated");
+    app.audit(
+        AuditEvent::success("user.updated")
+            .actor(principal.user_id)
+            .subject(id)
+            .from(req)
+            .detail(json!({ "fields": changed })),
+    )
+    .await;
     Ok(user_response(&user))
 }
 
@@ -190,6 +216,13 @@ pub async fn delete(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
     app.backend.delete_user(id).await?;
     app.sessions.forget();
     tracing::info!(user_id = id, by = principal.user_id, "user deleted");
+    app.audit(
+        AuditEvent::success("user.deleted")
+            .actor(principal.user_id)
+            .subject(id)
+            .from(req),
+    )
+    .await;
     Ok(Response::message(
         StatusCode::OK,
         "User deleted successfully",

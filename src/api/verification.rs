@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use super::session::{device_info, open_session};
 use super::{ApiError, App};
+use crate::audit::AuditEvent;
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::{MailQuota, User};
 use crate::mail::{Mail, MailKind};
 use crate::tokens::{EmailPurpose, TokenError};
+use serde_json::json;
 
 pub(super) const INVALID_OR_EXPIRED: &str = "Invalid or expired reset token";
 
@@ -146,12 +148,18 @@ pub async fn verify_email(app: &App, req: &Request) -> Result<Response, ApiError
         Err(TokenError::Scope) => return Err(ApiError::bad_request("Invalid verification token")),
         Err(_) => return Err(ApiError::bad_request(INVALID_OR_EXPIRED)),
     }
-    let user = app
-        .backend
-        .redeem_verification(&body.token)
-        .await?
-        .ok_or_else(|| ApiError::bad_request(INVALID_OR_EXPIRED))?;
+    let Some(user) = app.backend.redeem_verification(&body.token).await? else {
+        app.audit(
+            AuditEvent::failure("email.verify")
+                .from(req)
+                .detail(json!({ "reason": "unknown, used or expired token" })),
+        )
+        .await;
+        return Err(ApiError::bad_request(INVALID_OR_EXPIRED));
+    };
     tracing::info!(user_id = user.id, "e-mail verified");
+    app.audit(AuditEvent::success("email.verify").actor(user.id).from(req))
+        .await;
     let login = app.backend.login_verified(&user).await?;
     let tokens = open_session(app, &login, &device_info(req)).await?;
     let mut response = Response::json(

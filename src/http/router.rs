@@ -28,6 +28,7 @@ pub enum Route {
     EmailTest,
     Docs,
     DocsJson,
+    Audit,
 }
 
 impl Route {
@@ -42,7 +43,8 @@ impl Route {
             | Self::Metrics
             | Self::Me
             | Self::Docs
-            | Self::DocsJson => GET,
+            | Self::DocsJson
+            | Self::Audit => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Signup
@@ -87,6 +89,7 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/email/email/test", Route::EmailTest),
     ("/docs", Route::Docs),
     ("/docs/json", Route::DocsJson),
+    ("/auth/audit", Route::Audit),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

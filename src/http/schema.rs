@@ -148,6 +148,11 @@ impl Schema {
         self.with("default", value)
     }
 
+    /// One of these words.
+    pub fn with_enum(self, words: &[&str]) -> Self {
+        self.with("enum", json!(words))
+    }
+
     /// The value is always exactly this.
     pub fn constant(self, value: Value) -> Self {
         self.with("const", value)

@@ -88,6 +88,17 @@ pub struct Login {
     pub device_id: String,
     /// The upstream session's tokens, when an upstream holds the session.
     pub upstream: Option<UpstreamTokens>,
+    /// The user's roles as the upstream granted them for this session
+    /// (keycloak mode); they go into the access token.
+    pub roles: Option<Vec<String>>,
+}
+
+/// A refresh that went through.
+#[derive(Debug, Clone, Default)]
+pub struct Refreshed {
+    /// The user's roles as the upstream grants them now (keycloak mode):
+    /// role changes take effect at the next refresh.
+    pub roles: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +222,7 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
             user: user.clone(),
             device_id: uuid::Uuid::new_v4().to_string(),
             upstream: None,
+            roles: None,
         })
     }
 
@@ -234,7 +246,7 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     async fn refresh(
         &self,
         claims: &SessionClaims,
-    ) -> Result<Result<(), RefreshDenied>, IdentityError>;
+    ) -> Result<Result<Refreshed, RefreshDenied>, IdentityError>;
 
     /// Refreshes an upstream session with the upstream's own refresh token
     /// (`TOKEN_FORMAT=keycloak`). Backends without an upstream refuse.

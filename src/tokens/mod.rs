@@ -98,6 +98,10 @@ pub struct SessionClaims {
     /// Keycloak's refresh token, wrapped in the legacy refresh token (keycloak mode).
     #[serde(default)]
     pub kc_rt: Option<String>,
+    /// The roles a keycloak-mode access token carries (realm roles, and
+    /// client roles as `client:role`); absent from legacy and native tokens.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
 }
 
 /// Claims written into access and refresh tokens (field order is the wire order).
@@ -113,6 +117,8 @@ struct SessionClaimsOut<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     kc_rt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<&'a [String]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -137,7 +143,21 @@ struct EmailClaimsOut<'a> {
 /// verified in-process and read as the legacy claims.
 #[async_trait::async_trait]
 pub trait ExternalTokens: Send + Sync + std::fmt::Debug {
+    /// A user's token.
     async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError>;
+
+    /// A machine client's token (OAuth client credentials): `Err(Claims)`
+    /// for a user's token.
+    async fn verify_service(&self, _token: &str) -> Result<ServiceClaims, TokenError> {
+        Err(TokenError::Claims)
+    }
+}
+
+/// Who a machine client's token is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceClaims {
+    pub client_id: String,
+    pub roles: Vec<String>,
 }
 
 /// True for a JWT whose header names RS256 (a provider's token, not a legacy one).
@@ -153,6 +173,8 @@ pub struct Subject {
     pub device_id: Option<String>,
     /// Keycloak's refresh token: goes into the refresh token only, never the access token.
     pub upstream_refresh: Option<String>,
+    /// Roles to carry in the access token (keycloak mode), never the refresh token.
+    pub roles: Option<Vec<String>>,
 }
 
 /// Lifetimes of the three token kinds.
@@ -216,7 +238,13 @@ impl TokenService {
     }
 
     pub fn mint_access(&self, subject: &Subject) -> Result<String, TokenError> {
-        self.mint_session(subject, ACCESS_SCOPE, self.lifetimes.access, None)
+        self.mint_session(
+            subject,
+            ACCESS_SCOPE,
+            self.lifetimes.access,
+            None,
+            subject.roles.as_deref(),
+        )
     }
 
     pub fn mint_refresh(&self, subject: &Subject) -> Result<String, TokenError> {
@@ -225,6 +253,7 @@ impl TokenService {
             REFRESH_SCOPE,
             self.lifetimes.refresh,
             subject.upstream_refresh.as_deref(),
+            None,
         )?;
         self.jwe.encrypt(inner.as_bytes())
     }
@@ -278,6 +307,7 @@ impl TokenService {
         scope: &str,
         lifetime: Duration,
         kc_rt: Option<&str>,
+        roles: Option<&[String]>,
     ) -> Result<String, TokenError> {
         let now = self.clock.unix();
         self.sign(&SessionClaimsOut {
@@ -288,6 +318,7 @@ impl TokenService {
             iat: now,
             scope,
             kc_rt,
+            roles,
         })
     }
 
@@ -389,6 +420,7 @@ mod tests {
                 email: Some("ada@example.com".into()),
                 device_id: Some("6f1c2a8e-3b7d-4e59-9a41-2c8d7f0b5e13".into()),
                 upstream_refresh: None,
+                roles: None,
             })
             .unwrap();
         assert_eq!(minted, VALID_SIGNIN);
@@ -403,6 +435,7 @@ mod tests {
             email: None,
             device_id: None,
             upstream_refresh: None,
+            roles: None,
         };
         let token = tokens.mint_access(&subject).unwrap();
         assert_eq!(tokens.verify_access(&token).unwrap().user_id, 7);
@@ -421,11 +454,20 @@ mod tests {
             email: Some("a@b.example".into()),
             device_id: None,
             upstream_refresh: Some("upstream.refresh.token".into()),
+            roles: Some(vec!["admin".into(), "authgate:billing-reader".into()]),
         };
         let refresh = tokens.mint_refresh(&subject).unwrap();
         let claims = tokens.verify_refresh(&refresh).unwrap();
         assert_eq!(claims.scope.as_deref(), Some(REFRESH_SCOPE));
         assert_eq!(claims.kc_rt.as_deref(), Some("upstream.refresh.token"));
+        assert_eq!(claims.roles, None, "roles only in access tokens");
+        assert_eq!(
+            tokens
+                .verify_access(&tokens.mint_access(&subject).unwrap())
+                .unwrap()
+                .roles,
+            subject.roles
+        );
         // An access token is not a refresh token, and vice versa.
         let access = tokens.mint_access(&subject).unwrap();
         assert!(tokens.verify_refresh(&access).is_err());

@@ -15,6 +15,7 @@ mod faults;
 mod harness;
 mod keycloak_mode;
 mod legacy_db;
+mod roles;
 mod smtp;
 mod upstream;
 
@@ -164,4 +165,5 @@ suite! {
     limits::concurrent_signins_all_succeed,
     openapi::document_lists_every_route,
     openapi::live_answers_fit_the_document,
+    audit::trail_records_each_event_for_admins,
 }

@@ -12,6 +12,7 @@ pub mod conform;
 mod operations;
 mod page;
 
+use super::audit::AuditPage;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue};
 use serde_json::{Map, Value, json};
@@ -25,10 +26,10 @@ use crate::config::AppSettings;
 use crate::http::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::http::router::{PATHS, Route};
 use crate::http::schema::{COMPONENTS, Documented, Schema};
-use crate::http::validate::{Issue, QueryInt, Unprocessable};
+use crate::http::validate::{Issue, Unprocessable};
 use crate::http::{Detail, Message, Response};
 use crate::identity::IdentityError;
-use operations::{Access, Answer, Content, Header, Operation, Tag, operation};
+use operations::{Access, Answer, Content, Header, Operation, QueryParam, Tag, operation};
 
 pub use page::page;
 
@@ -176,6 +177,7 @@ fn answer_schemas() -> Map<String, Value> {
         (VerifiedAnswer::NAME, VerifiedAnswer::component()),
         (ResendAnswer::NAME, ResendAnswer::component()),
         (UserOut::NAME, UserOut::component()),
+        (AuditPage::NAME, AuditPage::component()),
     ]
     .into_iter()
     .map(|(name, schema)| (name.to_string(), schema))
@@ -238,15 +240,21 @@ fn path_parameters(path: &str) -> Vec<Value> {
         .collect()
 }
 
-fn query_parameter(param: &QueryInt) -> Value {
+fn query_parameter(param: &QueryParam) -> Value {
+    let (name, schema) = match param {
+        QueryParam::Int(int) => (
+            int.name,
+            Schema::integer()
+                .range(int.min, int.max)
+                .default_value(json!(int.default)),
+        ),
+        QueryParam::Text(text) => (text.name, text.schema()),
+    };
     json!({
-        "name": param.name,
+        "name": name,
         "in": "query",
         "required": false,
-        "schema": Schema::integer()
-            .range(param.min, param.max)
-            .default_value(json!(param.default))
-            .into_value(),
+        "schema": schema.into_value(),
     })
 }
 

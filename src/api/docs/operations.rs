@@ -6,6 +6,10 @@
 use http::Method;
 
 use super::super::account::SignupBody;
+use super::super::audit::{
+    ACTION as AUDIT_ACTION, AuditPage, BEFORE as AUDIT_BEFORE, LIMIT as AUDIT_LIMIT,
+    OUTCOME as AUDIT_OUTCOME, SINCE as AUDIT_SINCE, UNTIL as AUDIT_UNTIL, USER_ID as AUDIT_USER_ID,
+};
 use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
 use super::super::email_test::TestBody;
 use super::super::meta::{Root, Status};
@@ -18,7 +22,7 @@ use super::super::verification::{
 use crate::http::Message;
 use crate::http::router::Route;
 use crate::http::schema::{Documented, Schema, request_body};
-use crate::http::validate::{Model, QueryInt};
+use crate::http::validate::{Model, QueryInt, QueryText};
 use crate::identity::IdentityError;
 
 /// Groups of operations, in the order the document lists them.
@@ -65,7 +69,7 @@ impl Tag {
             Self::Users => "The signed-in user and user administration.",
             Self::Mail => "Mail delivery check (admins).",
             Self::Enterprise => {
-                "What the old service never had, under `/auth/...` (keycloak mode): single sign-on, TOTP, device sessions, audit, service credentials."
+                "What the old service never had, under `/auth/...`: the audit trail, and (keycloak mode) single sign-on, TOTP and device sessions."
             }
         }
     }
@@ -163,7 +167,7 @@ pub struct Operation {
     pub description: &'static str,
     pub access: Access,
     pub body: Option<Body>,
-    pub query: Vec<QueryInt>,
+    pub query: Vec<QueryParam>,
     /// Answers particular to the operation; the shared ones (403, 413, 422,
     /// 429, 503) follow from the fields below and from `access` and `body`.
     pub answers: Vec<Answer>,
@@ -476,6 +480,22 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 "The SMTP server refused or did not answer.",
                 &["Test email could not be sent"],
             )),
+        Route::Audit if get => Operation::new("listAudit", Tag::Enterprise, "The audit trail (admin)")
+            .describe(
+                "Authentication events (sign-up, sign-in success and failure, sign-out, verification, \
+                 password reset, MFA changes, session revocation, admin actions), newest first: who, \
+                 what, when, from where, outcome. Append-only. Page with `limit` and `before` \
+                 (`next_before` of the previous page).",
+            )
+            .access(Access::Admin)
+            .query(AUDIT_USER_ID)
+            .query(AUDIT_ACTION)
+            .query(AUDIT_OUTCOME)
+            .query(AUDIT_SINCE)
+            .query(AUDIT_UNTIL)
+            .query(AUDIT_BEFORE)
+            .query(AUDIT_LIMIT)
+            .answer(Answer::ok::<AuditPage>("A page of events.")),
         Route::Root
         | Route::Health
         | Route::Ready
@@ -493,14 +513,34 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
         | Route::Me
         | Route::Users
         | Route::User
-        | Route::EmailTest => return None,
+        | Route::EmailTest
+        | Route::Audit => return None,
     };
     Some(op)
 }
 
+/// A query parameter of an operation.
+#[derive(Debug, Clone, Copy)]
+pub enum QueryParam {
+    Int(QueryInt),
+    Text(QueryText),
+}
+
+impl From<QueryInt> for QueryParam {
+    fn from(param: QueryInt) -> Self {
+        Self::Int(param)
+    }
+}
+
+impl From<QueryText> for QueryParam {
+    fn from(param: QueryText) -> Self {
+        Self::Text(param)
+    }
+}
+
 impl Operation {
-    fn query(mut self, param: QueryInt) -> Self {
-        self.query.push(param);
+    fn query(mut self, param: impl Into<QueryParam>) -> Self {
+        self.query.push(param.into());
         self
     }
 }

@@ -6,6 +6,9 @@
 //! never writes) half-valid input.
 
 pub mod email;
+mod query;
+
+pub use query::{QueryText, TextKind};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use super::http::{KcError, KcHttp};
 use super::oidc::KcClaims;
 use crate::clock::Clock;
-use crate::tokens::{ACCESS_SCOPE, ExternalTokens, SessionClaims, TokenError};
+use crate::tokens::{ACCESS_SCOPE, ExternalTokens, ServiceClaims, SessionClaims, TokenError};
 
 /// How often the keys are fetched again while nothing asks for a new one.
 const REFRESH_EVERY: Duration = Duration::from_secs(300);
@@ -168,6 +168,7 @@ impl ExternalTokens for KeycloakTokens {
     async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError> {
         let claims = self.0.verify(token).await?;
         let user_id = claims.user_id.ok_or(TokenError::Claims)?;
+        let roles = claims.roles();
         Ok(SessionClaims {
             user_id,
             email: claims.email,
@@ -176,6 +177,16 @@ impl ExternalTokens for KeycloakTokens {
             iat: claims.iat,
             scope: Some(ACCESS_SCOPE.to_string()),
             kc_rt: None,
+            roles: Some(roles),
+        })
+    }
+
+    async fn verify_service(&self, token: &str) -> Result<ServiceClaims, TokenError> {
+        let claims = self.0.verify(token).await?;
+        let client_id = claims.service_client().ok_or(TokenError::Claims)?;
+        Ok(ServiceClaims {
+            client_id: client_id.to_string(),
+            roles: claims.roles(),
         })
     }
 }

@@ -29,7 +29,7 @@ use self::oidc::{Grant, KcClaims, Oidc};
 use self::registry::{Identity, Registry};
 use super::{
     CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailQuota, NewUser,
-    PendingToken, RefreshDenied, SessionRef, UpstreamTokens, User, UserPatch,
+    PendingToken, RefreshDenied, Refreshed, SessionRef, UpstreamTokens, User, UserPatch,
 };
 use crate::tokens::{EmailPurpose, SessionClaims};
 
@@ -162,16 +162,19 @@ impl KeycloakBackend {
     }
 
     /// Keeps the roles of a fresh Keycloak token (role changes take effect
-    /// at the next refresh).
-    async fn remember_roles(&self, tokens: &UpstreamTokens) -> Result<(), IdentityError> {
-        if let Some(claims) = KcClaims::of_fresh_token(&tokens.access_token)
-            && let Ok(keycloak_id) = Uuid::parse_str(&claims.sub)
-        {
-            self.registry
-                .set_roles(keycloak_id, &claims.roles())
-                .await?;
+    /// at the next refresh), and returns them.
+    async fn remember_roles(
+        &self,
+        tokens: &UpstreamTokens,
+    ) -> Result<Option<Vec<String>>, IdentityError> {
+        let Some(claims) = KcClaims::of_fresh_token(&tokens.access_token) else {
+            return Ok(None);
+        };
+        let roles = claims.roles();
+        if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
+            self.registry.set_roles(keycloak_id, &roles).await?;
         }
-        Ok(())
+        Ok(Some(roles))
     }
 }
 
@@ -299,10 +302,9 @@ impl IdentityBackend for KeycloakBackend {
                         })?
                     }
                 };
+                let roles = claims.roles();
                 if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
-                    self.registry
-                        .set_roles(keycloak_id, &claims.roles())
-                        .await?;
+                    self.registry.set_roles(keycloak_id, &roles).await?;
                 }
                 let device_id = claims
                     .sid
@@ -312,6 +314,7 @@ impl IdentityBackend for KeycloakBackend {
                     user,
                     device_id,
                     upstream: Some(tokens),
+                    roles: Some(roles),
                 }))
             }
             Grant::Refused { error, description }
@@ -362,16 +365,15 @@ impl IdentityBackend for KeycloakBackend {
     async fn refresh(
         &self,
         claims: &SessionClaims,
-    ) -> Result<Result<(), RefreshDenied>, IdentityError> {
+    ) -> Result<Result<Refreshed, RefreshDenied>, IdentityError> {
         if self.registry.revoked(&SessionRef::of(claims)).await? {
             return Ok(Err(RefreshDenied::SessionEnded));
         }
         if let Some(kc_rt) = claims.kc_rt.as_deref() {
             return Ok(match self.oidc.refresh(kc_rt).await? {
-                Grant::Granted(tokens) => {
-                    self.remember_roles(&tokens).await?;
-                    Ok(())
-                }
+                Grant::Granted(tokens) => Ok(Refreshed {
+                    roles: self.remember_roles(&tokens).await?,
+                }),
                 Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
             });
         }
@@ -379,11 +381,11 @@ impl IdentityBackend for KeycloakBackend {
         // still exist and be enabled in Keycloak.
         match self.kc_user(claims.user_id).await? {
             Some((_, kc)) if !kc.enabled => Ok(Err(RefreshDenied::UserGone)),
-            Some(_) => Ok(Ok(())),
+            Some(_) => Ok(Ok(Refreshed::default())),
             None if self.registry.by_legacy_id(claims.user_id).await?.is_some() => {
                 Ok(Err(RefreshDenied::UserGone))
             }
-            None => Ok(Ok(())),
+            None => Ok(Ok(Refreshed::default())),
         }
     }
 

@@ -60,6 +60,15 @@ pub struct KcClaims {
     pub email_verified: Option<bool>,
     #[serde(default)]
     pub realm_access: Option<RealmAccess>,
+    /// Client roles, by client id.
+    #[serde(default)]
+    pub resource_access: Option<std::collections::BTreeMap<String, RealmAccess>>,
+    /// The client the token was issued to.
+    #[serde(default)]
+    pub azp: Option<String>,
+    /// Set on a service account's token (client credentials).
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,13 +77,76 @@ pub struct RealmAccess {
     pub roles: Vec<String>,
 }
 
+/// Roles every user of a realm has from Keycloak itself; they say nothing
+/// about the user and are left out of the gateway's view.
+fn is_builtin_role(role: &str) -> bool {
+    matches!(role, "offline_access" | "uma_authorization") || role.starts_with("default-roles-")
+}
+
 impl KcClaims {
-    /// The realm roles the token grants.
+    /// The roles the token grants, compactly: realm roles by name, client
+    /// roles as `client:role` (Keycloak's built-in ones and those of its
+    /// `account` console left out), sorted.
     pub fn roles(&self) -> Vec<String> {
-        self.realm_access
-            .as_ref()
-            .map(|r| r.roles.clone())
-            .unwrap_or_default()
+        let realm = self
+            .realm_access
+            .iter()
+            .flat_map(|r| r.roles.iter())
+            .filter(|role| !is_builtin_role(role))
+            .cloned();
+        let clients = self
+            .resource_access
+            .iter()
+            .flatten()
+            .filter(|(client, _)| client.as_str() != "account")
+            .flat_map(|(client, access)| {
+                access
+                    .roles
+                    .iter()
+                    .map(move |role| format!("{client}:{role}"))
+            });
+        let mut roles: Vec<String> = realm.chain(clients).collect();
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+
+    /// The client of a service account's token (client credentials), or
+    /// `None` for a user's token.
+    pub fn service_client(&self) -> Option<&str> {
+        let username = self.preferred_username.as_deref()?;
+        if self.user_id.is_some() || !username.starts_with("service-account-") {
+            return None;
+        }
+        self.client_id.as_deref().or(self.azp.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_compact_and_service_tokens_are_told_apart() {
+        let claims: KcClaims = serde_json::from_value(serde_json::json!({
+            "sub": "7d3c", "preferred_username": "ada", "user_id": 42, "azp": "authgate",
+            "realm_access": {"roles": ["offline_access", "admin", "default-roles-authgate", "uma_authorization", "user"]},
+            "resource_access": {
+                "account": {"roles": ["manage-account", "view-profile"]},
+                "authgate": {"roles": ["billing-reader"]}
+            }
+        }))
+        .unwrap();
+        assert_eq!(claims.roles(), ["admin", "authgate:billing-reader", "user"]);
+        assert_eq!(claims.service_client(), None);
+        let service: KcClaims = serde_json::from_value(serde_json::json!({
+            "sub": "91aa", "preferred_username": "service-account-reports-service",
+            "azp": "reports-service", "client_id": "reports-service",
+            "realm_access": {"roles": ["reports"]}
+        }))
+        .unwrap();
+        assert_eq!(service.service_client(), Some("reports-service"));
+        assert_eq!(service.roles(), ["reports"]);
     }
 }
 

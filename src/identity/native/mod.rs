@@ -26,7 +26,7 @@ pub use hashing::Hashing;
 use self::db::db_error;
 use super::{
     CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailLimit, MailQuota,
-    NewUser, PendingToken, RefreshDenied, SessionRef, User, UserPatch,
+    NewUser, PendingToken, RefreshDenied, Refreshed, SessionRef, User, UserPatch,
 };
 use crate::clock::Clock;
 use crate::tokens::{EmailPurpose, SessionClaims, digest};
@@ -490,6 +490,7 @@ where
             user,
             device_id: Uuid::new_v4().to_string(),
             upstream: None,
+            roles: None,
         }))
     }
 
@@ -552,7 +553,7 @@ where
     async fn refresh(
         &self,
         claims: &SessionClaims,
-    ) -> Result<Result<(), RefreshDenied>, IdentityError> {
+    ) -> Result<Result<Refreshed, RefreshDenied>, IdentityError> {
         let user_id = claims.user_id;
         let device_id = claims.device_id.as_deref();
         if self.user_gone(user_id).await? {
@@ -563,7 +564,7 @@ where
         {
             return Ok(Err(RefreshDenied::SessionEnded));
         }
-        Ok(Ok(()))
+        Ok(Ok(Refreshed::default()))
     }
 
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {

@@ -1,5 +1,6 @@
 //! The contract suite (CONTRACT.md), case by case, against the wire only.
 
+pub mod audit;
 pub mod auth;
 pub mod email_flows;
 pub mod limits;

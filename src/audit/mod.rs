@@ -82,3 +82,51 @@ impl AuditEvent {
         self
     }
 }
+
+/// A stored event, as `GET /auth/audit` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    /// UTC, RFC 3339.
+    pub at: String,
+    pub action: String,
+    pub outcome: String,
+    pub actor_id: Option<i64>,
+    pub subject_id: Option<i64>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Value,
+}
+
+/// Which events to list: every filter is optional; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Events the user did or that were done to them.
+    pub user_id: Option<i64>,
+    /// An action, or a dotted prefix of actions (`mfa` matches `mfa.totp.enrolled`).
+    pub action: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub since: Option<chrono::NaiveDateTime>,
+    pub until: Option<chrono::NaiveDateTime>,
+    /// Only events older than this id (the paging cursor).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// Where events are kept: appended, never changed.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync + std::fmt::Debug {
+    async fn append(
+        &self,
+        event: &AuditEvent,
+        at: chrono::NaiveDateTime,
+    ) -> Result<(), crate::identity::IdentityError>;
+
+    async fn list(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, crate::identity::IdentityError>;
+}
+
+mod store;
+pub use store::SqlAuditLog;
