@@ -31,7 +31,7 @@ pub(super) const LIMIT: QueryInt = QueryInt {
 };
 pub(super) const ACTION: QueryText = QueryText {
     name: "action",
-    kind: TextKind::Free(64),
+    kind: TextKind::Word(64),
     description: "An action (`signin`), or a dotted prefix of actions (`mfa` for `mfa.totp.enrolled`, ...).",
 };
 pub(super) const OUTCOME: QueryText = QueryText {

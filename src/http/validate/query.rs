@@ -7,11 +7,18 @@ use super::{Issue, Rejection};
 use crate::http::Request;
 use crate::http::schema::Schema;
 
+/// The characters of a `Word`, as the document states them.
+const WORD_PATTERN: &str = "^[a-z0-9._-]*$";
+
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+}
+
 /// What a text query parameter may hold.
 #[derive(Debug, Clone, Copy)]
 pub enum TextKind {
-    /// Up to this many characters.
-    Free(usize),
+    /// Up to this many characters of `a-z`, `0-9`, `.`, `_` and `-`.
+    Word(usize),
     /// One of these words.
     OneOf(&'static [&'static str]),
     /// An RFC 3339 date-time (`2026-11-29T10:00:00Z`).
@@ -35,7 +42,7 @@ impl QueryText {
         let loc = vec!["query".into(), self.name.into()];
         let input = Value::String(text.clone());
         match self.kind {
-            TextKind::Free(max) if text.chars().count() > max => Err(Rejection::one(
+            TextKind::Word(max) if text.chars().count() > max => Err(Rejection::one(
                 Issue::new(
                     "string_too_long",
                     loc,
@@ -43,6 +50,15 @@ impl QueryText {
                     input,
                 )
                 .ctx(json!({ "max_length": max })),
+            )),
+            TextKind::Word(_) if !text.chars().all(is_word_char) => Err(Rejection::one(
+                Issue::new(
+                    "string_pattern_mismatch",
+                    loc,
+                    format!("String should match pattern '{WORD_PATTERN}'"),
+                    input,
+                )
+                .ctx(json!({ "pattern": WORD_PATTERN })),
             )),
             TextKind::OneOf(words) if !words.contains(&text.as_str()) => {
                 let expected = words
@@ -80,7 +96,7 @@ impl QueryText {
     pub fn schema(&self) -> Schema {
         let schema = Schema::string().describe(self.description);
         match self.kind {
-            TextKind::Free(max) => schema.length(0, max),
+            TextKind::Word(max) => schema.length(0, max).pattern(WORD_PATTERN),
             TextKind::OneOf(words) => schema.with_enum(words),
             TextKind::DateTime => schema.format("date-time"),
         }

@@ -189,6 +189,7 @@ pub async fn trail_records_each_event_for_admins(env: &Env) {
         ("?limit=0", "greater_than_equal"),
         ("?limit=501", "less_than_equal"),
         ("?user_id=abc", "int_parsing"),
+        ("?action=sign%00in", "string_pattern_mismatch"),
     ] {
         let reply = audit(env, &admin.access_token, query).await;
         assert_eq!(reply.status, 422, "{query}: {}", reply.text);
