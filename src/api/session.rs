@@ -382,6 +382,7 @@ pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
     if let Some(device_id) = device_id.as_deref() {
         app.backend.end_session(user_id, device_id).await?;
         app.sessions.session_ended(device_id);
+        app.deny_list.deny(&[device_id.to_string()]).await;
     }
     let mut response = Response::json(StatusCode::OK, &SIGNED_OUT);
     for name in [ACCESS_COOKIE, REFRESH_COOKIE] {

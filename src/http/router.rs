@@ -28,6 +28,11 @@ pub enum Route {
     EmailTest,
     Docs,
     DocsJson,
+    /// `/auth/sessions`: the caller's device sessions.
+    Sessions,
+    Session,
+    /// An admin's force-logout of a user.
+    UserSessions,
 }
 
 impl Route {
@@ -44,6 +49,8 @@ impl Route {
             | Self::Docs
             | Self::DocsJson => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
+            Self::Sessions => &[Method::GET, Method::HEAD, Method::DELETE],
+            Self::Session | Self::UserSessions => &[Method::DELETE],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Signup
             | Self::Signin
@@ -87,11 +94,14 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/email/email/test", Route::EmailTest),
     ("/docs", Route::Docs),
     ("/docs/json", Route::DocsJson),
+    ("/auth/sessions", Route::Sessions),
+    ("/auth/sessions/{session_id}", Route::Session),
+    ("/auth/admin/users/{user_id}/sessions", Route::UserSessions),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    /// The route, and the `{user_id}` segment when the route has one.
+    /// The route, and its `{...}` segment when the route has one.
     Found(Route, Option<String>),
     WrongMethod(String),
     /// 307 to this path (the twin with or without a trailing slash).
@@ -120,7 +130,7 @@ impl Router {
                 let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
                 return Resolution::WrongMethod(allow.join(", "));
             }
-            let param = found.params.get("user_id").map(str::to_string);
+            let param = found.params.iter().next().map(|(_, v)| v.to_string());
             return Resolution::Found(route, param);
         }
         if path != "/" {
@@ -179,6 +189,14 @@ mod tests {
         assert_eq!(
             router.resolve(&Method::GET, "/docs/nope"),
             Resolution::NotFound
+        );
+        assert_eq!(
+            router.resolve(&Method::DELETE, "/auth/sessions/AxkkMuB3"),
+            Resolution::Found(Route::Session, Some("AxkkMuB3".into()))
+        );
+        assert_eq!(
+            router.resolve(&Method::DELETE, "/auth/admin/users/7/sessions"),
+            Resolution::Found(Route::UserSessions, Some("7".into()))
         );
         assert_eq!(
             router.resolve(&Method::HEAD, "/health"),
