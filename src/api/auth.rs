@@ -6,13 +6,16 @@
 //! refused here at once, and a session found live is not asked about again
 //! for a few seconds (other replicas learn of a sign-out within that time),
 //! so the request path seldom leaves the process. With `REDIS_URL`, a
-//! session ended on any replica (`/auth/sessions`, an admin's force-logout)
-//! is on the shared deny-list, asked before that cache: every replica
-//! refuses its tokens at their next request. Without Redis, or while it does
-//! not answer, the registry alone decides, within the 5 seconds of cache. The same holds for the
-//! profile `GET /users/me` answers with: a user read from the store is kept
-//! for those few seconds, and a change made through this replica (update,
-//! deletion, password reset) forgets it at once.
+//! session ended on any replica (sign-out, `/auth/sessions`, an admin's
+//! force-logout) is on the shared deny-list, asked before that cache (one
+//! Redis `EXISTS` per request): every replica refuses its tokens at their
+//! next request. Without Redis, or while it does not answer, the registry
+//! alone decides, so other replicas refuse them within the 5 seconds of
+//! cache.
+//!
+//! The same holds for the profile `GET /users/me` answers with: a user read
+//! from the store is kept for those few seconds, and a change made through
+//! this replica (update, deletion, password reset) forgets it at once.
 
 use std::sync::Arc;
 use std::time::Duration;
