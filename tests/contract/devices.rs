@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::Env;
 use crate::harness::{Gateway, Options, Reply, TestUser, env};
+use crate::upstream::Upstream;
 
 const INVALID: &str = "Invalid token or expired token.";
 
@@ -352,17 +353,36 @@ async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_revocations_through_redis() {
-    let env_ = keycloak_env(|o| o.set("REDIS_URL", &redis_url())).await;
+    let upstream = Upstream::start("sessions-upstream").await;
+    let routes =
+        std::env::temp_dir().join(format!("authgate-routes-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &routes,
+        format!(
+            "[[routes]]\nprefix = \"/api\"\nupstreams = [\"{}\"]\npolicy = \"authenticated\"\n",
+            upstream.host_port()
+        ),
+    )
+    .unwrap();
+    let env_ = keycloak_env(|o| {
+        o.set("REDIS_URL", &redis_url())
+            .set("ROUTES_FILE", &routes.to_string_lossy())
+    })
+    .await;
     let (b, attempts, _) = revoke_across_replicas(&env_).await;
     // Refused at B's very first request after the revocation, although B
     // held the token as live: the shared deny-list decided, not the cache.
     assert_eq!(attempts, 1);
     assert_eq!(metric(&b, "authgate_redis_up").await, Some(1.0));
 
-    // The entry is namespaced and lives as long as an access token.
+    // Forwarding stops the same way; the entry is namespaced and lives as
+    // long as an access token.
     let a = &env_.gw;
     let user = a.verified_user(&env_.mail, "ttl").await;
     let other = sign_in_from(a, &user, "ttl/1.0", "203.0.113.51").await;
+    let forwarded = b.get_bearer("/api/echo", &other.access).await;
+    assert_eq!(forwarded.status, 200, "{}", forwarded.text);
+    assert_eq!(forwarded.json["upstream"], "sessions-upstream");
     let reply = delete_bearer(
         a,
         &format!("/auth/sessions/{}", other.sid),
@@ -370,6 +390,13 @@ async fn replicas_share_revocations_through_redis() {
     )
     .await;
     assert_eq!(reply.status, 200);
+    b.get_bearer("/api/echo", &other.access)
+        .await
+        .assert_detail(403, INVALID);
+    assert_eq!(
+        b.get_bearer("/api/echo", &user.access_token).await.status,
+        200
+    );
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let ttl: i64 = redis::cmd("TTL")
@@ -383,6 +410,7 @@ async fn replicas_share_revocations_through_redis() {
         ttl > 0 && ttl as f64 <= lifetime,
         "TTL {ttl} s, access lifetime {lifetime} s"
     );
+    let _ = std::fs::remove_file(&routes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
