@@ -13,6 +13,7 @@ pub mod audit;
 pub mod check_config;
 pub mod clock;
 pub mod config;
+pub mod denylist;
 pub mod http;
 pub mod identity;
 pub mod mail;
@@ -181,6 +182,30 @@ fn rate_limiter(
     ))
 }
 
+/// The deny-list of ended sessions in Redis when `REDIS_URL` is set.
+fn deny_list(
+    config: &Config,
+    tokens: &TokenService,
+    clock: Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+) -> Result<denylist::DenyList, StartupError> {
+    let Some(url) = &config.edge.redis_url else {
+        return Ok(denylist::DenyList::off(clock));
+    };
+    let metrics = Arc::clone(metrics);
+    denylist::DenyList::redis(
+        url,
+        tokens.lifetimes().access,
+        clock,
+        Box::new(move |up| metrics.redis_up.set(i64::from(up))),
+    )
+    .map_err(|err| {
+        StartupError::Config(config::ConfigError(format!(
+            "REDIS_URL is not usable: {err}"
+        )))
+    })
+}
+
 /// Builds the application from a checked configuration (no I/O happens here).
 pub fn build_app(config: Config) -> Result<App, StartupError> {
     let config = Arc::new(config);
@@ -213,8 +238,10 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
     )?);
     let limiter = Arc::new(rate_limiter(&config, &metrics)?);
     let audit_log = audit_log(&config)?;
-    let app =
-        App::new(config, tokens, backend, mailer, clock, metrics, audit_log)?.with_limiter(limiter);
+    let deny_list = Arc::new(deny_list(&config, &tokens, Arc::clone(&clock), &metrics)?);
+    let app = App::new(config, tokens, backend, mailer, clock, metrics, audit_log)?
+        .with_limiter(limiter)
+        .with_deny_list(deny_list);
     Ok(match external_tokens {
         Some(verifier) => app.with_external_tokens(verifier),
         None => app,

@@ -114,7 +114,7 @@ impl Metrics {
             redis_up: {
                 let gauge = IntGauge::new(
                     "redis_up",
-                    "1 while Redis answers the shared rate limits, 0 while limits are local.",
+                    "1 while Redis answers (shared rate limits, ended sessions), 0 while each replica decides alone.",
                 )?;
                 registry.register(Box::new(gauge.clone()))?;
                 gauge

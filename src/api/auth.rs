@@ -5,10 +5,17 @@
 //! Revocation answers are cached per process: a signed-out session is
 //! refused here at once, and a session found live is not asked about again
 //! for a few seconds (other replicas learn of a sign-out within that time),
-//! so the request path seldom leaves the process. The same holds for the
-//! profile `GET /users/me` answers with: a user read from the store is kept
-//! for those few seconds, and a change made through this replica (update,
-//! deletion, password reset) forgets it at once.
+//! so the request path seldom leaves the process. With `REDIS_URL`, a
+//! session ended on any replica (sign-out, `/auth/sessions`, an admin's
+//! force-logout) is on the shared deny-list, asked before that cache (one
+//! Redis `EXISTS` per request): every replica refuses its tokens at their
+//! next request. Without Redis, or while it does not answer, the registry
+//! alone decides, so other replicas refuse them within the 5 seconds of
+//! cache.
+//!
+//! The same holds for the profile `GET /users/me` answers with: a user read
+//! from the store is kept for those few seconds, and a change made through
+//! this replica (update, deletion, password reset) forgets it at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -207,10 +214,14 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, A
 
 async fn revoked(app: &App, claims: &SessionClaims) -> Result<bool, IdentityError> {
     let cache = &app.sessions;
-    if let Some(device_id) = &claims.device_id
-        && cache.ended.contains_key(device_id)
-    {
-        return Ok(true);
+    if let Some(device_id) = &claims.device_id {
+        if cache.ended.contains_key(device_id) {
+            return Ok(true);
+        }
+        if app.deny_list.listed(device_id).await == Some(true) {
+            cache.session_ended(device_id);
+            return Ok(true);
+        }
     }
     let key = format!(
         "{}/{}/{}",

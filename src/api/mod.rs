@@ -6,6 +6,7 @@
 mod account;
 mod audit;
 pub mod auth;
+mod devices;
 pub mod docs;
 mod email_test;
 mod error;
@@ -88,6 +89,8 @@ pub struct App {
     pub mailer: Arc<Mailer>,
     pub limiter: Arc<RateLimiter>,
     pub sessions: auth::SessionCache,
+    /// Ended sessions shared by the replicas (Redis), checked with `sessions`.
+    pub deny_list: Arc<crate::denylist::DenyList>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// Verifier of the identity provider's own tokens (keycloak mode).
@@ -111,6 +114,7 @@ impl App {
             audit_log,
             limiter: Arc::new(RateLimiter::local_only()),
             sessions: auth::SessionCache::new(tokens.lifetimes().access),
+            deny_list: Arc::new(crate::denylist::DenyList::off(Arc::clone(&clock))),
             config,
             tokens,
             backend,
@@ -125,6 +129,12 @@ impl App {
     /// Uses this limiter (e.g. one shared through Redis) for every limit.
     pub fn with_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
         self.limiter = limiter;
+        self
+    }
+
+    /// Shares ended sessions with the other replicas through this list.
+    pub fn with_deny_list(mut self, deny_list: Arc<crate::denylist::DenyList>) -> Self {
+        self.deny_list = deny_list;
         self
     }
 
@@ -237,6 +247,10 @@ impl App {
             (Route::Docs, _) => Ok(docs::page()),
             (Route::DocsJson, _) => Ok(docs::json(self)),
             (Route::Audit, _) => audit::list(self, &req).await,
+            (Route::Sessions, &Method::DELETE) => devices::end_others(self, &req).await,
+            (Route::Sessions, _) => devices::list(self, &req).await,
+            (Route::Session, _) => devices::end_one(self, &req, user_param).await,
+            (Route::UserSessions, _) => devices::end_all(self, &req, user_param).await,
         }
     }
 }

@@ -411,6 +411,7 @@ pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
     if let Some(device_id) = device_id.as_deref() {
         app.backend.end_session(user_id, device_id).await?;
         app.sessions.session_ended(device_id);
+        app.deny_list.deny(&[device_id.to_string()]).await;
     }
     app.audit(
         AuditEvent::success("signout")

@@ -29,6 +29,11 @@ pub enum Route {
     Docs,
     DocsJson,
     Audit,
+    /// `/auth/sessions`: the caller's device sessions.
+    Sessions,
+    Session,
+    /// An admin's force-logout of a user.
+    UserSessions,
 }
 
 impl Route {
@@ -46,6 +51,8 @@ impl Route {
             | Self::DocsJson
             | Self::Audit => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
+            Self::Sessions => &[Method::GET, Method::HEAD, Method::DELETE],
+            Self::Session | Self::UserSessions => &[Method::DELETE],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Signup
             | Self::Signin
@@ -90,11 +97,14 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/docs", Route::Docs),
     ("/docs/json", Route::DocsJson),
     ("/auth/audit", Route::Audit),
+    ("/auth/sessions", Route::Sessions),
+    ("/auth/sessions/{session_id}", Route::Session),
+    ("/auth/admin/users/{user_id}/sessions", Route::UserSessions),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    /// The route, and the `{user_id}` segment when the route has one.
+    /// The route, and its `{...}` segment when the route has one.
     Found(Route, Option<String>),
     WrongMethod(String),
     /// 307 to this path (the twin with or without a trailing slash).
@@ -123,7 +133,7 @@ impl Router {
                 let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
                 return Resolution::WrongMethod(allow.join(", "));
             }
-            let param = found.params.get("user_id").map(str::to_string);
+            let param = found.params.iter().next().map(|(_, v)| v.to_string());
             return Resolution::Found(route, param);
         }
         if path != "/" {
@@ -182,6 +192,14 @@ mod tests {
         assert_eq!(
             router.resolve(&Method::GET, "/docs/nope"),
             Resolution::NotFound
+        );
+        assert_eq!(
+            router.resolve(&Method::DELETE, "/auth/sessions/AxkkMuB3"),
+            Resolution::Found(Route::Session, Some("AxkkMuB3".into()))
+        );
+        assert_eq!(
+            router.resolve(&Method::DELETE, "/auth/admin/users/7/sessions"),
+            Resolution::Found(Route::UserSessions, Some("7".into()))
         );
         assert_eq!(
             router.resolve(&Method::HEAD, "/health"),

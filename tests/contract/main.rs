@@ -9,6 +9,7 @@
 
 mod cases;
 mod config_errors;
+mod devices;
 mod edge;
 mod embedded;
 mod faults;

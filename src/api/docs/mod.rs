@@ -18,6 +18,7 @@ use http::header::{CACHE_CONTROL, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::App;
+use super::devices::{Ended, SessionOut};
 use super::meta::{Root, Status};
 use super::session::{RefreshAnswer, SessionAnswer, SignedOut};
 use super::users::UserOut;
@@ -178,6 +179,8 @@ fn answer_schemas() -> Map<String, Value> {
         (ResendAnswer::NAME, ResendAnswer::component()),
         (UserOut::NAME, UserOut::component()),
         (AuditPage::NAME, AuditPage::component()),
+        (SessionOut::NAME, SessionOut::component()),
+        (Ended::NAME, Ended::component()),
     ]
     .into_iter()
     .map(|(name, schema)| (name.to_string(), schema))
@@ -225,16 +228,20 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
 }
 
 /// `{name}` segments of a path template. Path parameters are read with
-/// `validate::path_int`: 32-bit integers.
+/// `validate::path_int` (32-bit integers), but for the opaque `session_id`.
 fn path_parameters(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
+            let schema = match name {
+                "session_id" => Schema::string(),
+                _ => Schema::integer().format("int32"),
+            };
             json!({
                 "name": name,
                 "in": "path",
                 "required": true,
-                "schema": Schema::integer().format("int32").into_value(),
+                "schema": schema.into_value(),
             })
         })
         .collect()
@@ -312,7 +319,7 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
         shared.push(detail(
             501,
             "The backend has no such feature (native mode).",
-            vec![IdentityError::Unsupported("This feature").to_string()],
+            vec![IdentityError::Unsupported(op.feature).to_string()],
         ));
     }
     if op.backend {

@@ -11,6 +11,7 @@ use super::super::audit::{
     OUTCOME as AUDIT_OUTCOME, SINCE as AUDIT_SINCE, UNTIL as AUDIT_UNTIL, USER_ID as AUDIT_USER_ID,
 };
 use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
+use super::super::devices::{self, Ended, SessionOut};
 use super::super::email_test::TestBody;
 use super::super::meta::{Root, Status};
 use super::super::password::{ForgotBody, ResetBody};
@@ -177,6 +178,8 @@ pub struct Operation {
     pub backend: bool,
     /// A keycloak-mode feature: answers 501 on a backend without it.
     pub enterprise: bool,
+    /// The feature's name in that 501 answer (`IdentityError::Unsupported`).
+    pub feature: &'static str,
 }
 
 impl Operation {
@@ -193,6 +196,7 @@ impl Operation {
             limited: false,
             backend: true,
             enterprise: false,
+            feature: "This feature",
         }
     }
 
@@ -222,10 +226,15 @@ impl Operation {
     }
 
     /// A feature of keycloak mode (tagged `enterprise`; 501 elsewhere).
-    #[allow(dead_code)] // used by the `/auth/...` operations
     fn enterprise(mut self) -> Self {
         self.enterprise = true;
         self.tag = Tag::Enterprise;
+        self
+    }
+
+    /// Names the feature in the 501 answer.
+    fn feature(mut self, name: &'static str) -> Self {
+        self.feature = name;
         self
     }
 
@@ -496,6 +505,51 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             .query(AUDIT_BEFORE)
             .query(AUDIT_LIMIT)
             .answer(Answer::ok::<AuditPage>("A page of events.")),
+        Route::Sessions if get => Operation::new("listSessions", Tag::Enterprise, "My device sessions")
+            .describe(
+                "The caller's open sessions (Keycloak's, merged with the device the gateway saw at \
+                 sign-in), oldest first; `current` marks the token's own.",
+            )
+            .enterprise()
+            .feature(devices::FEATURE)
+            .access(Access::Token)
+            .answer(Answer::json(200, "The open sessions.", Schema::array(Schema::of::<SessionOut>()))),
+        Route::Sessions if method == Method::DELETE => {
+            Operation::new("endOtherSessions", Tag::Enterprise, "Sign out my other devices")
+                .describe(
+                    "Ends every open session of the caller but the token's own: their refresh tokens \
+                     stop working and their access tokens are refused.",
+                )
+                .enterprise()
+                .feature(devices::FEATURE)
+                .access(Access::Token)
+                .answer(Answer::ok::<Ended>("Ended; `ended` counts them."))
+        }
+        Route::Session if method == Method::DELETE => {
+            Operation::new("endSession", Tag::Enterprise, "Sign out one of my devices")
+                .describe(
+                    "Ends one open session of the caller, as a sign-out would. Another user's session \
+                     or an unknown id is not found, and nothing changes.",
+                )
+                .enterprise()
+                .feature(devices::FEATURE)
+                .access(Access::Token)
+                .answer(Answer::ok::<Ended>("Ended."))
+                .answer(Answer::details(404, "No such open session of the caller.", &[devices::SESSION_NOT_FOUND]))
+        }
+        Route::UserSessions if method == Method::DELETE => {
+            Operation::new("endUserSessions", Tag::Enterprise, "Sign a user out everywhere (admin)")
+                .describe(
+                    "Ends every session of the user, including tokens not yet used: refresh tokens \
+                     stop working and access tokens are refused.",
+                )
+                .enterprise()
+                .feature(devices::FEATURE)
+                .access(Access::Admin)
+                .answer(Answer::ok::<Ended>("Ended; `ended` counts the open sessions."))
+                .answer(user_not_found())
+        }
+        Route::Sessions | Route::Session | Route::UserSessions => return None,
         Route::Root
         | Route::Health
         | Route::Ready

@@ -45,6 +45,19 @@ impl KcUser {
     }
 }
 
+/// A user session as the Admin API represents it (times in milliseconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KcSession {
+    pub id: String,
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    #[serde(default)]
+    pub start: i64,
+    #[serde(default)]
+    pub last_access: i64,
+}
+
 /// What creating a user came to.
 #[derive(Debug)]
 pub enum Created {
@@ -276,10 +289,16 @@ impl Admin {
 
     /// Ids of the user's open sessions.
     pub async fn user_sessions(&self, id: &str) -> Result<Vec<String>, KcError> {
-        #[derive(Deserialize)]
-        struct Session {
-            id: String,
-        }
+        Ok(self
+            .sessions_of(id)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect())
+    }
+
+    /// The user's open sessions (none for an unknown user).
+    pub async fn sessions_of(&self, id: &str) -> Result<Vec<KcSession>, KcError> {
         let r = self
             .http
             .admin(
@@ -291,10 +310,7 @@ impl Admin {
             )
             .await?;
         match r.status {
-            StatusCode::OK => {
-                let sessions: Vec<Session> = r.json("user_sessions")?;
-                Ok(sessions.into_iter().map(|s| s.id).collect())
-            }
+            StatusCode::OK => r.json("user_sessions"),
             StatusCode::NOT_FOUND => Ok(Vec::new()),
             _ => Err(r.unexpected("user_sessions", "unexpected status")),
         }

@@ -1,6 +1,122 @@
-//! [`Devices`] through Keycloak.
+//! [`Devices`] through Keycloak: the open sessions are Keycloak's (Admin
+//! API), merged with what the gateway recorded of each device at sign-in;
+//! ending one does what a sign-out does (Keycloak and the registry).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::KeycloakBackend;
-use crate::identity::devices::Devices;
+use super::admin::KcSession;
+use super::registry::Identity;
+use crate::identity::IdentityError;
+use crate::identity::devices::{DeviceSession, Devices};
 
-impl Devices for KeycloakBackend {}
+fn time_of(millis: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+impl KeycloakBackend {
+    async fn identity(&self, user_id: i64) -> Result<Identity, IdentityError> {
+        self.registry
+            .by_legacy_id(user_id)
+            .await?
+            .ok_or(IdentityError::NotFound)
+    }
+
+    async fn open_sessions(&self, identity: &Identity) -> Result<Vec<KcSession>, IdentityError> {
+        Ok(self
+            .admin
+            .sessions_of(&identity.keycloak_id.to_string())
+            .await?)
+    }
+
+    /// Ends sessions the way sign-out does: refused by the registry first,
+    /// then ended in Keycloak (their refresh tokens stop working).
+    async fn end_sessions(&self, user_id: i64, ids: &[String]) -> Result<(), IdentityError> {
+        self.registry.end_sessions(ids, user_id).await?;
+        for id in ids {
+            self.admin.delete_session(id).await?;
+        }
+        self.registry.forget_devices(ids).await
+    }
+}
+
+#[async_trait]
+impl Devices for KeycloakBackend {
+    async fn sessions(&self, user_id: i64) -> Result<Vec<DeviceSession>, IdentityError> {
+        let identity = self.identity(user_id).await?;
+        let open = self.open_sessions(&identity).await?;
+        let ids: Vec<String> = open.iter().map(|s| s.id.clone()).collect();
+        let mut seen = self.registry.devices(identity.legacy_id, &ids).await?;
+        let mut sessions: Vec<DeviceSession> = open
+            .into_iter()
+            .map(|kc| {
+                let row = seen.remove(&kc.id);
+                DeviceSession {
+                    ip_address: row
+                        .as_ref()
+                        .and_then(|r| r.ip_address.clone())
+                        .or(kc.ip_address),
+                    user_agent: row.and_then(|r| r.user_agent),
+                    started_at: time_of(kc.start),
+                    last_access: time_of(kc.last_access),
+                    id: kc.id,
+                }
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(sessions)
+    }
+
+    async fn end_device_session(
+        &self,
+        user_id: i64,
+        session_id: &str,
+    ) -> Result<bool, IdentityError> {
+        let Some(identity) = self.registry.by_legacy_id(user_id).await? else {
+            return Ok(false);
+        };
+        let open = self.open_sessions(&identity).await?;
+        if !open.iter().any(|s| s.id == session_id) {
+            return Ok(false);
+        }
+        self.end_sessions(user_id, &[session_id.to_string()])
+            .await?;
+        Ok(true)
+    }
+
+    async fn end_other_sessions(
+        &self,
+        user_id: i64,
+        keep: Option<&str>,
+    ) -> Result<Vec<String>, IdentityError> {
+        let identity = self.identity(user_id).await?;
+        let ended: Vec<String> = self
+            .open_sessions(&identity)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| Some(id.as_str()) != keep)
+            .collect();
+        self.end_sessions(user_id, &ended).await?;
+        Ok(ended)
+    }
+
+    async fn end_all_device_sessions(&self, user_id: i64) -> Result<Vec<String>, IdentityError> {
+        let identity = self.identity(user_id).await?;
+        let ended: Vec<String> = self
+            .open_sessions(&identity)
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        // Every token issued until now, sessions of the gateway's own included.
+        self.registry.end_sessions(&ended, user_id).await?;
+        self.registry.revoke_all(identity.legacy_id).await?;
+        self.admin
+            .logout_user(&identity.keycloak_id.to_string())
+            .await?;
+        self.registry.forget_devices(&ended).await?;
+        Ok(ended)
+    }
+}

@@ -7,6 +7,7 @@
 //! `/users/me` use PostgreSQL and keys in memory, never Keycloak.
 
 pub mod admin;
+mod device_rows;
 mod devices;
 pub mod http;
 pub mod import;
@@ -344,11 +345,18 @@ impl IdentityBackend for KeycloakBackend {
 
     async fn record_session(
         &self,
-        _login: &Login,
-        _device: &DeviceInfo,
+        login: &Login,
+        device: &DeviceInfo,
         _refresh_token: &str,
     ) -> Result<(), IdentityError> {
-        // Keycloak records the session (IP, user agent) itself.
+        // Keycloak holds the session but not the user agent, and sees the
+        // gateway's address: keep the device as the gateway saw it. Sessions
+        // of the gateway's own (verification links) are not Keycloak's.
+        if login.upstream.is_some() {
+            self.registry
+                .record_device(&login.device_id, login.user.id, device)
+                .await?;
+        }
         Ok(())
     }
 

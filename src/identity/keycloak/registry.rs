@@ -61,7 +61,7 @@ impl Registry {
         self.db.pool().await
     }
 
-    fn now(&self) -> NaiveDateTime {
+    pub(super) fn now(&self) -> NaiveDateTime {
         self.clock.naive_utc()
     }
 
