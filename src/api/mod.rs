@@ -11,6 +11,7 @@ mod error;
 mod meta;
 mod password;
 mod session;
+mod sso;
 mod users;
 mod verification;
 
@@ -226,6 +227,8 @@ impl App {
             (Route::EmailTest, _) => email_test::send(self, &req).await,
             (Route::Docs, _) => Ok(docs::page()),
             (Route::DocsJson, _) => Ok(docs::json(self)),
+            (Route::SsoLogin, _) => sso::login(self, &req).await,
+            (Route::SsoCallback, _) => sso::callback(self, &req).await,
         }
     }
 }

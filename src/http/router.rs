@@ -28,6 +28,8 @@ pub enum Route {
     EmailTest,
     Docs,
     DocsJson,
+    SsoLogin,
+    SsoCallback,
 }
 
 impl Route {
@@ -42,7 +44,9 @@ impl Route {
             | Self::Metrics
             | Self::Me
             | Self::Docs
-            | Self::DocsJson => GET,
+            | Self::DocsJson
+            | Self::SsoLogin
+            | Self::SsoCallback => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Signup
@@ -87,6 +91,8 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/email/email/test", Route::EmailTest),
     ("/docs", Route::Docs),
     ("/docs/json", Route::DocsJson),
+    ("/auth/login", Route::SsoLogin),
+    ("/auth/callback", Route::SsoCallback),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -142,7 +142,7 @@ impl Oidc {
     }
 }
 
-type TokenResult = Result<
+pub(super) type TokenResult = Result<
     CoreTokenResponse,
     RequestTokenError<
         KcError,
@@ -150,7 +150,7 @@ type TokenResult = Result<
     >,
 >;
 
-fn outcome(result: TokenResult) -> Result<Grant, KcError> {
+pub(super) fn outcome(result: TokenResult) -> Result<Grant, KcError> {
     match result {
         Ok(response) => {
             let refresh_token = response
