@@ -203,8 +203,7 @@ pub fn allowed_redirect(redirect: Option<&str>, settings: &SsoSettings) -> Optio
                 && (prefix == "/"
                     || url.path() == prefix.trim_end_matches('/')
                     || url.path().starts_with(prefix)
-                        && (prefix.ends_with('/')
-                            || url.path()[prefix.len()..].starts_with('/')))
+                        && (prefix.ends_with('/') || url.path()[prefix.len()..].starts_with('/')))
         })
         .then(|| url.to_string())
 }
@@ -232,7 +231,13 @@ mod tests {
             allowed_redirect(Some("/app/home?x=1"), &s).as_deref(),
             Some("/app/home?x=1")
         );
-        for bad in ["//evil.example/", "/\\evil.example", "/a b", "/a\nb", "evil"] {
+        for bad in [
+            "//evil.example/",
+            "/\\evil.example",
+            "/a b",
+            "/a\nb",
+            "evil",
+        ] {
             assert_eq!(allowed_redirect(Some(bad), &s), None, "{bad}");
         }
     }

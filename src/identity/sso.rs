@@ -133,8 +133,10 @@ impl SsoRefusal {
 pub trait Sso: Send + Sync + std::fmt::Debug {
     /// Stores a pending login and says where to send the browser; refuses
     /// an identity provider the realm does not have (or has disabled).
-    async fn begin(&self, request: SsoRequest)
-    -> Result<Result<SsoStart, SsoRefusal>, IdentityError>;
+    async fn begin(
+        &self,
+        request: SsoRequest,
+    ) -> Result<Result<SsoStart, SsoRefusal>, IdentityError>;
 
     /// Uses up the pending login named by `state` (it must be known,
     /// unexpired, unused and this browser's), exchanges the code, checks the

@@ -16,6 +16,7 @@ mod harness;
 mod keycloak_mode;
 mod legacy_db;
 mod smtp;
+mod sso;
 mod upstream;
 
 use harness::{Gateway, Mailbox, Options, TempDir, TestDb, TestUser};

@@ -10,8 +10,8 @@ use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
 use super::super::email_test::TestBody;
 use super::super::meta::{Root, Status};
 use super::super::password::{ForgotBody, ResetBody};
-use super::super::sso::{FEATURE as SSO, LOGIN_COOKIE, MISSING_PROVIDER, REDIRECT_NOT_ALLOWED};
 use super::super::session::{RefreshAnswer, RefreshBody, SessionAnswer, SignedOut, SigninBody};
+use super::super::sso::{FEATURE as SSO, LOGIN_COOKIE, MISSING_PROVIDER, REDIRECT_NOT_ALLOWED};
 use super::super::users::{CreateBody, LIMIT, OFFSET, UpdateBody, UserOut};
 use super::super::verification::{
     INVALID_OR_EXPIRED, ResendAnswer, ResendBody, VerifiedAnswer, VerifyBody,

@@ -23,8 +23,14 @@ use super::oidc::{Grant, outcome};
 use crate::clock::Clock;
 use crate::identity::UpstreamTokens;
 
-type Client =
-    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet, EndpointNotSet>;
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+    EndpointNotSet,
+>;
 
 /// The realm's keys are fetched again after this long (and on a token
 /// signed with a key not among them).
@@ -123,13 +129,12 @@ impl Broker {
         pkce_verifier: &str,
         callback_url: &str,
     ) -> Result<Exchange, KcError> {
-        let redirect = RedirectUrl::new(callback_url.to_string()).map_err(|e| {
-            KcError::Unexpected {
+        let redirect =
+            RedirectUrl::new(callback_url.to_string()).map_err(|e| KcError::Unexpected {
                 operation: "code_grant",
                 status: 0,
                 body: e.to_string(),
-            }
-        })?;
+            })?;
         let http = Arc::clone(&self.http);
         let call = move |request| {
             let http = Arc::clone(&http);
@@ -159,7 +164,11 @@ impl Broker {
 
     /// Checks an ID token (signature with the realm's keys, issuer, audience
     /// = our client, expiry, nonce) and returns its subject.
-    pub async fn verify(&self, id_token: &CoreIdToken, nonce: &str) -> Result<String, IdTokenError> {
+    pub async fn verify(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: &str,
+    ) -> Result<String, IdTokenError> {
         let (keys, fresh) = self.keys(false).await?;
         match self.check(id_token, nonce, keys) {
             Err(ClaimsVerificationError::SignatureVerification(_)) if !fresh => {

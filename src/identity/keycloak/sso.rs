@@ -67,7 +67,9 @@ impl KeycloakBackend {
             email: kc.email.clone().unwrap_or_default(),
         };
         self.registry.upsert(Some(&mut tx), &identity).await?;
-        tx.commit().await.map_err(crate::identity::native::db::db_error)?;
+        tx.commit()
+            .await
+            .map_err(crate::identity::native::db::db_error)?;
         tracing::info!(legacy_id, %keycloak_id, "brokered user provisioned");
         Ok((identity.user(kc.email_verified), true))
     }
