@@ -674,6 +674,12 @@ async fn provider_errors_end_the_login_without_a_session() {
         .get(&format!("{callback}?code=x&state={state}"))
         .await;
     again.assert_detail(400, "Sign-in state already used");
+    // An error without a state (the provider lost it) is still the provider's.
+    let lost = browser
+        .get(&format!("{callback}?error=access_denied"))
+        .await;
+    lost.assert_detail(400, "Sign-in refused by the identity provider");
+    assert!(lost.set_cookies().is_empty());
     assert_eq!(
         count(&env, "SELECT count(*) FROM authgate_identities").await,
         0

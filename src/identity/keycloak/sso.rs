@@ -115,7 +115,11 @@ impl Sso for KeycloakBackend {
         callback: SsoCallback,
     ) -> Result<Result<SsoLogin, SsoRefusal>, IdentityError> {
         let Some(state) = callback.state.as_deref().filter(|s| !s.is_empty()) else {
-            return Ok(Err(SsoRefusal::MissingParameters));
+            return Ok(Err(if callback.error.is_some() {
+                SsoRefusal::ProviderError
+            } else {
+                SsoRefusal::MissingParameters
+            }));
         };
         let browser_key = callback.browser_key.as_deref().unwrap_or_default();
         // Used up first, whatever follows: a state works once.
