@@ -840,6 +840,39 @@ mod tests {
     }
 
     #[test]
+    fn sso_settings_defaults_and_refusals() {
+        let config = Config::from_map(&base()).unwrap();
+        assert!(config.sso.redirect_allowlist.is_empty());
+        assert_eq!(
+            config.sso.callback_url,
+            "http://localhost:5000/auth/callback"
+        );
+        assert_eq!(config.sso.login_lifetime, Duration::from_secs(300));
+        assert_eq!(config.keycloak.public_url, config.keycloak.url);
+        let mut map = base();
+        map.insert(
+            "SSO_REDIRECT_ALLOWLIST".into(),
+            "https://app.example.com, https://portal.example.com/sso/".into(),
+        );
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.sso.redirect_allowlist.len(), 2);
+        for (name, value) in [
+            ("SSO_REDIRECT_ALLOWLIST", "app.example.com"),
+            ("SSO_REDIRECT_ALLOWLIST", "https://user@app.example.com"),
+            ("SSO_REDIRECT_ALLOWLIST", "javascript:alert(1)"),
+            ("SSO_CALLBACK_URL", "/auth/callback"),
+            ("SSO_LOGIN_TTL_SECONDS", "5"),
+            ("SSO_LOGIN_TTL_SECONDS", "86400"),
+            ("KEYCLOAK_PUBLIC_URL", "keycloak"),
+        ] {
+            let mut map = base();
+            map.insert(name.into(), value.into());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+        }
+    }
+
+    #[test]
     fn legacy_defaults() {
         let config = Config::from_map(&base()).unwrap();
         assert_eq!(config.app.port, 5000);
