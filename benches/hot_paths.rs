@@ -177,6 +177,7 @@ fn verify_rs256(c: &mut Criterion) {
     // background refresh (every 300 s) ever fire, it goes to the discard port.
     let settings = KeycloakSettings {
         url: "http://127.0.0.1:9".parse().expect("url"),
+        public_url: "http://127.0.0.1:9".parse().expect("url"),
         realm: "authgate".into(),
         client_id: "authgate".into(),
         client_secret: "authgate-dev-secret".into(),

@@ -43,6 +43,9 @@ pub struct KeycloakSettings {
     /// Bound on every call to Keycloak.
     pub timeout: Duration,
     pub token_format: TokenFormat,
+    /// `KEYCLOAK_PUBLIC_URL`: Keycloak's base URL as browsers reach it (single
+    /// sign-on sends them there); `url` unless set.
+    pub public_url: url::Url,
 }
 
 impl std::fmt::Debug for KeycloakSettings {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for KeycloakSettings {
             .field("client_secret", &"***")
             .field("timeout", &self.timeout)
             .field("token_format", &self.token_format)
+            .field("public_url", &self.public_url.as_str())
             .finish()
     }
 }
@@ -193,6 +197,18 @@ pub struct RateLimitSettings {
     pub email_per_ip: Option<Quota>,
 }
 
+/// Single sign-on (`/auth/login`, `/auth/callback`; keycloak mode).
+#[derive(Debug, Clone)]
+pub struct SsoSettings {
+    /// `SSO_REDIRECT_ALLOWLIST`: absolute origins or URL prefixes the browser
+    /// may be sent to after signing in (relative paths are always allowed).
+    pub redirect_allowlist: Vec<url::Url>,
+    /// `SSO_CALLBACK_URL`: the gateway's `/auth/callback` as browsers reach it.
+    pub callback_url: String,
+    /// `SSO_LOGIN_TTL_SECONDS`: how long a begun login waits for its callback.
+    pub login_lifetime: Duration,
+}
+
 /// Where the gateway stands in the network.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeSettings {
@@ -224,6 +240,7 @@ pub struct Config {
     pub verification_mail_limit: u32,
     pub verification_mail_window: Duration,
     pub edge: EdgeSettings,
+    pub sso: SsoSettings,
     /// `DATA_DIR`: where the embedded store, the generated key and the mail
     /// outbox live (default `authgate-data`).
     pub data_dir: PathBuf,
@@ -477,6 +494,8 @@ impl Config {
         let smtp = smtp_settings(&src, &app.name, &data_dir)?;
         let keycloak = keycloak_settings(&src)?;
 
+        let sso = sso_settings(&src, &app.url)?;
+
         let rate_limits = RateLimitSettings {
             signin_per_ip: src.quota("RATE_LIMIT_SIGNIN_PER_IP", "60/minute")?,
             signin_per_account: src.quota("RATE_LIMIT_SIGNIN_PER_ACCOUNT", "10/minute")?,
@@ -517,6 +536,7 @@ impl Config {
                 1,
             )?),
             edge: edge_settings(&src)?,
+            sso,
             data_dir,
             notices,
         })
@@ -630,6 +650,54 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
     })
 }
 
+fn sso_settings(src: &Source<'_>, app_url: &str) -> Result<SsoSettings, ConfigError> {
+    let mut redirect_allowlist = Vec::new();
+    for item in src
+        .optional("SSO_REDIRECT_ALLOWLIST")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let allowed = url::Url::parse(item)
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some_and(|h| !h.is_empty())
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            })
+            .ok_or_else(|| {
+                problem(format!(
+                    "SSO_REDIRECT_ALLOWLIST must list absolute http(s) origins or URL prefixes, without query or credentials (got {item:?})"
+                ))
+            })?;
+        redirect_allowlist.push(allowed);
+    }
+    let callback_url = src.string("SSO_CALLBACK_URL", &format!("{app_url}/auth/callback"));
+    url::Url::parse(&callback_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| {
+            problem(format!(
+                "SSO_CALLBACK_URL must be an absolute http(s) URL (got {callback_url:?})"
+            ))
+        })?;
+    let lifetime = src.number("SSO_LOGIN_TTL_SECONDS", 300u64, 30)?;
+    if lifetime > 3600 {
+        return Err(problem(format!(
+            "SSO_LOGIN_TTL_SECONDS must be at most 3600 (got {lifetime})"
+        )));
+    }
+    Ok(SsoSettings {
+        redirect_allowlist,
+        callback_url,
+        login_lifetime: Duration::from_secs(lifetime),
+    })
+}
+
 fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> {
     let text = src.string("KEYCLOAK_URL", "http://127.0.0.1:8080");
     let url = url::Url::parse(text.trim_end_matches('/'))
@@ -653,8 +721,18 @@ fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> 
             )));
         }
     };
+    let public_text = src.string("KEYCLOAK_PUBLIC_URL", url.as_str());
+    let public_url = url::Url::parse(public_text.trim_end_matches('/'))
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| {
+            problem(format!(
+                "KEYCLOAK_PUBLIC_URL must be an http(s) URL (got {public_text:?})"
+            ))
+        })?;
     Ok(KeycloakSettings {
         url,
+        public_url,
         realm: src.string("KEYCLOAK_REALM", "authgate"),
         client_id: src.string("KEYCLOAK_CLIENT_ID", "authgate"),
         client_secret: src.string("KEYCLOAK_CLIENT_SECRET", "authgate-dev-secret"),
@@ -759,6 +837,39 @@ mod tests {
             "SECRET_KEY".to_string(),
             "9e25a2588fcee7d21ea15fb1a63d5135".to_string(),
         )])
+    }
+
+    #[test]
+    fn sso_settings_defaults_and_refusals() {
+        let config = Config::from_map(&base()).unwrap();
+        assert!(config.sso.redirect_allowlist.is_empty());
+        assert_eq!(
+            config.sso.callback_url,
+            "http://localhost:5000/auth/callback"
+        );
+        assert_eq!(config.sso.login_lifetime, Duration::from_secs(300));
+        assert_eq!(config.keycloak.public_url, config.keycloak.url);
+        let mut map = base();
+        map.insert(
+            "SSO_REDIRECT_ALLOWLIST".into(),
+            "https://app.example.com, https://portal.example.com/sso/".into(),
+        );
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.sso.redirect_allowlist.len(), 2);
+        for (name, value) in [
+            ("SSO_REDIRECT_ALLOWLIST", "app.example.com"),
+            ("SSO_REDIRECT_ALLOWLIST", "https://user@app.example.com"),
+            ("SSO_REDIRECT_ALLOWLIST", "javascript:alert(1)"),
+            ("SSO_CALLBACK_URL", "/auth/callback"),
+            ("SSO_LOGIN_TTL_SECONDS", "5"),
+            ("SSO_LOGIN_TTL_SECONDS", "86400"),
+            ("KEYCLOAK_PUBLIC_URL", "keycloak"),
+        ] {
+            let mut map = base();
+            map.insert(name.into(), value.into());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod error;
 mod meta;
 mod password;
 mod session;
+mod sso;
 mod users;
 mod verification;
 
@@ -251,6 +252,8 @@ impl App {
             (Route::Sessions, _) => devices::list(self, &req).await,
             (Route::Session, _) => devices::end_one(self, &req, user_param).await,
             (Route::UserSessions, _) => devices::end_all(self, &req, user_param).await,
+            (Route::SsoLogin, _) => sso::login(self, &req).await,
+            (Route::SsoCallback, _) => sso::callback(self, &req).await,
         }
     }
 }

@@ -34,6 +34,8 @@ pub enum Route {
     Session,
     /// An admin's force-logout of a user.
     UserSessions,
+    SsoLogin,
+    SsoCallback,
 }
 
 impl Route {
@@ -49,7 +51,9 @@ impl Route {
             | Self::Me
             | Self::Docs
             | Self::DocsJson
-            | Self::Audit => GET,
+            | Self::Audit
+            | Self::SsoLogin
+            | Self::SsoCallback => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
             Self::Sessions => &[Method::GET, Method::HEAD, Method::DELETE],
             Self::Session | Self::UserSessions => &[Method::DELETE],
@@ -100,6 +104,8 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/auth/sessions", Route::Sessions),
     ("/auth/sessions/{session_id}", Route::Session),
     ("/auth/admin/users/{user_id}/sessions", Route::UserSessions),
+    ("/auth/login", Route::SsoLogin),
+    ("/auth/callback", Route::SsoCallback),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ mod keycloak_mode;
 mod legacy_db;
 mod roles;
 mod smtp;
+mod sso;
 mod upstream;
 
 use harness::{Gateway, Mailbox, Options, TempDir, TestDb, TestUser};

@@ -204,6 +204,15 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
     let parameters: Vec<Value> = path_params
         .into_iter()
         .chain(op.query.iter().map(query_parameter))
+        .chain(op.query_text.iter().map(|(name, description)| {
+            json!({
+                "name": name,
+                "in": "query",
+                "required": false,
+                "description": description,
+                "schema": Schema::string().into_value(),
+            })
+        }))
         .collect();
     if !parameters.is_empty() {
         out["parameters"] = Value::Array(parameters);
@@ -315,7 +324,7 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
             headers: vec![Header::RetryAfter],
         });
     }
-    if op.enterprise {
+    if op.enterprise && !op.answers.iter().any(|a| a.status == 501) {
         shared.push(detail(
             501,
             "The backend has no such feature (native mode).",
@@ -356,8 +365,11 @@ fn render_answer(answer: &Answer) -> Value {
         Content::Other(media_type, schema) => {
             json!({ *media_type: { "schema": schema.clone().into_value() } })
         }
+        Content::None => Value::Null,
     };
-    out["content"] = content;
+    if !content.is_null() {
+        out["content"] = content;
+    }
     if !answer.headers.is_empty() {
         let headers: Map<String, Value> =
             answer.headers.iter().map(|h| render_header(*h)).collect();
@@ -385,6 +397,24 @@ fn render_header(header: Header) -> (String, Value) {
         Header::ClearCookies => (
             "Set-Cookie".into(),
             cookie("cleared (value `\"\"`, `Max-Age=0`, an `expires` date in 1970)"),
+        ),
+        Header::Location => (
+            "Location".into(),
+            json!({
+                "description": "Where the browser goes next.",
+                "required": true,
+                "schema": Schema::string().into_value(),
+            }),
+        ),
+        Header::LoginCookie(name) => (
+            "Set-Cookie".into(),
+            json!({
+                "description": format!(
+                    "`{name}`: binds the begun login to this browser (`HttpOnly`, `SameSite=lax`, \
+                     `Path` of `SSO_CALLBACK_URL`, `Max-Age` of `SSO_LOGIN_TTL_SECONDS`)."
+                ),
+                "schema": Schema::string().into_value(),
+            }),
         ),
         Header::RetryAfter => (
             "Retry-After".into(),

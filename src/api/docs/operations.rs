@@ -16,6 +16,7 @@ use super::super::email_test::TestBody;
 use super::super::meta::{Root, Status};
 use super::super::password::{ForgotBody, ResetBody};
 use super::super::session::{RefreshAnswer, RefreshBody, SessionAnswer, SignedOut, SigninBody};
+use super::super::sso::{FEATURE as SSO, LOGIN_COOKIE, MISSING_PROVIDER, REDIRECT_NOT_ALLOWED};
 use super::super::users::{CreateBody, LIMIT, OFFSET, UpdateBody, UserOut};
 use super::super::verification::{
     INVALID_OR_EXPIRED, ResendAnswer, ResendBody, VerifiedAnswer, VerifyBody,
@@ -25,6 +26,7 @@ use crate::http::router::Route;
 use crate::http::schema::{Documented, Schema, request_body};
 use crate::http::validate::{Model, QueryInt, QueryText};
 use crate::identity::IdentityError;
+use crate::identity::sso::SsoRefusal;
 
 /// Groups of operations, in the order the document lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,10 @@ pub enum Header {
     /// Both token cookies are cleared.
     ClearCookies,
     RetryAfter,
+    /// `Location` of a redirect.
+    Location,
+    /// A cookie of this name is set.
+    LoginCookie(&'static str),
 }
 
 /// The body of an answer.
@@ -105,6 +111,8 @@ pub enum Content {
     Details(Vec<String>),
     /// Another media type (e.g. `text/plain`) with this schema.
     Other(&'static str, Schema),
+    /// No body (a redirect).
+    None,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +177,9 @@ pub struct Operation {
     pub access: Access,
     pub body: Option<Body>,
     pub query: Vec<QueryParam>,
+    /// Optional text query parameters: name and description (read as they
+    /// come; a bad value is the operation's own 400, never a 422).
+    pub query_text: Vec<(&'static str, &'static str)>,
     /// Answers particular to the operation; the shared ones (403, 413, 422,
     /// 429, 503) follow from the fields below and from `access` and `body`.
     pub answers: Vec<Answer>,
@@ -192,6 +203,7 @@ impl Operation {
             access: Access::Public,
             body: None,
             query: Vec::new(),
+            query_text: Vec::new(),
             answers: Vec::new(),
             limited: false,
             backend: true,
@@ -550,6 +562,57 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 .answer(user_not_found())
         }
         Route::Sessions | Route::Session | Route::UserSessions => return None,
+        Route::SsoLogin if get => Operation::new("ssoLogin", Tag::Enterprise, "Single sign-on: begin")
+            .describe(
+                "Starts the OIDC authorization-code flow with PKCE (S256) at Keycloak, which brokers \
+                 straight to the identity provider `provider` (`kc_idp_hint`). Answers 302 to Keycloak \
+                 and sets the short-lived `authgate_sso` cookie that binds the login to this browser. \
+                 `redirect` (default `/`) is where the browser goes once signed in: a path on this \
+                 site, or an absolute URL under `SSO_REDIRECT_ALLOWLIST`.",
+            )
+            .query_text("provider", "The identity provider's alias in the realm (required).")
+            .query_text("redirect", "Where to go after signing in (default `/`).")
+            .answer(Answer {
+                status: 302,
+                description: "To Keycloak's authorization endpoint; sets the `authgate_sso` cookie.",
+                content: Content::None,
+                headers: vec![Header::Location, Header::LoginCookie(LOGIN_COOKIE)],
+            })
+            .answer(details(
+                400,
+                "No provider, an unknown or disabled one, or a redirect that is not allowed.",
+                vec![
+                    MISSING_PROVIDER.to_string(),
+                    SsoRefusal::UnknownProvider.to_string(),
+                    REDIRECT_NOT_ALLOWED.to_string(),
+                ],
+            ))
+            .unsupported(SSO),
+        Route::SsoCallback if get => Operation::new("ssoCallback", Tag::Enterprise, "Single sign-on: callback")
+            .describe(
+                "Where Keycloak sends the browser back. The `state` must be known, unexpired, unused and \
+                 this browser's (`authgate_sso` cookie); it is used up at once. The code is exchanged \
+                 with the PKCE verifier, the ID token checked (signature, issuer, audience, nonce), and \
+                 a first-time user gets their integer id. Then a session opens as at sign-in: 302 to the \
+                 saved redirect with both token cookies. Any error: no session, no cookies.",
+            )
+            .query_text("code", "The authorization code.")
+            .query_text("state", "The state given at `/auth/login`.")
+            .query_text("error", "Set by the identity provider when the sign-in failed (e.g. `access_denied`).")
+            .answer(Answer {
+                status: 302,
+                description: "Signed in: to the saved redirect, with both token cookies.",
+                content: Content::None,
+                headers: vec![Header::Location, Header::SetCookies],
+            })
+            .answer(details(
+                400,
+                "Missing, unknown, used, expired or another browser's state; the identity provider's \
+                 error; or a code Keycloak refused.",
+                sso_refusals(400),
+            ))
+            .answer(details(401, "The ID token did not verify.", sso_refusals(401)))
+            .unsupported(SSO),
         Route::Root
         | Route::Health
         | Route::Ready
@@ -569,6 +632,8 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
         | Route::User
         | Route::EmailTest
         | Route::Audit => return None,
+        | Route::SsoLogin
+        | Route::SsoCallback => return None,
     };
     Some(op)
 }
@@ -597,4 +662,23 @@ impl Operation {
         self.query.push(param.into());
         self
     }
+
+    fn query_text(mut self, name: &'static str, description: &'static str) -> Self {
+        self.query_text.push((name, description));
+        self
+    }
+
+    /// A keycloak-mode feature, named in its 501 answer.
+    fn unsupported(self, feature: &'static str) -> Self {
+        self.enterprise().feature(feature)
+    }
+}
+
+/// The `detail`s of a refused single sign-on callback, by status.
+fn sso_refusals(status: u16) -> Vec<String> {
+    SsoRefusal::ALL
+        .iter()
+        .filter(|r| **r != SsoRefusal::UnknownProvider && (status == 401) == r.unauthorized())
+        .map(ToString::to_string)
+        .collect()
 }

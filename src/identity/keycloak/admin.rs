@@ -382,4 +382,53 @@ impl Admin {
             Err(r.unexpected("grant_role", "unexpected status"))
         }
     }
+
+    /// Whether the realm has an enabled identity provider of this alias
+    /// (`identity-provider/instances/{alias}`). The alias is checked to be
+    /// a plain name first, so it cannot reach another Admin API path.
+    pub async fn identity_provider_enabled(&self, alias: &str) -> Result<bool, KcError> {
+        #[derive(Deserialize)]
+        struct Provider {
+            #[serde(default = "enabled_default")]
+            enabled: bool,
+        }
+        let plain = !alias.is_empty()
+            && alias.len() <= 255
+            && alias
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !alias.chars().all(|c| c == '.');
+        if !plain {
+            return Ok(false);
+        }
+        let r = self
+            .http
+            .admin(
+                "get_identity_provider",
+                Method::GET,
+                &format!("/identity-provider/instances/{alias}"),
+                None,
+                &[],
+            )
+            .await?;
+        match r.status {
+            StatusCode::OK => Ok(r.json::<Provider>("get_identity_provider")?.enabled),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(r.unexpected("get_identity_provider", "unexpected status")),
+        }
+    }
+
+    /// Sets one single-valued attribute, keeping the others.
+    pub async fn set_attribute(
+        &self,
+        user: &KcUser,
+        name: &str,
+        value: &str,
+    ) -> Result<Result<(), String>, KcError> {
+        let mut attributes = user.attributes.clone().unwrap_or_default();
+        attributes.insert(name.to_string(), vec![value.to_string()]);
+        let mut changes = serde_json::Map::new();
+        changes.insert("attributes".into(), json!(attributes));
+        self.update(&user.id, &changes).await
+    }
 }

@@ -7,6 +7,7 @@
 //! `/users/me` use PostgreSQL and keys in memory, never Keycloak.
 
 pub mod admin;
+mod broker;
 mod device_rows;
 mod devices;
 pub mod http;
@@ -16,6 +17,7 @@ mod mfa;
 pub mod oidc;
 pub mod registry;
 mod sso;
+mod sso_logins;
 
 use std::sync::Arc;
 
@@ -68,6 +70,19 @@ impl AccountLocks {
     }
 }
 
+/// What single sign-on needs ([`sso`]).
+#[derive(Debug)]
+struct SsoParts {
+    broker: broker::Broker,
+    logins: sso_logins::SsoLogins,
+    /// Identity provider alias → exists and enabled, asked briefly.
+    providers: moka::future::Cache<String, bool>,
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+/// How long an identity provider's existence is believed.
+const PROVIDER_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug)]
 pub struct KeycloakBackend {
     http: Arc<KcHttp>,
@@ -75,11 +90,23 @@ pub struct KeycloakBackend {
     oidc: Oidc,
     registry: Registry,
     account_locks: AccountLocks,
+    sso: SsoParts,
 }
 
 impl KeycloakBackend {
     pub fn new(http: Arc<KcHttp>, registry: Registry) -> Result<Self, String> {
+        let (db, clock) = registry.shared();
+        let sso = SsoParts {
+            broker: broker::Broker::new(Arc::clone(&http), Arc::clone(&clock))?,
+            logins: sso_logins::SsoLogins::new(db, Arc::clone(&clock)),
+            providers: moka::future::Cache::builder()
+                .max_capacity(1024)
+                .time_to_live(PROVIDER_CACHE_FOR)
+                .build(),
+            clock,
+        };
         Ok(Self {
+            sso,
             admin: Admin::new(Arc::clone(&http)),
             oidc: Oidc::new(Arc::clone(&http))?,
             http,

@@ -214,7 +214,7 @@ impl Oidc {
     }
 }
 
-type TokenResult = Result<
+pub(super) type TokenResult = Result<
     CoreTokenResponse,
     RequestTokenError<
         KcError,
@@ -222,7 +222,7 @@ type TokenResult = Result<
     >,
 >;
 
-fn outcome(result: TokenResult) -> Result<Grant, KcError> {
+pub(super) fn outcome(result: TokenResult) -> Result<Grant, KcError> {
     match result {
         Ok(response) => {
             let refresh_token = response

@@ -57,6 +57,11 @@ impl Registry {
         }
     }
 
+    /// The database and clock, for the other stores of keycloak mode.
+    pub fn shared(&self) -> (Arc<Database<Postgres>>, Arc<dyn Clock>) {
+        (Arc::clone(&self.db), Arc::clone(&self.clock))
+    }
+
     pub async fn pool(&self) -> &PgPool {
         self.db.pool().await
     }
@@ -75,6 +80,21 @@ impl Registry {
 
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, IdentityError> {
         self.pool().await.begin().await.map_err(db_error)
+    }
+
+    /// Holds, until `tx` ends, a lock on one Keycloak user shared by every
+    /// replica (so two first logins of one user provision one id).
+    pub async fn lock_keycloak_id(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        keycloak_id: Uuid,
+    ) -> Result<(), IdentityError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .bind(keycloak_id.to_string())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// A new integer id from the legacy `users` sequence.
