@@ -9,6 +9,7 @@ pub mod docs;
 mod email_test;
 mod error;
 mod meta;
+mod mfa;
 mod password;
 mod session;
 mod users;
@@ -226,6 +227,10 @@ impl App {
             (Route::EmailTest, _) => email_test::send(self, &req).await,
             (Route::Docs, _) => Ok(docs::page()),
             (Route::DocsJson, _) => Ok(docs::json(self)),
+            (Route::Totp, &Method::POST) => mfa::start(self, &req).await,
+            (Route::Totp, &Method::DELETE) => mfa::remove(self, &req).await,
+            (Route::Totp, _) => mfa::status(self, &req).await,
+            (Route::TotpConfirm, _) => mfa::confirm(self, &req).await,
         }
     }
 }

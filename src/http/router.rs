@@ -28,6 +28,8 @@ pub enum Route {
     EmailTest,
     Docs,
     DocsJson,
+    Totp,
+    TotpConfirm,
 }
 
 impl Route {
@@ -45,6 +47,7 @@ impl Route {
             | Self::DocsJson => GET,
             Self::Users => &[Method::GET, Method::HEAD, Method::POST],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+            Self::Totp => &[Method::GET, Method::HEAD, Method::POST, Method::DELETE],
             Self::Signup
             | Self::Signin
             | Self::RefreshToken
@@ -53,7 +56,8 @@ impl Route {
             | Self::ResendVerification
             | Self::ForgotPassword
             | Self::ResetPassword
-            | Self::EmailTest => POST,
+            | Self::EmailTest
+            | Self::TotpConfirm => POST,
         }
     }
 
@@ -87,6 +91,8 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/email/email/test", Route::EmailTest),
     ("/docs", Route::Docs),
     ("/docs/json", Route::DocsJson),
+    ("/auth/mfa/totp", Route::Totp),
+    ("/auth/mfa/totp/confirm", Route::TotpConfirm),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ mod faults;
 mod harness;
 mod keycloak_mode;
 mod legacy_db;
+mod mfa;
 mod smtp;
 mod upstream;
 

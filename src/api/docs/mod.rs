@@ -300,7 +300,7 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
             headers: vec![Header::RetryAfter],
         });
     }
-    if op.enterprise {
+    if op.enterprise && !op.answers.iter().any(|a| a.status == 501) {
         shared.push(detail(
             501,
             "The backend has no such feature (native mode).",

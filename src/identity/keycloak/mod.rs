@@ -7,6 +7,7 @@
 //! `/users/me` use PostgreSQL and keys in memory, never Keycloak.
 
 pub mod admin;
+mod credentials;
 mod devices;
 pub mod http;
 pub mod import;
@@ -42,6 +43,10 @@ impl From<KcError> for IdentityError {
     }
 }
 
+/// A boxed future that is `Send`, for the backend's inner async helpers.
+type SendFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, IdentityError>> + Send + 'a>>;
+
 /// Keycloak's description of a correct password on an account with a
 /// pending required action (here: verify e-mail).
 const NOT_SET_UP: &str = "Account is not fully set up";
@@ -72,6 +77,9 @@ pub struct KeycloakBackend {
     http: Arc<KcHttp>,
     admin: Admin,
     oidc: Oidc,
+    /// The client that checks a password without the second factor.
+    password_check: Oidc,
+    credentials: credentials::Credentials,
     registry: Registry,
     account_locks: AccountLocks,
 }
@@ -81,6 +89,8 @@ impl KeycloakBackend {
         Ok(Self {
             admin: Admin::new(Arc::clone(&http)),
             oidc: Oidc::new(Arc::clone(&http))?,
+            password_check: Oidc::password_check(Arc::clone(&http))?,
+            credentials: credentials::Credentials::new(Arc::clone(&http)),
             http,
             registry,
             account_locks: AccountLocks::default(),
@@ -159,6 +169,72 @@ impl KeycloakBackend {
             return Ok(self.admin.find_by_email(login).await?);
         }
         Ok(None)
+    }
+
+    /// What a password grant says about a sign-in. (Boxed as `Send`: the
+    /// compiler cannot prove it for the callers' futures otherwise.)
+    fn judge<'a>(&'a self, login: &'a str, grant: Grant) -> SendFuture<'a, CredentialCheck> {
+        Box::pin(async move {
+            match grant {
+                Grant::Granted(tokens) => {
+                    let claims =
+                        KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
+                            IdentityError::Internal("Keycloak access token unreadable".into())
+                        })?;
+                    let known = match Uuid::parse_str(&claims.sub) {
+                        Ok(id) => self.registry.by_keycloak_id(id).await?,
+                        Err(_) => None,
+                    };
+                    let user = match known {
+                        Some(identity) => identity.user(true),
+                        None => {
+                            let kc = self
+                                .admin
+                                .get(&claims.sub)
+                                .await?
+                                .ok_or(IdentityError::NotFound)?;
+                            self.user_of(&kc).await?.ok_or_else(|| {
+                                IdentityError::Internal(
+                                    "Keycloak user has no usable legacy_id".into(),
+                                )
+                            })?
+                        }
+                    };
+                    if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
+                        self.registry
+                            .set_roles(keycloak_id, &claims.roles())
+                            .await?;
+                    }
+                    let device_id = claims
+                        .sid
+                        .clone()
+                        .unwrap_or_else(|| Uuid::new_v4().to_string());
+                    Ok(CredentialCheck::Valid(Login {
+                        user,
+                        device_id,
+                        upstream: Some(tokens),
+                    }))
+                }
+                Grant::Refused { error, description }
+                    if error == "invalid_grant" && description == NOT_SET_UP =>
+                {
+                    // Keycloak checked the password before the pending actions.
+                    let Some(kc) = self.find_login(login).await? else {
+                        return Ok(CredentialCheck::Invalid);
+                    };
+                    match self.user_of(&kc).await? {
+                        Some(user) if !kc.email_verified => Ok(CredentialCheck::Unverified(user)),
+                        _ => Ok(CredentialCheck::Invalid),
+                    }
+                }
+                Grant::Refused { error, description } => {
+                    if error != "invalid_grant" {
+                        tracing::warn!(%error, %description, "password grant refused unexpectedly");
+                    }
+                    Ok(CredentialCheck::Invalid)
+                }
+            }
+        })
     }
 
     /// Keeps the roles of a fresh Keycloak token (role changes take effect
@@ -275,66 +351,10 @@ impl IdentityBackend for KeycloakBackend {
         let lock = self.account_locks.lock_for(login);
         let grant = {
             let _one_at_a_time = lock.lock().await;
-            self.oidc.password(login, password).await?
+            self.oidc.password(login, password, None).await?
         };
-        match grant {
-            Grant::Granted(tokens) => {
-                let claims = KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
-                    IdentityError::Internal("Keycloak access token unreadable".into())
-                })?;
-                let known = match Uuid::parse_str(&claims.sub) {
-                    Ok(id) => self.registry.by_keycloak_id(id).await?,
-                    Err(_) => None,
-                };
-                let user = match known {
-                    Some(identity) => identity.user(true),
-                    None => {
-                        let kc = self
-                            .admin
-                            .get(&claims.sub)
-                            .await?
-                            .ok_or(IdentityError::NotFound)?;
-                        self.user_of(&kc).await?.ok_or_else(|| {
-                            IdentityError::Internal("Keycloak user has no usable legacy_id".into())
-                        })?
-                    }
-                };
-                if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
-                    self.registry
-                        .set_roles(keycloak_id, &claims.roles())
-                        .await?;
-                }
-                let device_id = claims
-                    .sid
-                    .clone()
-                    .unwrap_or_else(|| Uuid::new_v4().to_string());
-                Ok(CredentialCheck::Valid(Login {
-                    user,
-                    device_id,
-                    upstream: Some(tokens),
-                }))
-            }
-            Grant::Refused { error, description }
-                if error == "invalid_grant" && description == NOT_SET_UP =>
-            {
-                // Keycloak checked the password before the pending actions.
-                let Some(kc) = self.find_login(login).await? else {
-                    return Ok(CredentialCheck::Invalid);
-                };
-                match self.user_of(&kc).await? {
-                    Some(user) if !kc.email_verified => Ok(CredentialCheck::Unverified(user)),
-                    _ => Ok(CredentialCheck::Invalid),
-                }
-            }
-            Grant::Refused { error, description } => {
-                if error != "invalid_grant" {
-                    tracing::warn!(%error, %description, "password grant refused unexpectedly");
-                }
-                Ok(CredentialCheck::Invalid)
-            }
-        }
+        self.judge(login, grant).await
     }
-
     // login_verified: the trait's default. Keycloak opens sessions only on
     // credentials, so a verification link opens a session of the gateway's
     // own, checked against Keycloak at each refresh.
