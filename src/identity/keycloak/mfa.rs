@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::oidc::{Grant, KcClaims};
 use super::registry::Identity;
-use super::{KeycloakBackend, NOT_SET_UP, SendFuture};
+use super::{KeycloakBackend, NOT_SET_UP};
 use crate::identity::mfa::{Mfa, SignIn, TotpStatus};
 use crate::identity::{CredentialCheck, IdentityError};
 use crate::totp::TotpKey;
@@ -28,33 +28,31 @@ impl KeycloakBackend {
 
     /// Whether `password` is right for `login`, asked of the password-check
     /// client (no second factor). The caller holds the account's lock.
-    fn prove_password<'a>(&'a self, login: &'a str, password: &'a str) -> SendFuture<'a, bool> {
-        Box::pin(async move {
-            match self.password_check.password(login, password, None).await? {
-                Grant::Granted(tokens) => {
-                    // Only a proof: end the session it opened.
-                    let sid = KcClaims::of_fresh_token(&tokens.access_token).and_then(|c| c.sid);
-                    if let Some(sid) = sid
-                        && let Err(err) = self.admin.delete_session(&sid).await
-                    {
-                        tracing::warn!(error = %err, "password-check session not ended");
-                    }
-                    Ok(true)
-                }
-                // Right password, pending action (verify e-mail): proven too.
-                Grant::Refused { error, description }
-                    if error == "invalid_grant" && description == NOT_SET_UP =>
+    async fn prove_password(&self, login: &str, password: &str) -> Result<bool, IdentityError> {
+        match self.password_check.password(login, password, None).await? {
+            Grant::Granted(tokens) => {
+                // Only a proof: end the session it opened.
+                let sid = KcClaims::of_fresh_token(&tokens.access_token).and_then(|c| c.sid);
+                if let Some(sid) = sid
+                    && let Err(err) = self.admin.delete_session(&sid).await
                 {
-                    Ok(true)
+                    tracing::warn!(error = %err, "password-check session not ended");
                 }
-                Grant::Refused { error, description } => {
-                    if error != "invalid_grant" {
-                        tracing::warn!(%error, %description, "password check refused unexpectedly");
-                    }
-                    Ok(false)
-                }
+                Ok(true)
             }
-        })
+            // Right password, pending action (verify e-mail): proven too.
+            Grant::Refused { error, description }
+                if error == "invalid_grant" && description == NOT_SET_UP =>
+            {
+                Ok(true)
+            }
+            Grant::Refused { error, description } => {
+                if error != "invalid_grant" {
+                    tracing::warn!(%error, %description, "password check refused unexpectedly");
+                }
+                Ok(false)
+            }
+        }
     }
 }
 

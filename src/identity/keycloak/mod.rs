@@ -43,10 +43,6 @@ impl From<KcError> for IdentityError {
     }
 }
 
-/// A boxed future that is `Send`, for the backend's inner async helpers.
-type SendFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, IdentityError>> + Send + 'a>>;
-
 /// Keycloak's description of a correct password on an account with a
 /// pending required action (here: verify e-mail).
 const NOT_SET_UP: &str = "Account is not fully set up";
@@ -171,70 +167,64 @@ impl KeycloakBackend {
         Ok(None)
     }
 
-    /// What a password grant says about a sign-in. (Boxed as `Send`: the
-    /// compiler cannot prove it for the callers' futures otherwise.)
-    fn judge<'a>(&'a self, login: &'a str, grant: Grant) -> SendFuture<'a, CredentialCheck> {
-        Box::pin(async move {
-            match grant {
-                Grant::Granted(tokens) => {
-                    let claims =
-                        KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
-                            IdentityError::Internal("Keycloak access token unreadable".into())
-                        })?;
-                    let known = match Uuid::parse_str(&claims.sub) {
-                        Ok(id) => self.registry.by_keycloak_id(id).await?,
-                        Err(_) => None,
-                    };
-                    let user = match known {
-                        Some(identity) => identity.user(true),
-                        None => {
-                            let kc = self
-                                .admin
-                                .get(&claims.sub)
-                                .await?
-                                .ok_or(IdentityError::NotFound)?;
-                            self.user_of(&kc).await?.ok_or_else(|| {
-                                IdentityError::Internal(
-                                    "Keycloak user has no usable legacy_id".into(),
-                                )
-                            })?
-                        }
-                    };
-                    if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
-                        self.registry
-                            .set_roles(keycloak_id, &claims.roles())
-                            .await?;
+    /// What a password grant says about a sign-in.
+    async fn judge(&self, login: &str, grant: Grant) -> Result<CredentialCheck, IdentityError> {
+        match grant {
+            Grant::Granted(tokens) => {
+                let claims = KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
+                    IdentityError::Internal("Keycloak access token unreadable".into())
+                })?;
+                let known = match Uuid::parse_str(&claims.sub) {
+                    Ok(id) => self.registry.by_keycloak_id(id).await?,
+                    Err(_) => None,
+                };
+                let user = match known {
+                    Some(identity) => identity.user(true),
+                    None => {
+                        let kc = self
+                            .admin
+                            .get(&claims.sub)
+                            .await?
+                            .ok_or(IdentityError::NotFound)?;
+                        self.user_of(&kc).await?.ok_or_else(|| {
+                            IdentityError::Internal("Keycloak user has no usable legacy_id".into())
+                        })?
                     }
-                    let device_id = claims
-                        .sid
-                        .clone()
-                        .unwrap_or_else(|| Uuid::new_v4().to_string());
-                    Ok(CredentialCheck::Valid(Login {
-                        user,
-                        device_id,
-                        upstream: Some(tokens),
-                    }))
+                };
+                if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
+                    self.registry
+                        .set_roles(keycloak_id, &claims.roles())
+                        .await?;
                 }
-                Grant::Refused { error, description }
-                    if error == "invalid_grant" && description == NOT_SET_UP =>
-                {
-                    // Keycloak checked the password before the pending actions.
-                    let Some(kc) = self.find_login(login).await? else {
-                        return Ok(CredentialCheck::Invalid);
-                    };
-                    match self.user_of(&kc).await? {
-                        Some(user) if !kc.email_verified => Ok(CredentialCheck::Unverified(user)),
-                        _ => Ok(CredentialCheck::Invalid),
-                    }
-                }
-                Grant::Refused { error, description } => {
-                    if error != "invalid_grant" {
-                        tracing::warn!(%error, %description, "password grant refused unexpectedly");
-                    }
-                    Ok(CredentialCheck::Invalid)
+                let device_id = claims
+                    .sid
+                    .clone()
+                    .unwrap_or_else(|| Uuid::new_v4().to_string());
+                Ok(CredentialCheck::Valid(Login {
+                    user,
+                    device_id,
+                    upstream: Some(tokens),
+                }))
+            }
+            Grant::Refused { error, description }
+                if error == "invalid_grant" && description == NOT_SET_UP =>
+            {
+                // Keycloak checked the password before the pending actions.
+                let Some(kc) = self.find_login(login).await? else {
+                    return Ok(CredentialCheck::Invalid);
+                };
+                match self.user_of(&kc).await? {
+                    Some(user) if !kc.email_verified => Ok(CredentialCheck::Unverified(user)),
+                    _ => Ok(CredentialCheck::Invalid),
                 }
             }
-        })
+            Grant::Refused { error, description } => {
+                if error != "invalid_grant" {
+                    tracing::warn!(%error, %description, "password grant refused unexpectedly");
+                }
+                Ok(CredentialCheck::Invalid)
+            }
+        }
     }
 
     /// Keeps the roles of a fresh Keycloak token (role changes take effect
