@@ -181,6 +181,8 @@ fn verify_rs256(c: &mut Criterion) {
         realm: "authgate".into(),
         client_id: "authgate".into(),
         client_secret: "authgate-dev-secret".into(),
+        password_check_client_id: "authgate-password-check".into(),
+        password_check_client_secret: "authgate-password-check-dev-secret".into(),
         timeout: Duration::from_secs(1),
         token_format: TokenFormat::Legacy,
     };

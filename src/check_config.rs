@@ -114,10 +114,11 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         lines.push((
             "KEYCLOAK",
             format!(
-                "{} realm {}, client {} (secret ***), timeout {} ms, token format {:?}",
+                "{} realm {}, client {} (secret ***), password-check client {} (secret ***), timeout {} ms, token format {:?}",
                 kc.url,
                 kc.realm,
                 kc.client_id,
+                kc.password_check_client_id,
                 kc.timeout.as_millis(),
                 kc.token_format
             ),
@@ -133,13 +134,14 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
     ));
     let limits = &config.rate_limits;
     lines.push((
-        "RATE_LIMIT_SIGNIN_PER_IP / PER_ACCOUNT / SIGNUP / EMAIL",
+        "RATE_LIMIT_SIGNIN_PER_IP / PER_ACCOUNT / SIGNUP / EMAIL / OTP",
         format!(
-            "{} / {} / {} / {}",
+            "{} / {} / {} / {} / {}",
             quota(&limits.signin_per_ip),
             quota(&limits.signin_per_account),
             quota(&limits.signup_per_ip),
-            quota(&limits.email_per_ip)
+            quota(&limits.email_per_ip),
+            quota(&limits.otp_per_account)
         ),
     ));
     lines.push((

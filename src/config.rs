@@ -40,6 +40,10 @@ pub struct KeycloakSettings {
     pub realm: String,
     pub client_id: String,
     pub client_secret: String,
+    /// The client whose direct grant checks the password only: it proves a
+    /// password before the gateway says a one-time code is required.
+    pub password_check_client_id: String,
+    pub password_check_client_secret: String,
     /// Bound on every call to Keycloak.
     pub timeout: Duration,
     pub token_format: TokenFormat,
@@ -55,6 +59,8 @@ impl std::fmt::Debug for KeycloakSettings {
             .field("realm", &self.realm)
             .field("client_id", &self.client_id)
             .field("client_secret", &"***")
+            .field("password_check_client_id", &self.password_check_client_id)
+            .field("password_check_client_secret", &"***")
             .field("timeout", &self.timeout)
             .field("token_format", &self.token_format)
             .field("public_url", &self.public_url.as_str())
@@ -195,6 +201,8 @@ pub struct RateLimitSettings {
     pub signin_per_account: Option<Quota>,
     pub signup_per_ip: Option<Quota>,
     pub email_per_ip: Option<Quota>,
+    /// Sign-ins carrying a one-time code, TOTP confirmations and removals, per account.
+    pub otp_per_account: Option<Quota>,
 }
 
 /// Single sign-on (`/auth/login`, `/auth/callback`; keycloak mode).
@@ -501,6 +509,7 @@ impl Config {
             signin_per_account: src.quota("RATE_LIMIT_SIGNIN_PER_ACCOUNT", "10/minute")?,
             signup_per_ip: src.quota("RATE_LIMIT_SIGNUP_PER_IP", "30/minute")?,
             email_per_ip: src.quota("RATE_LIMIT_EMAIL_PER_IP", "30/minute")?,
+            otp_per_account: src.quota("RATE_LIMIT_OTP_PER_ACCOUNT", "5/minute")?,
         };
 
         let log_format = match src
@@ -736,6 +745,14 @@ fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> 
         realm: src.string("KEYCLOAK_REALM", "authgate"),
         client_id: src.string("KEYCLOAK_CLIENT_ID", "authgate"),
         client_secret: src.string("KEYCLOAK_CLIENT_SECRET", "authgate-dev-secret"),
+        password_check_client_id: src.string(
+            "KEYCLOAK_PASSWORD_CHECK_CLIENT_ID",
+            "authgate-password-check",
+        ),
+        password_check_client_secret: src.string(
+            "KEYCLOAK_PASSWORD_CHECK_CLIENT_SECRET",
+            "authgate-password-check-dev-secret",
+        ),
         timeout: Duration::from_millis(src.number("KEYCLOAK_TIMEOUT_MS", 5000u64, 100)?),
         token_format,
     })

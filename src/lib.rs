@@ -25,6 +25,7 @@ pub mod routes;
 pub mod secret_file;
 pub mod server;
 pub mod tokens;
+pub mod totp;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,7 @@ pub mod docs;
 mod email_test;
 mod error;
 mod meta;
+mod mfa;
 mod password;
 mod session;
 mod sso;
@@ -254,6 +255,10 @@ impl App {
             (Route::UserSessions, _) => devices::end_all(self, &req, user_param).await,
             (Route::SsoLogin, _) => sso::login(self, &req).await,
             (Route::SsoCallback, _) => sso::callback(self, &req).await,
+            (Route::Totp, &Method::POST) => mfa::start(self, &req).await,
+            (Route::Totp, &Method::DELETE) => mfa::remove(self, &req).await,
+            (Route::Totp, _) => mfa::status(self, &req).await,
+            (Route::TotpConfirm, _) => mfa::confirm(self, &req).await,
         }
     }
 }

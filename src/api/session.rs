@@ -23,6 +23,8 @@ pub(super) struct SigninBody {
     username: String,
     password: String,
     fallback_url: Option<String>,
+    /// The one-time code of a user with TOTP (ignored by backends without it).
+    otp: Option<String>,
 }
 
 impl Model for SigninBody {
@@ -30,6 +32,7 @@ impl Model for SigninBody {
         Field::string("username", 0, 255),
         Field::string("password", 0, 1024),
         Field::string("fallback_url", 0, 2083).optional(),
+        Field::string("otp", 0, 16).optional(),
     ];
 }
 
@@ -215,11 +218,18 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
         &body.username.trim().to_lowercase(),
     )
     .await?;
-    match app
-        .backend
-        .check_credentials(&body.username, &body.password)
-        .await?
-    {
+    let check = match app.backend.mfa() {
+        Some(mfa) => {
+            let otp = body.otp.as_deref();
+            super::mfa::check_signin(app, req, mfa, &body.username, &body.password, otp).await?
+        }
+        None => {
+            app.backend
+                .check_credentials(&body.username, &body.password)
+                .await?
+        }
+    };
+    match check {
         CredentialCheck::Invalid => {
             tracing::info!(outcome = "invalid", "sign-in");
             app.audit(AuditEvent::failure("signin").from(req).detail(json!({

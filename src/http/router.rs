@@ -36,6 +36,8 @@ pub enum Route {
     UserSessions,
     SsoLogin,
     SsoCallback,
+    Totp,
+    TotpConfirm,
 }
 
 impl Route {
@@ -58,6 +60,7 @@ impl Route {
             Self::Sessions => &[Method::GET, Method::HEAD, Method::DELETE],
             Self::Session | Self::UserSessions => &[Method::DELETE],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
+            Self::Totp => &[Method::GET, Method::HEAD, Method::POST, Method::DELETE],
             Self::Signup
             | Self::Signin
             | Self::RefreshToken
@@ -66,7 +69,8 @@ impl Route {
             | Self::ResendVerification
             | Self::ForgotPassword
             | Self::ResetPassword
-            | Self::EmailTest => POST,
+            | Self::EmailTest
+            | Self::TotpConfirm => POST,
         }
     }
 
@@ -106,6 +110,8 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/auth/admin/users/{user_id}/sessions", Route::UserSessions),
     ("/auth/login", Route::SsoLogin),
     ("/auth/callback", Route::SsoCallback),
+    ("/auth/mfa/totp", Route::Totp),
+    ("/auth/mfa/totp/confirm", Route::TotpConfirm),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

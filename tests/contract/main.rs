@@ -16,6 +16,7 @@ mod faults;
 mod harness;
 mod keycloak_mode;
 mod legacy_db;
+mod mfa;
 mod roles;
 mod smtp;
 mod sso;

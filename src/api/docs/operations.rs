@@ -14,6 +14,7 @@ use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
 use super::super::devices::{self, Ended, SessionOut};
 use super::super::email_test::TestBody;
 use super::super::meta::{Root, Status};
+use super::super::mfa::{self as totp, ConfirmBody, RemoveBody};
 use super::super::password::{ForgotBody, ResetBody};
 use super::super::session::{RefreshAnswer, RefreshBody, SessionAnswer, SignedOut, SigninBody};
 use super::super::sso::{FEATURE as SSO, LOGIN_COOKIE, MISSING_PROVIDER, REDIRECT_NOT_ALLOWED};
@@ -281,6 +282,15 @@ fn details(status: u16, description: &'static str, details: Vec<String>) -> Answ
     }
 }
 
+/// The 501 of the TOTP routes in native mode.
+fn totp_unsupported() -> Answer {
+    details(
+        501,
+        "The backend has no second factors (native mode).",
+        vec![IdentityError::Unsupported(totp::FEATURE).to_string()],
+    )
+}
+
 fn user_not_found() -> Answer {
     details(
         404,
@@ -372,8 +382,9 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             )
             .answer(Answer::details(
                 401,
-                "Wrong password or unknown user.",
-                &["Invalid credentials"],
+                "Wrong password or unknown user; or, in keycloak mode, the password is right but the \
+                 user has TOTP and `otp` is missing or wrong (`otp` is ignored for users without it).",
+                &["Invalid credentials", totp::CODE_REQUIRED, totp::CODE_INVALID],
             )),
         Route::RefreshToken if post => Operation::new("refresh", Tag::Session, "Refresh the access token")
             .describe(
@@ -613,6 +624,60 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             ))
             .answer(details(401, "The ID token did not verify.", sso_refusals(401)))
             .unsupported(SSO),
+        Route::Totp if get => Operation::new("totpStatus", Tag::Enterprise, "TOTP: status")
+            .describe("Whether the caller has a TOTP second factor (keycloak mode).")
+            .access(Access::Token)
+            .enterprise()
+            .answer(Answer::json(200, "The caller's TOTP status.", totp::status_schema()))
+            .answer(user_not_found())
+            .answer(totp_unsupported()),
+        Route::Totp if post => Operation::new("totpStart", Tag::Enterprise, "TOTP: start an enrolment")
+            .describe(
+                "A fresh key for the caller, not stored yet: base32, `otpauth://` URI (issuer \
+                 `APP_NAME`, account the user's e-mail), an SVG QR code of the URI, and an enrolment \
+                 token (sealed, valid 10 minutes) for `/auth/mfa/totp/confirm`. No request body.",
+            )
+            .access(Access::Token)
+            .enterprise()
+            .answer(Answer::json(200, "The pending enrolment.", totp::enrolment_schema()))
+            .answer(Answer::details(400, "TOTP is already enabled (remove it first).", &[totp::ALREADY_ENABLED]))
+            .answer(user_not_found())
+            .answer(totp_unsupported()),
+        Route::Totp if method == Method::DELETE => Operation::new("totpRemove", Tag::Enterprise, "TOTP: remove")
+            .describe(
+                "Removes the caller's TOTP; the body repeats the password. Each call counts against \
+                 `RATE_LIMIT_OTP_PER_ACCOUNT`.",
+            )
+            .access(Access::Token)
+            .enterprise()
+            .body(body::<RemoveBody>())
+            .limited()
+            .answer(Answer::ok::<Message>("`TOTP disabled`"))
+            .answer(Answer::details(400, "Wrong password; nothing changed.", &[totp::BAD_PASSWORD]))
+            .answer(details(
+                404,
+                "The caller has no TOTP (or is gone).",
+                vec![totp::NOT_ENABLED.into(), IdentityError::NotFound.to_string()],
+            ))
+            .answer(totp_unsupported()),
+        Route::TotpConfirm if post => Operation::new("totpConfirm", Tag::Enterprise, "TOTP: confirm an enrolment")
+            .describe(
+                "Checks a code of the pending key (the current 30-second step or one next to it); \
+                 only then is the key stored in Keycloak. Each call counts against \
+                 `RATE_LIMIT_OTP_PER_ACCOUNT`.",
+            )
+            .access(Access::Token)
+            .enterprise()
+            .body(body::<ConfirmBody>())
+            .limited()
+            .answer(Answer::ok::<Message>("`TOTP enabled`"))
+            .answer(Answer::details(
+                400,
+                "Bad, expired or another user's enrolment token, wrong code, or TOTP already enabled; nothing changed.",
+                &[totp::BAD_ENROLMENT, totp::CODE_INVALID, totp::ALREADY_ENABLED],
+            ))
+            .answer(user_not_found())
+            .answer(totp_unsupported()),
         Route::Root
         | Route::Health
         | Route::Ready
@@ -634,6 +699,8 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
         | Route::Audit => return None,
         | Route::SsoLogin
         | Route::SsoCallback => return None,
+        | Route::Totp
+        | Route::TotpConfirm => return None,
     };
     Some(op)
 }

@@ -28,6 +28,9 @@ pub struct KcUser {
     pub attributes: Option<HashMap<String, Vec<String>>>,
     #[serde(default)]
     pub required_actions: Vec<String>,
+    /// Whether the user has an OTP credential.
+    #[serde(default)]
+    pub totp: bool,
 }
 
 fn enabled_default() -> bool {

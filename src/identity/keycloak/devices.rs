@@ -16,13 +16,6 @@ fn time_of(millis: i64) -> DateTime<Utc> {
 }
 
 impl KeycloakBackend {
-    async fn identity(&self, user_id: i64) -> Result<Identity, IdentityError> {
-        self.registry
-            .by_legacy_id(user_id)
-            .await?
-            .ok_or(IdentityError::NotFound)
-    }
-
     async fn open_sessions(&self, identity: &Identity) -> Result<Vec<KcSession>, IdentityError> {
         Ok(self
             .admin

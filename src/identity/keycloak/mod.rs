@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod broker;
+mod credentials;
 mod device_rows;
 mod devices;
 pub mod http;
@@ -88,6 +89,9 @@ pub struct KeycloakBackend {
     http: Arc<KcHttp>,
     admin: Admin,
     oidc: Oidc,
+    /// The client that checks a password without the second factor.
+    password_check: Oidc,
+    credentials: credentials::Credentials,
     registry: Registry,
     account_locks: AccountLocks,
     sso: SsoParts,
@@ -109,6 +113,8 @@ impl KeycloakBackend {
             sso,
             admin: Admin::new(Arc::clone(&http)),
             oidc: Oidc::new(Arc::clone(&http))?,
+            password_check: Oidc::password_check(Arc::clone(&http))?,
+            credentials: credentials::Credentials::new(Arc::clone(&http)),
             http,
             registry,
             account_locks: AccountLocks::default(),
@@ -149,6 +155,14 @@ impl KeycloakBackend {
         Ok(adopted)
     }
 
+    /// The registry entry of a user id; `NotFound` when there is none.
+    async fn identity(&self, user_id: i64) -> Result<Identity, IdentityError> {
+        self.registry
+            .by_legacy_id(user_id)
+            .await?
+            .ok_or(IdentityError::NotFound)
+    }
+
     /// Ends every session of a user, in Keycloak and for the gateway's checks.
     async fn end_all_sessions(&self, identity: &Identity) -> Result<(), IdentityError> {
         let keycloak_id = identity.keycloak_id.to_string();
@@ -187,6 +201,66 @@ impl KeycloakBackend {
             return Ok(self.admin.find_by_email(login).await?);
         }
         Ok(None)
+    }
+
+    /// What a password grant says about a sign-in.
+    async fn judge(&self, login: &str, grant: Grant) -> Result<CredentialCheck, IdentityError> {
+        match grant {
+            Grant::Granted(tokens) => {
+                let claims = KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
+                    IdentityError::Internal("Keycloak access token unreadable".into())
+                })?;
+                let known = match Uuid::parse_str(&claims.sub) {
+                    Ok(id) => self.registry.by_keycloak_id(id).await?,
+                    Err(_) => None,
+                };
+                let user = match known {
+                    Some(identity) => identity.user(true),
+                    None => {
+                        let kc = self
+                            .admin
+                            .get(&claims.sub)
+                            .await?
+                            .ok_or(IdentityError::NotFound)?;
+                        self.user_of(&kc).await?.ok_or_else(|| {
+                            IdentityError::Internal("Keycloak user has no usable legacy_id".into())
+                        })?
+                    }
+                };
+                let roles = claims.roles();
+                if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
+                    self.registry.set_roles(keycloak_id, &roles).await?;
+                }
+                let device_id = claims
+                    .sid
+                    .clone()
+                    .unwrap_or_else(|| Uuid::new_v4().to_string());
+                Ok(CredentialCheck::Valid(Login {
+                    user,
+                    device_id,
+                    upstream: Some(tokens),
+                    roles: Some(roles),
+                }))
+            }
+            Grant::Refused { error, description }
+                if error == "invalid_grant" && description == NOT_SET_UP =>
+            {
+                // Keycloak checked the password before the pending actions.
+                let Some(kc) = self.find_login(login).await? else {
+                    return Ok(CredentialCheck::Invalid);
+                };
+                match self.user_of(&kc).await? {
+                    Some(user) if !kc.email_verified => Ok(CredentialCheck::Unverified(user)),
+                    _ => Ok(CredentialCheck::Invalid),
+                }
+            }
+            Grant::Refused { error, description } => {
+                if error != "invalid_grant" {
+                    tracing::warn!(%error, %description, "password grant refused unexpectedly");
+                }
+                Ok(CredentialCheck::Invalid)
+            }
+        }
     }
 
     /// Keeps the roles of a fresh Keycloak token (role changes take effect
@@ -306,66 +380,10 @@ impl IdentityBackend for KeycloakBackend {
         let lock = self.account_locks.lock_for(login);
         let grant = {
             let _one_at_a_time = lock.lock().await;
-            self.oidc.password(login, password).await?
+            self.oidc.password(login, password, None).await?
         };
-        match grant {
-            Grant::Granted(tokens) => {
-                let claims = KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
-                    IdentityError::Internal("Keycloak access token unreadable".into())
-                })?;
-                let known = match Uuid::parse_str(&claims.sub) {
-                    Ok(id) => self.registry.by_keycloak_id(id).await?,
-                    Err(_) => None,
-                };
-                let user = match known {
-                    Some(identity) => identity.user(true),
-                    None => {
-                        let kc = self
-                            .admin
-                            .get(&claims.sub)
-                            .await?
-                            .ok_or(IdentityError::NotFound)?;
-                        self.user_of(&kc).await?.ok_or_else(|| {
-                            IdentityError::Internal("Keycloak user has no usable legacy_id".into())
-                        })?
-                    }
-                };
-                let roles = claims.roles();
-                if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
-                    self.registry.set_roles(keycloak_id, &roles).await?;
-                }
-                let device_id = claims
-                    .sid
-                    .clone()
-                    .unwrap_or_else(|| Uuid::new_v4().to_string());
-                Ok(CredentialCheck::Valid(Login {
-                    user,
-                    device_id,
-                    upstream: Some(tokens),
-                    roles: Some(roles),
-                }))
-            }
-            Grant::Refused { error, description }
-                if error == "invalid_grant" && description == NOT_SET_UP =>
-            {
-                // Keycloak checked the password before the pending actions.
-                let Some(kc) = self.find_login(login).await? else {
-                    return Ok(CredentialCheck::Invalid);
-                };
-                match self.user_of(&kc).await? {
-                    Some(user) if !kc.email_verified => Ok(CredentialCheck::Unverified(user)),
-                    _ => Ok(CredentialCheck::Invalid),
-                }
-            }
-            Grant::Refused { error, description } => {
-                if error != "invalid_grant" {
-                    tracing::warn!(%error, %description, "password grant refused unexpectedly");
-                }
-                Ok(CredentialCheck::Invalid)
-            }
-        }
+        self.judge(login, grant).await
     }
-
     // login_verified: the trait's default. Keycloak opens sessions only on
     // credentials, so a verification link opens a session of the gateway's
     // own, checked against Keycloak at each refresh.

@@ -164,37 +164,98 @@ impl KcClaims {
 pub struct Oidc {
     client: Client,
     http: Arc<KcHttp>,
+    /// The metric label of its password grants.
+    operation: GrantOperation,
+}
+
+/// Which client's password grant a call is (its metric label).
+#[derive(Debug, Clone, Copy)]
+enum GrantOperation {
+    Password,
+    PasswordCheck,
+}
+
+impl GrantOperation {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Password => "password_grant",
+            Self::PasswordCheck => "password_check_grant",
+        }
+    }
 }
 
 impl Oidc {
+    /// The gateway's client (`KEYCLOAK_CLIENT_ID`).
     pub fn new(http: Arc<KcHttp>) -> Result<Self, String> {
         let settings = http.settings();
-        let issuer = IssuerUrl::new(http.realm_url().to_string()).map_err(|e| e.to_string())?;
-        let token_url = TokenUrl::new(http.token_url()).map_err(|e| e.to_string())?;
-        let client = CoreClient::new(
-            ClientId::new(settings.client_id.clone()),
-            issuer,
-            JsonWebKeySet::default(),
-        )
-        .set_client_secret(ClientSecret::new(settings.client_secret.clone()))
-        .set_token_uri(token_url);
-        Ok(Self { client, http })
+        let (id, secret) = (settings.client_id.clone(), settings.client_secret.clone());
+        Self::for_client(http, id, secret, GrantOperation::Password)
     }
 
-    pub async fn password(&self, username: &str, password: &str) -> Result<Grant, KcError> {
+    /// The password-check client (`KEYCLOAK_PASSWORD_CHECK_CLIENT_ID`): its
+    /// direct grant checks the password only, never a second factor.
+    pub fn password_check(http: Arc<KcHttp>) -> Result<Self, String> {
+        let settings = http.settings();
+        let id = settings.password_check_client_id.clone();
+        let secret = settings.password_check_client_secret.clone();
+        Self::for_client(http, id, secret, GrantOperation::PasswordCheck)
+    }
+
+    fn for_client(
+        http: Arc<KcHttp>,
+        client_id: String,
+        secret: String,
+        operation: GrantOperation,
+    ) -> Result<Self, String> {
+        let issuer = IssuerUrl::new(http.realm_url().to_string()).map_err(|e| e.to_string())?;
+        let token_url = TokenUrl::new(http.token_url()).map_err(|e| e.to_string())?;
+        let client = CoreClient::new(ClientId::new(client_id), issuer, JsonWebKeySet::default())
+            .set_client_secret(ClientSecret::new(secret))
+            .set_token_uri(token_url);
+        Ok(Self {
+            client,
+            http,
+            operation,
+        })
+    }
+
+    /// The password grant; `otp` is the one-time code for a user with a
+    /// second factor (Keycloak's direct-grant OTP step reads it).
+    pub async fn password(
+        &self,
+        username: &str,
+        password: &str,
+        otp: Option<&str>,
+    ) -> Result<Grant, KcError> {
         let http = Arc::clone(&self.http);
+        // An enum, not a `&'static str`: a captured reference makes the
+        // future not `Send` for every lifetime the async trait asks for.
+        let operation = self.operation;
         let call = move |request| {
             let http = Arc::clone(&http);
-            async move { http.execute("password_grant", request).await }
+            async move { http.execute(operation.name(), request).await }
         };
         let username = ResourceOwnerUsername::new(username.to_string());
         let password = ResourceOwnerPassword::new(password.to_string());
-        let result = self
-            .client
-            .exchange_password(&username, &password)
-            .add_scope(Scope::new("openid".into()))
-            .request_async(&call)
-            .await;
+        // Built and sent in one expression per arm: a request held in a
+        // variable across the await would make the future not `Send`.
+        let result = match otp {
+            Some(otp) => {
+                self.client
+                    .exchange_password(&username, &password)
+                    .add_scope(Scope::new("openid".into()))
+                    .add_extra_param("otp", otp.to_string())
+                    .request_async(&call)
+                    .await
+            }
+            None => {
+                self.client
+                    .exchange_password(&username, &password)
+                    .add_scope(Scope::new("openid".into()))
+                    .request_async(&call)
+                    .await
+            }
+        };
         outcome(result)
     }
 
