@@ -184,6 +184,11 @@ EOF
 # 400 is how the contract answers valid input when an address is taken or a
 # token is unknown.
 cat >"$WORK/schemathesis.toml" <<'EOF'
+# 501: a keycloak-mode feature (/auth/...) asked of this native-mode server,
+# answered as its operation documents.
+[checks.not_a_server_error]
+expected-statuses = ["2XX", "3XX", "4XX", "501"]
+
 [checks.negative_data_rejection]
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5XX"]
 
