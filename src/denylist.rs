@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::redis_conn::{LazyRedis, REDIS_TIMEOUT};
 
-/// How long one Redis command may take before the registry decides.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// After a failure, Redis is left alone this long (seconds).
 const QUIET_AFTER_FAILURE: i64 = 5;
 
@@ -27,33 +26,8 @@ pub fn key(session_id: &str) -> String {
     format!("authgate:deny:sid:{session_id}")
 }
 
-struct Store {
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
-}
-
-impl Store {
-    /// A connection, opened on first use inside the serving runtime; the
-    /// connection manager reconnects by itself afterwards.
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection =
-            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-}
-
 pub struct DenyList {
-    store: Option<Store>,
+    store: Option<LazyRedis>,
     /// How long an entry is kept: the access token lifetime.
     ttl: Duration,
     clock: Arc<dyn Clock>,
@@ -94,10 +68,7 @@ impl DenyList {
         on_redis_state: Box<dyn Fn(bool) + Send + Sync>,
     ) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            store: Some(Store {
-                client: redis::Client::open(url)?,
-                connection: tokio::sync::Mutex::new(None),
-            }),
+            store: Some(LazyRedis::open(url)?),
             ttl,
             clock,
             quiet_until: AtomicI64::new(0),
@@ -107,7 +78,7 @@ impl DenyList {
     }
 
     /// The store, unless there is none or it failed a moment ago.
-    fn store(&self) -> Option<&Store> {
+    fn store(&self) -> Option<&LazyRedis> {
         let store = self.store.as_ref()?;
         (self.clock.unix() >= self.quiet_until.load(Ordering::Relaxed)).then_some(store)
     }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod password;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_conn;
 pub mod routes;
 pub mod secret_file;
 pub mod server;

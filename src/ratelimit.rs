@@ -14,6 +14,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 
+use crate::redis_conn::{LazyRedis, REDIS_TIMEOUT};
+
 /// `count` requests per `period`, with a burst of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
@@ -94,9 +96,6 @@ impl<C: Clock + Clone> KeyedLimiter<C> {
     }
 }
 
-/// How long a Redis check may take before the local limiter decides.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
-
 /// INCR the window's counter, start the window on the first hit, and
 /// answer the milliseconds left when the count is over the limit (else -1).
 const WINDOW_SCRIPT: &str = r"
@@ -112,8 +111,7 @@ return -1
 
 /// Redis-backed counters shared by all replicas.
 pub struct RedisLimiter {
-    client: redis::Client,
-    connection: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    redis: LazyRedis,
     script: redis::Script,
 }
 
@@ -126,33 +124,14 @@ impl std::fmt::Debug for RedisLimiter {
 impl RedisLimiter {
     pub fn new(url: &str) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
-            connection: tokio::sync::Mutex::new(None),
+            redis: LazyRedis::open(url)?,
             script: redis::Script::new(WINDOW_SCRIPT),
         })
     }
 
-    /// A connection, opened on first use inside the serving runtime; the
-    /// connection manager reconnects by itself afterwards.
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let connection =
-            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
     /// Asks the server for a PONG (for `check-config`).
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.redis.connection().await?;
         redis::cmd("PING")
             .query_async::<String>(&mut connection)
             .await
@@ -162,7 +141,7 @@ impl RedisLimiter {
     /// `Ok(None)` within the limit, `Ok(Some(wait))` over it.
     async fn check(&self, name: &str, quota: Quota, key: &str) -> Result<Option<Duration>, String> {
         let work = async {
-            let mut connection = self.connection().await.map_err(|e| e.to_string())?;
+            let mut connection = self.redis.connection().await.map_err(|e| e.to_string())?;
             let window_ms = u64::try_from(quota.period.as_millis()).unwrap_or(u64::MAX);
             let left: i64 = self
                 .script

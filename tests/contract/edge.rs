@@ -13,7 +13,7 @@ use crate::harness::{Gateway, Relay, env};
 use crate::upstream::Upstream;
 
 /// Writes a routes file and returns its path.
-fn routes_file(toml: &str) -> String {
+pub(crate) fn routes_file(toml: &str) -> String {
     let path = std::env::temp_dir().join(format!("authgate-routes-{}.toml", uuid::Uuid::new_v4()));
     std::fs::write(&path, toml).unwrap();
     path.to_string_lossy().into_owned()

@@ -14,6 +14,7 @@ mod edge;
 mod embedded;
 mod faults;
 mod harness;
+mod kc_admin;
 mod keycloak_mode;
 mod legacy_db;
 mod mfa;

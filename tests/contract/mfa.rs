@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 
 use crate::Env;
-use crate::harness::{Gateway, Reply, TestUser, env};
+use crate::harness::{Gateway, Reply, TestUser};
+use crate::kc_admin::KcAdmin;
 
 const TOTP: &str = "/auth/mfa/totp";
 const CONFIRM: &str = "/auth/mfa/totp/confirm";
@@ -98,55 +99,7 @@ async fn enrol(gw: &Gateway, user: &TestUser) -> Totp {
     app
 }
 
-/// Keycloak's Admin API, as the test's own client (the realm's service account).
-struct KcAdmin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl KcAdmin {
-    async fn connect() -> Self {
-        let base = env("AUTHGATE_TEST_KEYCLOAK_URL");
-        let http = reqwest::Client::new();
-        let grant: Value = http
-            .post(format!(
-                "{base}/realms/authgate/protocol/openid-connect/token"
-            ))
-            .basic_auth("authgate", Some("authgate-dev-secret"))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Self {
-            http,
-            base,
-            token: grant["access_token"].as_str().unwrap().to_string(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}/admin/realms/authgate{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn user_id(&self, username: &str) -> String {
-        let found = self
-            .get(&format!("/users?exact=true&username={username}"))
-            .await;
-        found[0]["id"].as_str().unwrap().to_string()
-    }
-
     async fn otp_credentials(&self, user_id: &str) -> usize {
         let all = self.get(&format!("/users/{user_id}/credentials")).await;
         all.as_array()

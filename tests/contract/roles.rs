@@ -8,106 +8,37 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::Env;
-use crate::harness::{Gateway, env};
+use crate::edge::routes_file;
+use crate::harness::Gateway;
+use crate::kc_admin::{KcAdmin, keycloak_url};
 use crate::upstream::Upstream;
 
-/// Keycloak's Admin API as the realm's operator uses it (master admin).
-struct KcAdmin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl KcAdmin {
-    async fn login() -> Self {
-        let base = env("AUTHGATE_TEST_KEYCLOAK_URL");
-        let http = reqwest::Client::new();
-        let answer: Value = http
-            .post(format!(
-                "{base}/realms/master/protocol/openid-connect/token"
-            ))
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "admin-cli"),
-                ("username", "admin"),
-                ("password", "admin"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        Self {
-            token: answer["access_token"].as_str().unwrap().to_string(),
-            http,
-            base,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/admin/realms/authgate{path}", self.base)
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn user_id(&self, username: &str) -> String {
-        let found = self
-            .get(&format!("/users?exact=true&username={username}"))
-            .await;
-        found[0]["id"].as_str().unwrap().to_string()
-    }
-
     /// Grants (`grant = true`) or removes a client role of client `authgate`.
     async fn client_role(&self, username: &str, role: &str, grant: bool) {
-        let user = self.user_id(username).await;
         let clients = self.get("/clients?clientId=authgate").await;
         let client = clients[0]["id"].as_str().unwrap().to_string();
         let role = self.get(&format!("/clients/{client}/roles/{role}")).await;
-        let url = self.url(&format!("/users/{user}/role-mappings/clients/{client}"));
-        let request = if grant {
-            self.http.post(url)
-        } else {
-            self.http.delete(url)
-        };
-        let status = request
-            .bearer_auth(&self.token)
-            .json(&json!([role]))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "client role mapping: {status}");
+        self.role_mapping(username, &format!("clients/{client}"), role, grant)
+            .await;
     }
 
     /// Grants or removes a realm role.
     async fn realm_role(&self, username: &str, role: &str, grant: bool) {
-        let user = self.user_id(username).await;
         let role = self.get(&format!("/roles/{role}")).await;
-        let url = self.url(&format!("/users/{user}/role-mappings/realm"));
-        let request = if grant {
-            self.http.post(url)
+        self.role_mapping(username, "realm", role, grant).await;
+    }
+
+    async fn role_mapping(&self, username: &str, kind: &str, role: Value, grant: bool) {
+        let user = self.user_id(username).await;
+        let method = if grant {
+            reqwest::Method::POST
         } else {
-            self.http.delete(url)
+            reqwest::Method::DELETE
         };
-        let status = request
-            .bearer_auth(&self.token)
-            .json(&json!([role]))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "realm role mapping: {status}");
+        let path = format!("/authgate/users/{user}/role-mappings/{kind}");
+        let reply = self.call(method, &path, Some(json!([role]))).await;
+        assert_eq!(reply.status, 204, "role mapping: {}", reply.text);
     }
 }
 
@@ -129,7 +60,7 @@ async fn refreshed(gw: &Gateway, refresh_token: &str) -> String {
 
 /// A client-credentials token of the realm's example machine client.
 async fn service_token(client: &str, secret: &str) -> reqwest::Response {
-    let base = env("AUTHGATE_TEST_KEYCLOAK_URL");
+    let base = keycloak_url();
     reqwest::Client::new()
         .post(format!(
             "{base}/realms/authgate/protocol/openid-connect/token"
@@ -153,32 +84,27 @@ async fn keycloak_calls(gw: &Gateway) -> u64 {
 }
 
 async fn env_with_routes(upstream: &Upstream) -> Env {
-    let routes = std::env::temp_dir().join(format!("authgate-roles-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &routes,
-        format!(
-            r#"
-            [[routes]]
-            prefix = "/billing"
-            upstreams = ["{u}"]
-            policy = "role:authgate:billing-reader"
+    let routes = routes_file(&format!(
+        r#"
+        [[routes]]
+        prefix = "/billing"
+        upstreams = ["{u}"]
+        policy = "role:authgate:billing-reader"
 
-            [[routes]]
-            prefix = "/reports"
-            upstreams = ["{u}"]
-            policy = "role:reports"
-            allow_services = true
+        [[routes]]
+        prefix = "/reports"
+        upstreams = ["{u}"]
+        policy = "role:reports"
+        allow_services = true
 
-            [[routes]]
-            prefix = "/api"
-            upstreams = ["{u}"]
-            policy = "authenticated"
-            "#,
-            u = upstream.host_port()
-        ),
-    )
-    .unwrap();
-    Env::keycloak_with(|o| o.set("ROUTES_FILE", &routes.to_string_lossy())).await
+        [[routes]]
+        prefix = "/api"
+        upstreams = ["{u}"]
+        policy = "authenticated"
+        "#,
+        u = upstream.host_port()
+    ));
+    Env::keycloak_with(|o| o.set("ROUTES_FILE", &routes)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +112,7 @@ async fn roles_come_from_tokens_and_change_at_refresh() {
     let upstream = Upstream::start("roles").await;
     let env = env_with_routes(&upstream).await;
     let gw = &env.gw;
-    let kc = KcAdmin::login().await;
+    let kc = KcAdmin::connect().await;
     let user = gw.verified_user(&env.mail, "roles").await;
 
     // The legacy token carries the roles compactly: no Keycloak built-ins.

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::Env;
-use crate::harness::{Gateway, Reply, env, unique_name};
+use crate::harness::{Gateway, Reply, unique_name};
+use crate::kc_admin::{KcAdmin, keycloak_url};
 
 const PROVIDER: &str = "customer";
 const BROKER_CLIENT: &str = "authgate-broker";
@@ -18,57 +19,7 @@ const BROKER_SECRET: &str = "customer-broker-dev-secret";
 const PASSWORD: &str = "customer pass 123";
 const UNSUPPORTED: &str = "Single sign-on needs keycloak mode (AUTH_BACKEND=keycloak)";
 
-fn keycloak_url() -> String {
-    env("AUTHGATE_TEST_KEYCLOAK_URL")
-        .trim_end_matches('/')
-        .to_string()
-}
-
-/// The Admin REST API with the master realm's admin.
-struct KcAdmin {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
 impl KcAdmin {
-    async fn connect() -> Self {
-        let base = keycloak_url();
-        let http = reqwest::Client::new();
-        let grant: Value = http
-            .post(format!(
-                "{base}/realms/master/protocol/openid-connect/token"
-            ))
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "admin-cli"),
-                ("username", "admin"),
-                ("password", "admin"),
-            ])
-            .send()
-            .await
-            .expect("master token")
-            .json()
-            .await
-            .expect("master token JSON");
-        let token = grant["access_token"]
-            .as_str()
-            .expect("master access token")
-            .to_string();
-        Self { base, token, http }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
-        let mut request = self
-            .http
-            .request(method, format!("{}/admin/realms{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        Reply::from(request.send().await.expect("Admin API")).await
-    }
-
     /// The identity provider `customer` in realm `authgate` (idempotent).
     async fn ensure_provider(&self) {
         let path = format!("/authgate/identity-provider/instances/{PROVIDER}");
@@ -480,6 +431,32 @@ async fn first_login_provisions_an_id_and_the_next_keeps_it() {
     me(gw, &access3)
         .await
         .assert_detail(403, "Invalid token or expired token.");
+}
+
+/// With `TOKEN_FORMAT=keycloak` the cookies hold Keycloak's own tokens: a
+/// first-time user's must already carry the id they were just given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_login_with_keycloak_tokens_carries_the_new_id() {
+    let admin = KcAdmin::connect().await;
+    admin.ensure_provider().await;
+    let username = admin.customer_user("ssokctoken").await;
+    let env = Env::keycloak_with(|o| o.set("TOKEN_FORMAT", "keycloak")).await;
+    let gw = &env.gw;
+    let mut browser = Browser::new();
+    let start = begin(&mut browser, gw, "/").await;
+    let callback = through_identity_provider(&mut browser, gw, &start, &username).await;
+    let done = browser.get(&callback).await;
+    assert_eq!(done.status, 302, "{}", done.text);
+    let access = browser
+        .gateway_cookie("access_token")
+        .expect("access_token cookie");
+    let me = me(gw, &access).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    let kc_user = admin.authgate_user(&username).await.expect("brokered user");
+    assert_eq!(
+        kc_user["attributes"]["legacy_id"],
+        json!([me.json["id"].as_i64().expect("id").to_string()])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -251,21 +251,9 @@ impl Admin {
 
     /// `false` when there was no such user.
     pub async fn delete(&self, id: &str) -> Result<bool, KcError> {
-        let r = self
-            .http
-            .admin(
-                "delete_user",
-                Method::DELETE,
-                &format!("/users/{id}"),
-                None,
-                &[],
-            )
-            .await?;
-        match r.status {
-            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(r.unexpected("delete_user", "unexpected status")),
-        }
+        self.http
+            .admin_delete("delete_user", &format!("/users/{id}"))
+            .await
     }
 
     /// Ends every session of a user.

@@ -109,20 +109,11 @@ impl Credentials {
 
     /// Removes one credential; `false` when it was already gone.
     pub async fn remove(&self, user_id: &str, credential_id: &str) -> Result<bool, KcError> {
-        let r = self
-            .http
-            .admin(
+        self.http
+            .admin_delete(
                 "delete_credential",
-                Method::DELETE,
                 &format!("/users/{user_id}/credentials/{credential_id}"),
-                None,
-                &[],
             )
-            .await?;
-        match r.status {
-            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(r.unexpected("delete_credential", "unexpected status")),
-        }
+            .await
     }
 }

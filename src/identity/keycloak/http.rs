@@ -259,6 +259,18 @@ impl KcHttp {
 
     /// An Admin REST API request under `/admin/realms/<realm>`, with the
     /// service account's token.
+    /// Deletes the Admin API resource at `path`; `false` when it was not there.
+    pub async fn admin_delete(&self, operation: &'static str, path: &str) -> Result<bool, KcError> {
+        let r = self
+            .admin(operation, Method::DELETE, path, None, &[])
+            .await?;
+        match r.status {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(r.unexpected(operation, "unexpected status")),
+        }
+    }
+
     pub async fn admin(
         &self,
         operation: &'static str,

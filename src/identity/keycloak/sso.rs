@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::KeycloakBackend;
 use super::admin::LEGACY_ID;
 use super::broker::Exchange;
-use super::oidc::KcClaims;
+use super::oidc::{Grant, KcClaims};
 use super::registry::Identity;
 use super::sso_logins::NewLogin;
 use crate::identity::sso::{Sso, SsoCallback, SsoLogin, SsoRefusal, SsoRequest, SsoStart};
@@ -155,6 +155,19 @@ impl Sso for KeycloakBackend {
             Err(super::broker::IdTokenError::Keycloak(err)) => return Err(err.into()),
         };
         let (user, provisioned) = self.brokered_user(&subject).await?;
+        // A first-time user got their legacy_id after the code's tokens were
+        // issued: refresh once, so the tokens carry it (`user_id`).
+        let tokens = if provisioned {
+            match self.oidc.refresh(&tokens.refresh_token).await? {
+                Grant::Granted(fresh) => fresh,
+                Grant::Refused { error, .. } => {
+                    tracing::warn!(%error, "refresh after provisioning refused");
+                    tokens
+                }
+            }
+        } else {
+            tokens
+        };
         let claims = KcClaims::of_fresh_token(&tokens.access_token);
         let roles = claims.as_ref().map(KcClaims::roles);
         if let Some(claims) = &claims
