@@ -97,18 +97,7 @@ impl Devices for KeycloakBackend {
 
     async fn end_all_device_sessions(&self, user_id: i64) -> Result<Vec<String>, IdentityError> {
         let identity = self.identity(user_id).await?;
-        let ended: Vec<String> = self
-            .open_sessions(&identity)
-            .await?
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
-        // Every token issued until now, sessions of the gateway's own included.
-        self.registry.end_sessions(&ended, user_id).await?;
-        self.registry.revoke_all(identity.legacy_id).await?;
-        self.admin
-            .logout_user(&identity.keycloak_id.to_string())
-            .await?;
+        let ended = self.end_all_sessions(&identity).await?;
         self.registry.forget_devices(&ended).await?;
         Ok(ended)
     }

@@ -163,15 +163,17 @@ impl KeycloakBackend {
             .ok_or(IdentityError::NotFound)
     }
 
-    /// Ends every session of a user, in Keycloak and for the gateway's checks.
-    async fn end_all_sessions(&self, identity: &Identity) -> Result<(), IdentityError> {
+    /// Ends every session of a user, in Keycloak and for the gateway's
+    /// checks (tokens of the gateway's own sessions included); returns the
+    /// ids of the Keycloak sessions that were open.
+    async fn end_all_sessions(&self, identity: &Identity) -> Result<Vec<String>, IdentityError> {
         let keycloak_id = identity.keycloak_id.to_string();
         let sessions = self.admin.user_sessions(&keycloak_id).await?;
         let legacy_id = i64::from(identity.legacy_id);
         self.registry.end_sessions(&sessions, legacy_id).await?;
         self.registry.revoke_all(identity.legacy_id).await?;
         self.admin.logout_user(&keycloak_id).await?;
-        Ok(())
+        Ok(sessions)
     }
 
     async fn user_of(&self, kc: &KcUser) -> Result<Option<User>, IdentityError> {
