@@ -167,6 +167,10 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         "SHUTDOWN_GRACE_SECONDS",
         edge.shutdown_grace.as_secs().to_string(),
     ));
+    lines.push((
+        "CLIENT_IDLE_TIMEOUT_SECONDS",
+        edge.client_idle_timeout.as_secs().to_string(),
+    ));
     for route in &edge.routes {
         lines.push((
             "route",

@@ -230,6 +230,9 @@ pub struct EdgeSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// After SIGTERM: how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,
+    /// `CLIENT_IDLE_TIMEOUT_SECONDS`: how long a client connection may stay
+    /// silent before its first request and between requests.
+    pub client_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -656,6 +659,11 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
         redis_url,
         metrics_addr,
         shutdown_grace: Duration::from_secs(src.number("SHUTDOWN_GRACE_SECONDS", 10u64, 0)?),
+        client_idle_timeout: Duration::from_secs(src.number(
+            "CLIENT_IDLE_TIMEOUT_SECONDS",
+            crate::keepalive::DEFAULT_IDLE_TIMEOUT.as_secs(),
+            1,
+        )?),
     })
 }
 

@@ -16,6 +16,7 @@ pub mod config;
 pub mod denylist;
 pub mod http;
 pub mod identity;
+pub mod keepalive;
 pub mod mail;
 pub mod metrics;
 pub mod password;

@@ -18,17 +18,20 @@ use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
-use pingora::proxy::FailToProxy;
+use pingora::proxy::{FailToProxy, HttpProxy};
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use pingora::{Error, ErrorType};
 use tracing::Instrument;
 
 use crate::api::App;
 use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
+use crate::keepalive::LeanKeepalive;
 use crate::proxy::{IDENTITY_HEADERS, Identity, admit};
 use crate::routes::RouteConfig;
 
@@ -46,6 +49,8 @@ const REQUEST_ID: &str = "x-request-id";
 pub struct Upstream {
     pub config: RouteConfig,
     pub balancer: Arc<LoadBalancer<RoundRobin>>,
+    /// The route's name in metrics and logs: `proxy:<prefix>`.
+    pub label: String,
 }
 
 /// Per-request state across pingora's phases.
@@ -84,13 +89,13 @@ impl Gateway {
         self.upstreams.iter().position(|u| u.config.matches(path))
     }
 
-    fn route_label(&self, ctx: &Ctx) -> String {
+    fn route_label(&self, ctx: &Ctx) -> &str {
         match &ctx.forward {
             Some((index, _)) => self
                 .upstreams
                 .get(*index)
-                .map_or_else(|| "proxy".into(), |u| format!("proxy:{}", u.config.prefix)),
-            None => "unmatched".into(),
+                .map_or("proxy", |u| u.label.as_str()),
+            None => "unmatched",
         }
     }
 }
@@ -98,6 +103,11 @@ impl Gateway {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
+
+    /// None: authgate never compresses answers, and pingora's default, a
+    /// disabled compression module, still costs every request a context and
+    /// its filter calls.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -240,13 +250,13 @@ impl ProxyHttp for Gateway {
             self.app
                 .metrics
                 .upstream_seconds
-                .with_label_values(&[route.as_str()])
+                .with_label_values(&[route])
                 .observe(started.elapsed().as_secs_f64());
         }
         self.app
             .metrics
             .upstream_requests
-            .with_label_values(&[route.as_str(), response.status.as_str()])
+            .with_label_values(&[route, response.status.as_str()])
             .inc();
         Ok(())
     }
@@ -280,7 +290,7 @@ impl ProxyHttp for Gateway {
         self.app
             .metrics
             .upstream_errors
-            .with_label_values(&[route.as_str(), kind])
+            .with_label_values(&[route, kind])
             .inc();
         ctx.span
             .in_scope(|| tracing::warn!(route, kind, error = %e, "forwarding failed"));
@@ -307,11 +317,11 @@ impl ProxyHttp for Gateway {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = self.route_label(ctx);
-        let method = session.req_header().method.as_str().to_string();
+        let method = session.req_header().method.as_str();
         let elapsed = ctx.started.elapsed();
         self.app
             .metrics
-            .observe_request(&route, &method, status, elapsed);
+            .observe_request(route, method, status, elapsed);
         let user_id = ctx
             .forward
             .as_ref()
@@ -444,20 +454,23 @@ pub fn run(
         upstreams.push(Upstream {
             config: route.clone(),
             balancer: checks.task(),
+            label: format!("proxy:{}", route.prefix),
         });
         server.add_service(checks);
     }
     let upstreams = Arc::new(upstreams);
 
-    let mut service = pingora::proxy::http_proxy_service(
-        &server.configuration,
+    let mut service = lean_service(
+        &server,
+        "authgate",
         Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
     );
     service.add_listener(listener(addr));
     server.add_service(service);
     if let Some(metrics_addr) = app.config.edge.metrics_addr {
-        let mut metrics = pingora::proxy::http_proxy_service(
-            &server.configuration,
+        let mut metrics = lean_service(
+            &server,
+            "authgate metrics",
             Gateway::new(Arc::clone(&app), upstreams, true),
         );
         metrics.add_listener(listener(metrics_addr));
@@ -466,6 +479,18 @@ pub fn run(
     }
     tracing::info!(%addr, workers, routes = app.config.edge.routes.len(), "authgate listening");
     server.run_forever()
+}
+
+/// The gateway as a pingora service whose idle keep-alive connections cost
+/// little (see [`crate::keepalive`]).
+fn lean_service(
+    server: &Server,
+    name: &str,
+    gateway: Gateway,
+) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
+    let idle_timeout = gateway.app.config.edge.client_idle_timeout;
+    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
+    Service::new(name.to_string(), LeanKeepalive::new(proxy, idle_timeout))
 }
 
 /// A client-facing listening endpoint.

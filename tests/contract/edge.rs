@@ -619,6 +619,15 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         let body: Value = response.json().await.unwrap();
         (status, body)
     });
+    // A kept-alive connection that is idle when SIGTERM comes.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", edge.env.gw.port))
+        .await
+        .unwrap();
+    let health = "GET /health HTTP/1.1\r\nHost: test\r\n\r\n";
+    assert_eq!(
+        exchange(&mut idle, &[health], Duration::ZERO).await,
+        "HTTP/1.1 200 OK"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = edge.env.gw.pid().to_string();
     assert!(
@@ -636,6 +645,12 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .send()
         .await;
     assert!(refused.is_err(), "new connections refused after SIGTERM");
+    // The idle connection has nothing to finish: it is closed at once.
+    closed_after(&mut idle, Duration::from_secs(10)).await;
+    assert!(
+        !in_flight.is_finished(),
+        "closed while the slow request still ran"
+    );
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "the in-flight request finished");
     assert_eq!(body["upstream"], "a");
@@ -644,4 +659,113 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         exited.is_some(),
         "the gateway stopped after its in-flight work"
     );
+}
+
+/// Writes `request` (in the given pieces, `gap` apart) on a kept-alive
+/// connection and reads one whole answer (headers and a Content-Length
+/// body): its status line.
+async fn exchange(conn: &mut tokio::net::TcpStream, pieces: &[&str], gap: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        conn.write_all(piece.as_bytes()).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("a Content-Length answer");
+            if body.len() >= length {
+                return head.lines().next().unwrap_or_default().to_string();
+            }
+        }
+    }
+}
+
+/// How long until the server closes the connection (reads nothing more).
+async fn closed_after(conn: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(limit, conn.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => started.elapsed(),
+        Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(_) => panic!("still open after {limit:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_serve_many_requests_and_close_when_idle() {
+    let edge = edge_with(|o| o.set("CLIENT_IDLE_TIMEOUT_SECONDS", "1")).await;
+    let addr = ("127.0.0.1", edge.env.gw.port);
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+
+    // API answers and forwarded ones on one connection, including a request
+    // that arrives in pieces and one after a pause shorter than the timeout.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let no_gap = Duration::ZERO;
+    assert_eq!(
+        exchange(&mut conn, &[&get("/health")], no_gap).await,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        exchange(&mut conn, &[&get("/pub/bench")], no_gap).await,
+        "HTTP/1.1 200 OK"
+    );
+    let split = [
+        "G",
+        "ET /pub/echo?x=1 HTT",
+        "P/1.1\r\nHost: test\r\n",
+        "\r\n",
+    ];
+    let gap = Duration::from_millis(150);
+    assert_eq!(exchange(&mut conn, &split, gap).await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        exchange(&mut conn, &[&get("/health")], no_gap).await,
+        "HTTP/1.1 200 OK"
+    );
+    // Then silence: closed after the idle timeout, not before.
+    let waited = closed_after(&mut conn, Duration::from_secs(15)).await;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+
+    // A connection that never sends a request is closed too.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let waited = closed_after(&mut silent, Duration::from_secs(15)).await;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+
+    // A client that asks for the connection to close gets its answer first.
+    let mut quick = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let close = "GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        exchange(&mut quick, &[close], no_gap).await,
+        "HTTP/1.1 200 OK"
+    );
+    closed_after(&mut quick, Duration::from_secs(5)).await;
 }
