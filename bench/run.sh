@@ -64,6 +64,18 @@ if ! command -v wrk >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; } \
     >"$OUT/apt-wrk.log" 2>&1 || { tail -n 20 "$OUT/apt-wrk.log" >&2; die "apt-get install wrk failed"; }
 fi
+# nginx is the reference proxy of some rows; without it they are left out.
+if ! command -v nginx >/dev/null && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+  log "installing nginx, the reference proxy (apt-get)"
+  # Debian starts an installed nginx on port 80; a policy forbids that.
+  policy=/usr/sbin/policy-rc.d made_policy=0
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1; fi
+  { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light; } \
+    >"$OUT/apt-nginx.log" 2>&1 || log "apt-get install nginx-light failed: reference rows left out"
+  if ((made_policy)); then rm -f "$policy"; fi
+fi
+NGINX=$(command -v nginx || true)
 OHA=$TOOLS/oha/bin/oha
 if [[ ! -x $OHA ]] || [[ $("$OHA" --version 2>/dev/null) != *"$OHA_VERSION"* ]]; then
   log "installing oha $OHA_VERSION (cargo install, once; a few minutes)"
@@ -100,6 +112,7 @@ args=(
   --only "${ONLY:-}"
   --oha "$OHA"
   --keycloak "$keycloak_url"
+  --nginx "$NGINX"
   --database-url "$AUTHGATE_TEST_DATABASE_URL"
   --duration "${DURATION:-10}"
   --signin-duration "${SIGNIN_DURATION:-15}"

@@ -90,10 +90,20 @@ class Proc:
         return "\n".join(lines[-n:])
 
     def cpu_seconds(self):
-        """User + system CPU time of the process (all its threads)."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """User + system CPU time of the process and of the other processes
+        of its group (nginx's workers), all their threads."""
+        ticks = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(entry) == self.pid or int(fields[2]) == self.pid:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / CLK_TCK
 
     def rss_mb(self):
         with open(f"/proc/{self.pid}/statm") as f:
@@ -183,6 +193,14 @@ def to_ms(text):
     return n * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
 
 
+def cpu_times():
+    """The machine's CPU time so far: (all, stolen by the hypervisor), in ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields[:8]), steal
+
+
 class Load:
     """A running load generator, measured with the processes to account."""
 
@@ -190,6 +208,7 @@ class Load:
         self.name, self.parse, self.watch = name, parse, watch
         self.out = out_dir / f"load-{name}.txt"
         self.cpu0 = {p.name: p.cpu_seconds() for p in watch}
+        self.machine0 = cpu_times()
         self.t0 = time.monotonic()
         self.file = open(self.out, "w")
         self.popen = subprocess.Popen(
@@ -200,6 +219,7 @@ class Load:
         rc = self.popen.wait()
         elapsed = time.monotonic() - self.t0
         cpu = {p.name: p.cpu_seconds() - self.cpu0[p.name] for p in self.watch}
+        total, steal = (b - a for a, b in zip(self.machine0, cpu_times()))
         self.file.close()
         text = self.out.read_text(errors="replace")
         result = self.parse(text)
@@ -210,6 +230,7 @@ class Load:
             k: round(v * 1e6 / requests, 1) if requests else None for k, v in cpu.items()
         }
         result["cpu_cores"] = {k: round(v / elapsed, 2) for k, v in cpu.items()}
+        result["stolen_pct"] = round(100 * steal / total, 1) if total else None
         if rc != 0 or not requests:
             result["failed"] = f"exit {rc}, {requests} requests; see {self.out}"
         return result
@@ -447,6 +468,48 @@ def openssl_pbkdf2_seconds(rounds, repeats=3):
 # ---------------------------------------------------------------- scenarios
 
 
+NGINX_CONF = """worker_processes {workers};
+daemon off;
+pid {out}/nginx.pid;
+error_log {out}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {out}/nginx-tmp/body;
+  proxy_temp_path {out}/nginx-tmp/proxy;
+  upstream app {{ server {upstream}; keepalive 64; }}
+  server {{
+    listen {listen};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(b, upstream_port):
+    """nginx forwarding to the same upstream and doing nothing else: the
+    reference for what any proxy costs on this machine. None without nginx."""
+    a, out = b.args, b.out
+    if not a.nginx:
+        b.notes.append("reference proxy skipped (no nginx)")
+        return None
+    port = free_port()
+    (out / "nginx-tmp").mkdir(exist_ok=True)
+    conf = out / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(workers=os.cpu_count() or 1, out=out,
+                                      upstream=f"{HOST}:{upstream_port}",
+                                      listen=f"{HOST}:{port}"))
+    proc = start("nginx", [a.nginx, "-p", str(out), "-c", str(conf), "-e",
+                           str(out / "nginx-error.log")], out)
+    url = f"http://{HOST}:{port}"
+    wait_http(url + "/bench", proc)
+    return proc, url
+
+
 class Native:
     """The native-mode authgate under test and what the scenarios share."""
 
@@ -470,6 +533,9 @@ class Native:
         self.body, token = new_user(self.url, out / "outbox-authgate-native", "bench", verify=True)
         self.bearer = [f"Authorization: Bearer {token}"]
         self.watch = [self.gw, b.upstream]
+        self.nginx = start_nginx(b, upstream_port)
+        if self.nginx:
+            self.watch.append(self.nginx[0])
         self.signin_lua = out / "signin.lua"
         self.signin_lua.write_text(
             'wrk.method = "POST"\n'
@@ -491,7 +557,12 @@ def throughput(b, n):
                    b.wrk("c-bearer", url + "/api/bench", c, d, watch, headers=n.bearer))
     r_d = b.record("d", "throughput", "authgate: GET /health",
                    b.wrk("d-health", url + "/health", c, d, watch))
-    for r in (r_b, r_c, r_d):
+    rows = [r_b, r_c, r_d]
+    if n.nginx:
+        r_a2 = b.record("a2", "throughput", "reference: nginx, forwarding only: GET /bench",
+                        b.wrk("a2-nginx", n.nginx[1] + "/bench", c, d, watch))
+        rows.append(r_a2)
+    for r in rows:
         r["vs"] = ("a", ratio(r["rps"], r_a["rps"]))
     slow = f"/slow?ms={a.slow_ms}"
     r_e = b.record("e", "app upstream", f"upstream directly: GET {slow}",
@@ -500,11 +571,18 @@ def throughput(b, n):
                    b.wrk("f-bearer-slow", url + "/api" + slow, a.slow_conns, d, watch,
                          headers=n.bearer))
     r_f["vs"] = ("e", ratio(r_f["rps"], r_e["rps"]))
+    ref_a = ref_e = ""
+    if n.nginx:
+        r_e2 = b.record("e2", "app upstream", f"reference: nginx, forwarding only: GET {slow}",
+                        b.wrk("e2-nginx-slow", n.nginx[1] + slow, a.slow_conns, d, watch))
+        r_e2["vs"] = ("e", ratio(r_e2["rps"], r_e["rps"]))
+        ref_a = f" (nginx: {fmt(r_a2['vs'][1], 2)})"
+        ref_e = f" (nginx: {fmt(r_e2['vs'][1], 2)})"
     b.target("4a", "bearer route ÷ upstream directly, max req/s (trivial upstream)",
-             fmt(r_c["vs"][1], 2), "≥ 0.85", (r_c["vs"][1] or 0) >= 0.85)
+             fmt(r_c["vs"][1], 2) + ref_a, "≥ 0.85", (r_c["vs"][1] or 0) >= 0.85)
     b.target("4b", "bearer route ÷ upstream directly, max req/s "
              f"(upstream answering in {a.slow_ms} ms)",
-             fmt(r_f["vs"][1], 2), "≥ 0.85", (r_f["vs"][1] or 0) >= 0.85)
+             fmt(r_f["vs"][1], 2) + ref_e, "≥ 0.85", (r_f["vs"][1] or 0) >= 0.85)
 
 
 def api(b, n):
@@ -586,14 +664,23 @@ def fixed_rate(b, n):
     r_o = b.record("o", "fixed rate", f"authgate bearer route at {rate}/s",
                    b.oha("o-bearer-rate", n.url + "/api/bench", rate, d, fc, watch,
                          headers=n.bearer))
-    added = {}
-    for q in ("p50_ms", "p99_ms"):
-        if r_o[q] is not None and r_n[q] is not None:
-            added[q] = (r_o[q] - r_n[q]) * 1000
+    def added_us(row):
+        return {q: (row[q] - r_n[q]) * 1000 for q in ("p50_ms", "p99_ms")
+                if row[q] is not None and r_n[q] is not None}
+
+    added = added_us(r_o)
     cpu = r_o["cpu_us_per_req"].get("authgate-native")
+    ref = ""
+    if n.nginx:
+        r_n2 = b.record("n2", "fixed rate", f"reference: nginx, forwarding only, at {rate}/s",
+                        b.oha("n2-nginx-rate", n.nginx[1] + "/bench", rate, d, fc, watch))
+        theirs = added_us(r_n2)
+        ref = (f" (nginx: +{fmt(theirs.get('p50_ms'), 0)} µs, "
+               f"+{fmt(theirs.get('p99_ms'), 0)} µs; "
+               f"{fmt(r_n2['cpu_us_per_req'].get('nginx'), 1)} µs)")
     b.target(4, f"latency added at {rate} req/s: p50, p99; authgate CPU per request",
              f"+{fmt(added.get('p50_ms'), 0)} µs, +{fmt(added.get('p99_ms'), 0)} µs; "
-             f"{fmt(cpu, 1)} µs", "< 100 µs, < 1000 µs",
+             f"{fmt(cpu, 1)} µs" + ref, "< 100 µs, < 1000 µs",
              added.get("p50_ms", 1e9) < 100 and added.get("p99_ms", 1e9) < 1000
              and not r_o["failed"] and not r_n["failed"])
 
@@ -705,10 +792,11 @@ def keycloak_phase(b, upstream_port, admin_url):
 
 def server_cpu(row):
     """CPU µs per request of the process that served the row: the upstream,
-    oauth2-proxy or authgate."""
+    oauth2-proxy, nginx or authgate."""
     cpu = row.get("cpu_us_per_req") or {}
     label = row["label"]
-    for prefix, name in (("upstream", "upstream"), ("oauth2-proxy", "oauth2-proxy")):
+    for prefix, name in (("upstream", "upstream"), ("oauth2-proxy", "oauth2-proxy"),
+                         ("reference: nginx", "nginx")):
         if label.startswith(prefix):
             return cpu.get(name)
     return next((v for k, v in cpu.items() if k.startswith("authgate")), None)
@@ -716,7 +804,8 @@ def server_cpu(row):
 
 def table(b):
     lines = []
-    head = ("", "scenario", "req/s", "p50 ms", "p99 ms", "errors", "server µs CPU/req", "ratio")
+    head = ("", "scenario", "req/s", "p50 ms", "p99 ms", "errors", "server µs CPU/req", "ratio",
+            "steal %")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in b.rows:
@@ -729,7 +818,7 @@ def table(b):
         lines.append("| " + " | ".join([
             str(r["key"]), r["label"], fmt(r.get("rps")), fmt(r.get("p50_ms"), 2),
             fmt(r.get("p99_ms"), 2), str(errs) + (" FAILED" if r.get("failed") else ""),
-            fmt(cpu, 1), rat]) + " |")
+            fmt(cpu, 1), rat, fmt(r.get("stolen_pct"), 0)]) + " |")
     for r in b.rows:
         if r["key"] == "r":
             lines.append("")
@@ -746,9 +835,15 @@ def table(b):
     for t in b.targets:
         lines.append(f"| {t['id']}. {t['title']} | {t['value']} | {t['goal']} | "
                      f"{'met' if t['met'] else '**missed**'} |")
-    if b.notes:
+    stolen = [r["stolen_pct"] for r in b.rows if r.get("stolen_pct") is not None]
+    notes = list(b.notes)
+    if stolen:
+        notes.append(f"CPU time taken by the hypervisor (steal) during the measured runs: "
+                     f"{min(stolen):.0f}–{max(stolen):.0f} % (median "
+                     f"{sorted(stolen)[len(stolen) // 2]:.0f} %)")
+    if notes:
         lines.append("")
-        lines += [f"- {n}" for n in b.notes]
+        lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -779,6 +874,7 @@ def main():
     p.add_argument("--upstream-bin", required=True)
     p.add_argument("--oha", required=True)
     p.add_argument("--keycloak", default="")
+    p.add_argument("--nginx", default="", help="nginx binary for the reference rows")
     p.add_argument("--database-url", required=True, help="admin URL of the test PostgreSQL")
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--signin-duration", type=int, default=15)
@@ -832,7 +928,8 @@ def main():
     (out / "table.md").write_text(report)
     results = {"started": started, "command": args.command, "machine": info,
                "settings": {k: v for k, v in vars(args).items()
-                            if k not in ("out", "authgate", "upstream_bin", "oha", "database_url")},
+                            if k not in ("out", "authgate", "upstream_bin", "oha", "database_url",
+                                         "nginx")},
                "rows": b.rows, "targets": b.targets, "notes": b.notes}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "chart.svg").write_text(chart.render(results))
