@@ -26,7 +26,7 @@ use moka::sync::Cache;
 use crate::http::cookie_in;
 use crate::http::cookies::ACCESS_COOKIE;
 use crate::identity::{IdentityBackend, IdentityError, SessionRef, User};
-use crate::tokens::SessionClaims;
+use crate::tokens::{ExternalCaller, SessionClaims, TokenError};
 
 use super::{ApiError, App};
 
@@ -169,13 +169,20 @@ pub async fn authenticate_caller(
         && let Some(external) = &app.external_tokens
         && let Some(token) = bearer(headers)
         && crate::tokens::is_rs256(token)
-        && let Ok(service) = external.verify_service(token).await
     {
-        tracing::Span::current().record("client_id", service.client_id.as_str());
-        return Ok(Caller::Service(ServicePrincipal {
-            client_id: service.client_id,
-            roles: Arc::new(service.roles),
-        }));
+        // One verification tells a machine client from a user.
+        let verified = match external.verify_caller(token).await {
+            Ok(ExternalCaller::Service(service)) => {
+                tracing::Span::current().record("client_id", service.client_id.as_str());
+                return Ok(Caller::Service(ServicePrincipal {
+                    client_id: service.client_id,
+                    roles: Arc::new(service.roles),
+                }));
+            }
+            Ok(ExternalCaller::User(claims)) => Ok(claims),
+            Err(err) => Err(err),
+        };
+        return principal(app, verified).await.map(Caller::User);
     }
     authenticate(app, headers).await.map(Caller::User)
 }
@@ -187,6 +194,15 @@ pub async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Principal, A
         Some(external) if crate::tokens::is_rs256(&token) => external.verify(&token).await,
         _ => app.tokens.verify_access(&token),
     };
+    principal(app, verified).await
+}
+
+/// The user of a verified token, or the contract's 403 for a refused or
+/// revoked one.
+async fn principal(
+    app: &App,
+    verified: Result<SessionClaims, TokenError>,
+) -> Result<Principal, ApiError> {
     let claims = verified.map_err(|err| {
         tracing::debug!(reason = err.reason(), "access token refused");
         app.metrics

@@ -146,11 +146,18 @@ pub trait ExternalTokens: Send + Sync + std::fmt::Debug {
     /// A user's token.
     async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError>;
 
-    /// A machine client's token (OAuth client credentials): `Err(Claims)`
-    /// for a user's token.
-    async fn verify_service(&self, _token: &str) -> Result<ServiceClaims, TokenError> {
-        Err(TokenError::Claims)
+    /// A user's token or, where a route admits them, a machine client's
+    /// (OAuth client credentials), told apart after one verification.
+    async fn verify_caller(&self, token: &str) -> Result<ExternalCaller, TokenError> {
+        self.verify(token).await.map(ExternalCaller::User)
     }
+}
+
+/// Who an identity provider's token is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExternalCaller {
+    User(SessionClaims),
+    Service(ServiceClaims),
 }
 
 /// Who a machine client's token is for.

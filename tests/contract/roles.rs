@@ -58,6 +58,30 @@ async fn refreshed(gw: &Gateway, refresh_token: &str) -> String {
     reply.json["access_token"].as_str().unwrap().to_string()
 }
 
+/// A user's own Keycloak access token (RS256), by the password grant of
+/// client `authgate`.
+async fn keycloak_user_token(username: &str, password: &str) -> String {
+    let base = keycloak_url();
+    let reply = reqwest::Client::new()
+        .post(format!(
+            "{base}/realms/authgate/protocol/openid-connect/token"
+        ))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "authgate"),
+            ("client_secret", "authgate-dev-secret"),
+            ("username", username),
+            ("password", password),
+            ("scope", "openid"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let body: Value = reply.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
 /// A client-credentials token of the realm's example machine client.
 async fn service_token(client: &str, secret: &str) -> reqwest::Response {
     let base = keycloak_url();
@@ -246,6 +270,20 @@ async fn machine_clients_pass_only_routes_that_allow_services() {
     gw.get_bearer("/reports/echo", &user.access_token)
         .await
         .assert_detail(403, "Not enough permissions");
+    // A user's own Keycloak token on that route is a user's: the role
+    // decides, and the upstream learns the user.
+    let rs256 = keycloak_user_token(&user.username, &user.password).await;
+    gw.get_bearer("/reports/echo", &rs256)
+        .await
+        .assert_detail(403, "Not enough permissions");
+    let kc = KcAdmin::connect().await;
+    kc.realm_role(&user.username, "reports", true).await;
+    let rs256 = keycloak_user_token(&user.username, &user.password).await;
+    let reply = gw.get_bearer("/reports/echo", &rs256).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let headers = &reply.json["headers"];
+    assert_eq!(headers["x-auth-user-id"], user.id.to_string());
+    assert!(headers.get("x-auth-client-id").is_none(), "{headers}");
     let reply = gw
         .send(
             gw.http

@@ -14,7 +14,9 @@ use tokio::sync::Mutex;
 use super::http::{KcError, KcHttp};
 use super::oidc::KcClaims;
 use crate::clock::Clock;
-use crate::tokens::{ACCESS_SCOPE, ExternalTokens, ServiceClaims, SessionClaims, TokenError};
+use crate::tokens::{
+    ACCESS_SCOPE, ExternalCaller, ExternalTokens, ServiceClaims, SessionClaims, TokenError,
+};
 
 /// How often the keys are fetched again while nothing asks for a new one.
 const REFRESH_EVERY: Duration = Duration::from_secs(300);
@@ -166,27 +168,33 @@ pub struct KeycloakTokens(pub Arc<Jwks>);
 #[async_trait::async_trait]
 impl ExternalTokens for KeycloakTokens {
     async fn verify(&self, token: &str) -> Result<SessionClaims, TokenError> {
-        let claims = self.0.verify(token).await?;
-        let user_id = claims.user_id.ok_or(TokenError::Claims)?;
-        let roles = claims.roles();
-        Ok(SessionClaims {
-            user_id,
-            email: claims.email,
-            device_id: claims.sid,
-            exp: claims.exp.unwrap_or_default(),
-            iat: claims.iat,
-            scope: Some(ACCESS_SCOPE.to_string()),
-            kc_rt: None,
-            roles: Some(roles),
-        })
+        session_claims(self.0.verify(token).await?)
     }
 
-    async fn verify_service(&self, token: &str) -> Result<ServiceClaims, TokenError> {
+    async fn verify_caller(&self, token: &str) -> Result<ExternalCaller, TokenError> {
         let claims = self.0.verify(token).await?;
-        let client_id = claims.service_client().ok_or(TokenError::Claims)?;
-        Ok(ServiceClaims {
-            client_id: client_id.to_string(),
-            roles: claims.roles(),
-        })
+        match claims.service_client() {
+            Some(client_id) => Ok(ExternalCaller::Service(ServiceClaims {
+                client_id: client_id.to_string(),
+                roles: claims.roles(),
+            })),
+            None => session_claims(claims).map(ExternalCaller::User),
+        }
     }
+}
+
+/// A user's verified Keycloak token as a legacy session.
+fn session_claims(claims: KcClaims) -> Result<SessionClaims, TokenError> {
+    let user_id = claims.user_id.ok_or(TokenError::Claims)?;
+    let roles = claims.roles();
+    Ok(SessionClaims {
+        user_id,
+        email: claims.email,
+        device_id: claims.sid,
+        exp: claims.exp.unwrap_or_default(),
+        iat: claims.iat,
+        scope: Some(ACCESS_SCOPE.to_string()),
+        kc_rt: None,
+        roles: Some(roles),
+    })
 }
