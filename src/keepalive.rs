@@ -1,5 +1,6 @@
-//! Kept-alive client connections wait for their next request in a future of
-//! their own, a few hundred bytes, instead of inside pingora's.
+//! Kept-alive client connections wait for their next request in a small
+//! future of their own instead of inside pingora's (about 6 KB per idle
+//! connection in all, against 24 KB).
 //!
 //! pingora's HTTP/1 loop hands a kept-alive connection straight back to the
 //! proxy, whose request future (the whole proxy path's state machine, about
@@ -54,8 +55,10 @@ where
     ) -> Option<Stream> {
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        // One receiver for the connection's whole life, not one per request.
+        let mut shutting_down = shutdown.clone();
         loop {
-            if !next_request_arrives(&mut stream, self.idle_timeout, shutdown).await {
+            if !next_request_arrives(&mut stream, self.idle_timeout, &mut shutting_down).await {
                 return None;
             }
             let mut session = ServerSession::new_http1(stream);
@@ -83,9 +86,8 @@ where
 async fn next_request_arrives(
     stream: &mut Stream,
     idle_timeout: Duration,
-    shutdown: &ShutdownWatch,
+    shutdown: &mut ShutdownWatch,
 ) -> bool {
-    let mut shutdown = shutdown.clone();
     let mut byte = [0u8; 1];
     tokio::select! {
         biased;
