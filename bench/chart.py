@@ -30,7 +30,7 @@ def nice_max(v):
 
 def kind(row):
     label = row["label"]
-    if label.startswith(("oauth2-proxy", "reference")):
+    if label.startswith(("oauth2-proxy", "reference", "floor")):
         return "oauth2-proxy"
     if label.startswith("upstream"):
         return "other"
@@ -98,7 +98,7 @@ def render(results):
     out.append(f'<text x="10" y="{base + 26}" font-size="11">'
                f'<tspan fill="{COLORS["authgate"]}">■</tspan> through or served by authgate   '
                f'<tspan fill="{COLORS["other"]}">■</tspan> upstream directly   '
-               f'<tspan fill="{COLORS["oauth2-proxy"]}">■</tspan> another proxy (oauth2-proxy, nginx)</text>')
+               f'<tspan fill="{COLORS["oauth2-proxy"]}">■</tspan> another proxy (oauth2-proxy, nginx, byte relay)</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

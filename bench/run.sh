@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# authgate's benchmarks, all in one run on loopback: builds the release
+# authgate's benchmarks, all in one run on loopback: builds the dist-profile (release + LTO)
 # binaries, starts the test servers (PostgreSQL, Keycloak), installs the
 # load generators and oauth2-proxy once (cached), then runs bench/suite.py,
 # which prints one table of figures, ratios and targets and writes
@@ -87,8 +87,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(ulimit -n) > ${IDLE_CONNECTIONS:-10000} + 100)) ||
   die "open-file limit $(ulimit -n) is too low for IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}"
 
-log "cargo build --release --bin authgate --example upstream --example hash_time"
-cargo build --locked --release --bin authgate --example upstream --example hash_time
+log "cargo build --profile dist --bin authgate --example upstream --example hash_time --example tcp_relay"
+cargo build --locked --profile dist --bin authgate --example upstream --example hash_time --example tcp_relay
 
 # ---------------------------------------------------------------- servers
 
@@ -106,9 +106,10 @@ fi
 
 args=(
   --out "$OUT"
-  --authgate "$REPO/target/release/authgate"
-  --upstream-bin "$REPO/target/release/examples/upstream"
-  --hash-time "$REPO/target/release/examples/hash_time"
+  --authgate "$REPO/target/dist/authgate"
+  --upstream-bin "$REPO/target/dist/examples/upstream"
+  --hash-time "$REPO/target/dist/examples/hash_time"
+  --relay "$REPO/target/dist/examples/tcp_relay"
   --only "${ONLY:-}"
   --oha "$OHA"
   --keycloak "$keycloak_url"

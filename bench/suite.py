@@ -510,6 +510,33 @@ def start_nginx(b, upstream_port):
     return proc, url
 
 
+def start_relay(b, upstream_port):
+    """examples/tcp_relay in front of the same upstream: bytes copied both
+    ways, no HTTP, one thread. The floor of what any proxy costs on this
+    machine. None without the binary."""
+    a, out = b.args, b.out
+    if not a.relay:
+        b.notes.append("byte-relay floor skipped (no --relay)")
+        return None
+    proc = start("tcp-relay", [a.relay, "--port", "0", "--to", f"{HOST}:{upstream_port}"], out)
+    port = listening_port(proc)
+    url = f"http://{HOST}:{port}"
+    wait_http(url + "/bench", proc)
+    return proc, url
+
+
+def listening_port(proc):
+    """The port a program that prints `listening on 127.0.0.1:<port>` took."""
+    for _ in range(100):
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", proc.log_path.read_text())
+        if m:
+            return int(m.group(1))
+        if not proc.alive():
+            break
+        time.sleep(0.1)
+    raise BenchError(f"{proc.name} did not start:\n{proc.tail()}")
+
+
 class Native:
     """The native-mode authgate under test and what the scenarios share."""
 
@@ -536,6 +563,9 @@ class Native:
         self.nginx = start_nginx(b, upstream_port)
         if self.nginx:
             self.watch.append(self.nginx[0])
+        self.relay = start_relay(b, upstream_port)
+        if self.relay:
+            self.watch.append(self.relay[0])
         self.signin_lua = out / "signin.lua"
         self.signin_lua.write_text(
             'wrk.method = "POST"\n'
@@ -562,6 +592,10 @@ def throughput(b, n):
         r_a2 = b.record("a2", "throughput", "reference: nginx, forwarding only: GET /bench",
                         b.wrk("a2-nginx", n.nginx[1] + "/bench", c, d, watch))
         rows.append(r_a2)
+    if n.relay:
+        r_a3 = b.record("a3", "throughput", "floor: byte relay, no HTTP: GET /bench",
+                        b.wrk("a3-relay", n.relay[1] + "/bench", c, d, watch))
+        rows.append(r_a3)
     for r in rows:
         r["vs"] = ("a", ratio(r["rps"], r_a["rps"]))
     slow = f"/slow?ms={a.slow_ms}"
@@ -571,15 +605,17 @@ def throughput(b, n):
                    b.wrk("f-bearer-slow", url + "/api" + slow, a.slow_conns, d, watch,
                          headers=n.bearer))
     r_f["vs"] = ("e", ratio(r_f["rps"], r_e["rps"]))
-    ref_a = ref_e = ""
+    ref_a, ref_e = [], ""
     if n.nginx:
         r_e2 = b.record("e2", "app upstream", f"reference: nginx, forwarding only: GET {slow}",
                         b.wrk("e2-nginx-slow", n.nginx[1] + slow, a.slow_conns, d, watch))
         r_e2["vs"] = ("e", ratio(r_e2["rps"], r_e["rps"]))
-        ref_a = f" (nginx: {fmt(r_a2['vs'][1], 2)})"
+        ref_a.append(f"nginx: {fmt(r_a2['vs'][1], 2)}")
         ref_e = f" (nginx: {fmt(r_e2['vs'][1], 2)})"
+    if n.relay:
+        ref_a.append(f"byte relay: {fmt(r_a3['vs'][1], 2)}")
     b.target("4a", "bearer route ÷ upstream directly, max req/s (trivial upstream)",
-             fmt(r_c["vs"][1], 2) + ref_a, "≥ 0.85", (r_c["vs"][1] or 0) >= 0.85)
+             fmt(r_c["vs"][1], 2) + (f" ({'; '.join(ref_a)})" if ref_a else ""), "≥ 0.85", (r_c["vs"][1] or 0) >= 0.85)
     b.target("4b", "bearer route ÷ upstream directly, max req/s "
              f"(upstream answering in {a.slow_ms} ms)",
              fmt(r_f["vs"][1], 2) + ref_e, "≥ 0.85", (r_f["vs"][1] or 0) >= 0.85)
@@ -670,14 +706,19 @@ def fixed_rate(b, n):
 
     added = added_us(r_o)
     cpu = r_o["cpu_us_per_req"].get("authgate-native")
-    ref = ""
-    if n.nginx:
-        r_n2 = b.record("n2", "fixed rate", f"reference: nginx, forwarding only, at {rate}/s",
-                        b.oha("n2-nginx-rate", n.nginx[1] + "/bench", rate, d, fc, watch))
-        theirs = added_us(r_n2)
-        ref = (f" (nginx: +{fmt(theirs.get('p50_ms'), 0)} µs, "
-               f"+{fmt(theirs.get('p99_ms'), 0)} µs; "
-               f"{fmt(r_n2['cpu_us_per_req'].get('nginx'), 1)} µs)")
+    refs = []
+    for key, name, proc, label, started in (
+            ("n2", "nginx", "nginx", "reference: nginx, forwarding only", n.nginx),
+            ("n3", "byte relay", "tcp-relay", "floor: byte relay, no HTTP", n.relay)):
+        if not started:
+            continue
+        row = b.record(key, "fixed rate", f"{label}, at {rate}/s",
+                       b.oha(f"{key}-{proc}-rate", started[1] + "/bench", rate, d, fc, watch))
+        theirs = added_us(row)
+        refs.append(f"{name}: +{fmt(theirs.get('p50_ms'), 0)} µs, "
+                    f"+{fmt(theirs.get('p99_ms'), 0)} µs; "
+                    f"{fmt(row['cpu_us_per_req'].get(proc), 1)} µs")
+    ref = f" ({'; '.join(refs)})" if refs else ""
     b.target(4, f"latency added at {rate} req/s: p50, p99; authgate CPU per request",
              f"+{fmt(added.get('p50_ms'), 0)} µs, +{fmt(added.get('p99_ms'), 0)} µs; "
              f"{fmt(cpu, 1)} µs" + ref, "< 100 µs, < 1000 µs",
@@ -796,7 +837,7 @@ def server_cpu(row):
     cpu = row.get("cpu_us_per_req") or {}
     label = row["label"]
     for prefix, name in (("upstream", "upstream"), ("oauth2-proxy", "oauth2-proxy"),
-                         ("reference: nginx", "nginx")):
+                         ("reference: nginx", "nginx"), ("floor: byte relay", "tcp-relay")):
         if label.startswith(prefix):
             return cpu.get(name)
     return next((v for k, v in cpu.items() if k.startswith("authgate")), None)
@@ -875,6 +916,7 @@ def main():
     p.add_argument("--oha", required=True)
     p.add_argument("--keycloak", default="")
     p.add_argument("--nginx", default="", help="nginx binary for the reference rows")
+    p.add_argument("--relay", default="", help="examples/tcp_relay binary for the floor rows")
     p.add_argument("--database-url", required=True, help="admin URL of the test PostgreSQL")
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--signin-duration", type=int, default=15)
@@ -903,15 +945,7 @@ def main():
     rc = 0
     try:
         b.upstream = start("upstream", [args.upstream_bin, "--port", "0", "--name", "bench"], out)
-        port = None
-        for _ in range(100):
-            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", b.upstream.log_path.read_text())
-            if m:
-                port = int(m.group(1))
-                break
-            time.sleep(0.1)
-        if not port:
-            raise BenchError(f"upstream did not start:\n{b.upstream.tail()}")
+        port = listening_port(b.upstream)
         if any(b.wants(g) for g in NATIVE):
             native_phase(b, port, args.database_url)
         if args.keycloak and b.wants("keycloak"):
@@ -929,7 +963,7 @@ def main():
     results = {"started": started, "command": args.command, "machine": info,
                "settings": {k: v for k, v in vars(args).items()
                             if k not in ("out", "authgate", "upstream_bin", "oha", "database_url",
-                                         "nginx")},
+                                         "nginx", "relay")},
                "rows": b.rows, "targets": b.targets, "notes": b.notes}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "chart.svg").write_text(chart.render(results))
