@@ -61,22 +61,15 @@ async fn refreshed(gw: &Gateway, refresh_token: &str) -> String {
 /// A user's own Keycloak access token (RS256), by the password grant of
 /// client `authgate`.
 async fn keycloak_user_token(username: &str, password: &str) -> String {
-    let base = keycloak_url();
-    let reply = reqwest::Client::new()
-        .post(format!(
-            "{base}/realms/authgate/protocol/openid-connect/token"
-        ))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "authgate"),
-            ("client_secret", "authgate-dev-secret"),
-            ("username", username),
-            ("password", password),
-            ("scope", "openid"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let reply = realm_token(&[
+        ("grant_type", "password"),
+        ("client_id", "authgate"),
+        ("client_secret", "authgate-dev-secret"),
+        ("username", username),
+        ("password", password),
+        ("scope", "openid"),
+    ])
+    .await;
     assert_eq!(reply.status(), 200);
     let body: Value = reply.json().await.unwrap();
     body["access_token"].as_str().unwrap().to_string()
@@ -84,16 +77,22 @@ async fn keycloak_user_token(username: &str, password: &str) -> String {
 
 /// A client-credentials token of the realm's example machine client.
 async fn service_token(client: &str, secret: &str) -> reqwest::Response {
+    realm_token(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", client),
+        ("client_secret", secret),
+    ])
+    .await
+}
+
+/// A request to the `authgate` realm's token endpoint.
+async fn realm_token(form: &[(&str, &str)]) -> reqwest::Response {
     let base = keycloak_url();
     reqwest::Client::new()
         .post(format!(
             "{base}/realms/authgate/protocol/openid-connect/token"
         ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client),
-            ("client_secret", secret),
-        ])
+        .form(form)
         .send()
         .await
         .unwrap()
