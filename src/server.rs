@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
@@ -25,10 +25,11 @@ use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
 use crate::api::App;
+use crate::forward::{Forwarder, Target};
 use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
@@ -72,6 +73,8 @@ pub struct Gateway {
     max_body: usize,
     /// A listener that serves `/metrics` and nothing else.
     metrics_only: bool,
+    /// The lean path for requests without a body.
+    forwarder: Forwarder,
 }
 
 impl Gateway {
@@ -82,6 +85,7 @@ impl Gateway {
             upstreams,
             max_body,
             metrics_only,
+            forwarder: Forwarder::default(),
         }
     }
 
@@ -97,6 +101,87 @@ impl Gateway {
                 .map_or("proxy", |u| u.label.as_str()),
             None => "unmatched",
         }
+    }
+
+    /// The chosen route and a healthy upstream address for it.
+    fn pick_upstream(&self, ctx: &Ctx) -> pingora::Result<(&Upstream, SocketAddr)> {
+        let upstream = ctx
+            .forward
+            .as_ref()
+            .and_then(|(index, _)| self.upstreams.get(*index))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        let backend = upstream
+            .balancer
+            .select(b"", 256)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
+        let addr = *backend.addr.as_inet().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "upstream is not a TCP address")
+        })?;
+        Ok((upstream, addr))
+    }
+
+    /// The headers the gateway sets on a forwarded request: identity, the
+    /// request id, and the socket's peer appended to `X-Forwarded-For`.
+    fn upstream_headers(ctx: &Ctx, forwarded_for: Option<&str>) -> Vec<(HeaderName, HeaderValue)> {
+        let mut set = Vec::with_capacity(8);
+        if let Some((_, Some(identity))) = &ctx.forward {
+            for (name, value) in identity.headers() {
+                set.push((HeaderName::from_static(name), value));
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+            set.push((HeaderName::from_static(REQUEST_ID), value));
+        }
+        if let Some(ip) = ctx.peer_ip {
+            let chain = match forwarded_for {
+                Some(before) => format!("{before}, {ip}"),
+                None => ip.to_string(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&chain) {
+                set.push((HeaderName::from_static("x-forwarded-for"), value));
+            }
+        }
+        set
+    }
+
+    /// Counts an upstream answer and the time it took.
+    fn observe_upstream_answer(&self, ctx: &Ctx, status: StatusCode) {
+        let route = self.route_label(ctx);
+        if let Some(started) = ctx.upstream_started {
+            self.app
+                .metrics
+                .upstream_seconds
+                .with_label_values(&[route])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.app
+            .metrics
+            .upstream_requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+    }
+
+    /// Forwards a request without a body on the lean path (see
+    /// [`crate::forward`]) and streams the answer back.
+    async fn forward_lean(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let target = Target {
+            addr,
+            connect_timeout: upstream.config.connect_timeout,
+            read_timeout: upstream.config.read_timeout,
+        };
+        let set = Self::upstream_headers(ctx, header_text(session.req_header(), "x-forwarded-for"));
+        ctx.upstream_started = Some(Instant::now());
+        let (mut header, exchange) = self.forwarder.send(session, &set, target).await?;
+        self.observe_upstream_answer(ctx, header.status);
+        header.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        let empty = exchange.is_empty();
+        session
+            .write_response_header(Box::new(header), empty)
+            .await
+            .map_err(|e| e.into_down())?;
+        exchange.relay(session).await?;
+        Ok(())
     }
 }
 
@@ -173,6 +258,10 @@ impl ProxyHttp for Gateway {
             return match admitted {
                 Ok(identity) => {
                     ctx.forward = Some((index, identity));
+                    if Forwarder::takes(session) {
+                        self.forward_lean(session, ctx).await?;
+                        return Ok(true);
+                    }
                     Ok(false)
                 }
                 Err(response) => {
@@ -196,18 +285,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let upstream = ctx
-            .forward
-            .as_ref()
-            .and_then(|(index, _)| self.upstreams.get(*index))
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let backend = upstream
-            .balancer
-            .select(b"", 256)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
-        let addr = *backend.addr.as_inet().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "upstream is not a TCP address")
-        })?;
+        let (upstream, addr) = self.pick_upstream(ctx)?;
         // A resolved SocketAddr: HttpPeer::new's lookup cannot fail.
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.config.connect_timeout);
@@ -223,18 +301,9 @@ impl ProxyHttp for Gateway {
         request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        if let Some((_, Some(identity))) = &ctx.forward {
-            for (name, value) in identity.headers() {
-                request.insert_header(name, value)?;
-            }
-        }
-        request.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(ip) = ctx.peer_ip {
-            let chain = match header_text(request, "x-forwarded-for") {
-                Some(before) => format!("{before}, {ip}"),
-                None => ip.to_string(),
-            };
-            request.insert_header("x-forwarded-for", chain)?;
+        let set = Self::upstream_headers(ctx, header_text(request, "x-forwarded-for"));
+        for (name, value) in set {
+            request.insert_header(name, value)?;
         }
         Ok(())
     }
@@ -245,19 +314,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let route = self.route_label(ctx);
-        if let Some(started) = ctx.upstream_started {
-            self.app
-                .metrics
-                .upstream_seconds
-                .with_label_values(&[route])
-                .observe(started.elapsed().as_secs_f64());
-        }
-        self.app
-            .metrics
-            .upstream_requests
-            .with_label_values(&[route, response.status.as_str()])
-            .inc();
+        self.observe_upstream_answer(ctx, response.status);
         Ok(())
     }
 
@@ -272,6 +329,17 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if e.esource == ErrorSource::Downstream {
+            // The client's side failed (it went away, or sent what could
+            // not be read): no upstream is to blame, and no answer is due
+            // on a connection that is about to close.
+            ctx.span
+                .in_scope(|| tracing::debug!(error = %e, "client connection failed"));
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let (status, detail, kind) = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout", "timeout")

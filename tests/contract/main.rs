@@ -13,6 +13,7 @@ mod devices;
 mod edge;
 mod embedded;
 mod faults;
+mod forwarding;
 mod harness;
 mod kc_admin;
 mod keycloak_mode;

@@ -1,0 +1,472 @@
+//! HTTP/1.1 on the upstream side: the request head written for a forwarded
+//! request, the answer's head read back, and the framing of its body
+//! (RFC 9112 sections 6 and 7).
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method};
+use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
+
+use super::ForwardError;
+
+/// The most headers an upstream answer may carry.
+const MAX_HEADERS: usize = 128;
+/// The largest upstream answer head.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The largest chunk-size line or trailer line.
+const MAX_LINE_BYTES: usize = 4 * 1024;
+
+/// Hop-by-hop headers: they describe one connection and are never passed on.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `name` is hop-by-hop, by the standard list or by the message's own
+/// `Connection` header.
+fn is_hop_by_hop(name: &[u8], connection_tokens: &[&str]) -> bool {
+    let listed = |list: &[&str]| list.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()));
+    listed(&HOP_BY_HOP) || listed(connection_tokens)
+}
+
+fn connection_tokens(values: http::header::GetAll<'_, HeaderValue>) -> Vec<&str> {
+    values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The request head sent upstream for a request without a body: the
+/// client's method, target and headers (their case kept), less the
+/// hop-by-hop ones and those in `set`, then `set`.
+pub fn request_head(req: &RequestHeader, set: &[(HeaderName, HeaderValue)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + req.headers.len() * 32);
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.raw_path());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let tokens = connection_tokens(req.headers.get_all(http::header::CONNECTION));
+    let mut write = |name: &[u8], value: &HeaderValue| {
+        if is_hop_by_hop(name, &tokens)
+            || set
+                .iter()
+                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+        {
+            return;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    };
+    // `map` walks the headers with their original case; it fails only when
+    // the closure does, and this one cannot.
+    let _ = req.map(|name, value| {
+        match name {
+            HeaderNameVariant::Case(name) => write(name.as_slice(), value),
+            HeaderNameVariant::Titled(name) => write(name.as_bytes(), value),
+        }
+        Ok(())
+    });
+    for (name, value) in set {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// How the body of an upstream answer ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// An upstream answer's head, ready for the client.
+pub struct Head {
+    pub header: ResponseHeader,
+    pub framing: Framing,
+    /// The upstream connection may carry another request after this answer.
+    pub reusable: bool,
+}
+
+/// Parses one answer head from the front of `buf`: `Ok(None)` when more
+/// bytes are needed; informational (1xx) answers are consumed and skipped.
+pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ForwardError> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let used = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(used)) => used,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(ForwardError::BadResponse("answer head too large"));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ForwardError::BadResponse("too many answer headers"));
+            }
+            Err(_) => return Err(ForwardError::BadResponse("malformed answer head")),
+        };
+        let code = parsed.code.unwrap_or(0);
+        if (100..200).contains(&code) {
+            // 101 only answers an upgrade, which is never sent this way.
+            if code == 101 {
+                return Err(ForwardError::BadResponse("unrequested protocol switch"));
+            }
+            buf.advance(used);
+            continue;
+        }
+        let head = build_head(&parsed, code, method)?;
+        buf.advance(used);
+        return Ok(Some(head));
+    }
+}
+
+fn build_head(
+    parsed: &httparse::Response<'_, '_>,
+    code: u16,
+    method: &Method,
+) -> Result<Head, ForwardError> {
+    fn bad<E>(_: E) -> ForwardError {
+        ForwardError::BadResponse("invalid answer header")
+    }
+    let mut connection = Vec::new();
+    let mut chunked = None;
+    let mut length: Option<u64> = None;
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            connection.extend(
+                std::str::from_utf8(h.value)
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|t| t.trim().to_ascii_lowercase())
+                    .filter(|t| !t.is_empty()),
+            );
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding decides whether the body is chunked.
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(ForwardError::BadResponse("invalid content-length"))?;
+            if length.is_some_and(|l| l != value) {
+                return Err(ForwardError::BadResponse("conflicting content-length"));
+            }
+            length = Some(value);
+        }
+    }
+    let framing = if *method == Method::HEAD || code == 204 || code == 304 {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::Close,
+            (None, Some(len)) => Framing::Length(len),
+            (None, None) => Framing::Close,
+        }
+    };
+    let keep_alive = if parsed.version == Some(1) {
+        !connection.iter().any(|t| t == "close")
+    } else {
+        connection.iter().any(|t| t == "keep-alive")
+    };
+    let reusable = keep_alive && framing != Framing::Close;
+
+    let tokens: Vec<&str> = connection.iter().map(String::as_str).collect();
+    let mut header = ResponseHeader::build(code, Some(parsed.headers.len()))
+        .map_err(|_| ForwardError::BadResponse("invalid answer status"))?;
+    if let Some(reason) = parsed.reason
+        && Some(reason) != header.status.canonical_reason()
+    {
+        header.set_reason_phrase(Some(reason)).map_err(bad)?;
+    }
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        // Transfer-Encoding stays: the client's side frames the body again
+        // from it. A Content-Length beside it is void (RFC 9112 6.3).
+        let keep = name.eq_ignore_ascii_case(b"transfer-encoding")
+            || !(is_hop_by_hop(name, &tokens)
+                || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length")));
+        if keep {
+            header
+                .append_header(
+                    h.name.to_string(),
+                    HeaderValue::from_bytes(h.value).map_err(bad)?,
+                )
+                .map_err(bad)?;
+        }
+    }
+    Ok(Head {
+        header,
+        framing,
+        reusable,
+    })
+}
+
+/// Decodes a chunked body as it arrives.
+#[derive(Debug)]
+pub struct Dechunker {
+    state: ChunkState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+impl Default for Dechunker {
+    fn default() -> Self {
+        Self {
+            state: ChunkState::Size,
+        }
+    }
+}
+
+impl Dechunker {
+    /// The body is complete (trailers, if any, skipped).
+    pub fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Takes what can be decoded from the front of `buf`: the body bytes
+    /// found, in order. Leaves an incomplete piece in `buf` for next time.
+    pub fn decode(&mut self, buf: &mut BytesMut, out: &mut Vec<Bytes>) -> Result<(), ForwardError> {
+        loop {
+            match self.state {
+                ChunkState::Size => match httparse::parse_chunk_size(buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        buf.advance(used);
+                        self.state = if size == 0 {
+                            ChunkState::Trailers
+                        } else {
+                            ChunkState::Data(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() > MAX_LINE_BYTES => {
+                        return Err(ForwardError::BadResponse("chunk size line too long"));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(()),
+                    Err(_) => return Err(ForwardError::BadResponse("invalid chunk size")),
+                },
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(());
+                    }
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    out.push(buf.split_to(take).freeze());
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(());
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ForwardError::BadResponse("chunk not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => {
+                    // Trailer fields are dropped; the empty line ends the body.
+                    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        if buf.len() > MAX_LINE_BYTES {
+                            return Err(ForwardError::BadResponse("trailer line too long"));
+                        }
+                        return Ok(());
+                    };
+                    buf.advance(end + 2);
+                    if end == 0 {
+                        self.state = ChunkState::Done;
+                    }
+                }
+                ChunkState::Done => return Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_of(raw: &str, method: &Method) -> Head {
+        let mut buf = BytesMut::from(raw);
+        parse_head(&mut buf, method)
+            .expect("valid head")
+            .expect("complete head")
+    }
+
+    #[test]
+    fn request_head_drops_hop_by_hop_and_sets_the_gateway_headers() {
+        let mut req = RequestHeader::build("GET", b"/a/b?x=1&y=%20", None).unwrap();
+        req.append_header("Host", "example.test").unwrap();
+        req.append_header("Connection", "keep-alive, X-Secret-Hop")
+            .unwrap();
+        req.append_header("X-Secret-Hop", "1").unwrap();
+        req.append_header("Keep-Alive", "timeout=5").unwrap();
+        req.append_header("X-Request-Id", "from-client").unwrap();
+        req.append_header("Accept", "a").unwrap();
+        req.append_header("Accept", "b").unwrap();
+        let set = [(
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("rid-1"),
+        )];
+        let head = String::from_utf8(request_head(&req, &set)).unwrap();
+        assert_eq!(
+            head,
+            "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.test\r\nAccept: a\r\nAccept: b\r\nx-request-id: rid-1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn answer_framing_follows_rfc_9112() {
+        let get = Method::GET;
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                Framing::Close,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", Framing::Close, false),
+            ("HTTP/1.1 204 No Content\r\n\r\n", Framing::Empty, true),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                Framing::Length(0),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+                Framing::Length(2),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+                Framing::Length(2),
+                true,
+            ),
+        ];
+        for (raw, framing, reusable) in cases {
+            let head = head_of(raw, &get);
+            assert_eq!(head.framing, framing, "{raw}");
+            assert_eq!(head.reusable, reusable, "{raw}");
+        }
+        assert_eq!(
+            head_of(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                &Method::HEAD
+            )
+            .framing,
+            Framing::Empty
+        );
+    }
+
+    #[test]
+    fn answer_head_keeps_case_drops_hop_by_hop_and_skips_1xx() {
+        let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Made It\r\nX-Upstream: a\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello";
+        let mut buf = BytesMut::from(raw);
+        let head = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(head.header.status.as_u16(), 201);
+        assert_eq!(head.header.get_reason_phrase(), Some("Made It"));
+        let mut wire = Vec::new();
+        head.header.header_to_h1_wire(&mut wire);
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "X-Upstream: a\r\nTransfer-Encoding: chunked\r\n"
+        );
+        assert_eq!(&buf[..], b"5\r\nhello", "the body is left in the buffer");
+    }
+
+    #[test]
+    fn broken_answers_are_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "NOT HTTP\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            assert!(parse_head(&mut buf, &Method::GET).is_err(), "{raw}");
+        }
+        let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
+        assert!(parse_head(&mut partial, &Method::GET).unwrap().is_none());
+        let mut huge = BytesMut::from("HTTP/1.1 200 OK\r\n");
+        huge.extend_from_slice(&vec![b'a'; MAX_HEAD_BYTES + 1]);
+        assert!(parse_head(&mut huge, &Method::GET).is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
+        for split in 1..wire.len() {
+            let mut dechunker = Dechunker::default();
+            let mut buf = BytesMut::new();
+            let mut body = Vec::new();
+            for piece in wire.chunks(split) {
+                buf.extend_from_slice(piece);
+                let mut out = Vec::new();
+                dechunker.decode(&mut buf, &mut out).unwrap();
+                body.extend(out.iter().flat_map(|b| b.iter().copied()));
+                if dechunker.done() {
+                    break;
+                }
+            }
+            assert!(dechunker.done(), "split {split}");
+            assert_eq!(body, b"hello, world", "split {split}");
+        }
+        let mut bad = BytesMut::from("5\r\nhelloXX");
+        assert!(
+            Dechunker::default()
+                .decode(&mut bad, &mut Vec::new())
+                .is_err()
+        );
+        let mut bad = BytesMut::from("zz\r\n");
+        assert!(
+            Dechunker::default()
+                .decode(&mut bad, &mut Vec::new())
+                .is_err()
+        );
+    }
+}
