@@ -172,7 +172,13 @@ impl Gateway {
         };
         let set = Self::upstream_headers(ctx, header_text(session.req_header(), "x-forwarded-for"));
         ctx.upstream_started = Some(Instant::now());
-        let (mut header, exchange) = self.forwarder.send(session, &set, target).await?;
+        // One span per upstream exchange, under the request's.
+        let span = tracing::debug_span!(parent: &ctx.span, "upstream", %addr);
+        let (mut header, exchange) = self
+            .forwarder
+            .send(session, &set, target)
+            .instrument(span.clone())
+            .await?;
         self.observe_upstream_answer(ctx, header.status);
         header.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         let empty = exchange.is_empty();
@@ -180,7 +186,7 @@ impl Gateway {
             .write_response_header(Box::new(header), empty)
             .await
             .map_err(|e| e.into_down())?;
-        exchange.relay(session).await?;
+        exchange.relay(session).instrument(span).await?;
         Ok(())
     }
 }
