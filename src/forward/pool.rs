@@ -85,3 +85,50 @@ fn still_open(stream: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair: the pool's side and the upstream's side.
+    async fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn keeps_open_connections_newest_first_and_drops_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t0 = Instant::now();
+        let pool = Pool::new(2, Duration::from_secs(60));
+        assert!(pool.take(addr, t0).is_none());
+
+        let (a, _a_peer) = pair(&listener).await;
+        let (b, _b_peer) = pair(&listener).await;
+        let (c, _c_peer) = pair(&listener).await;
+        let b_port = b.local_addr().unwrap().port();
+        pool.put(addr, a, t0);
+        pool.put(addr, b, t0);
+        pool.put(addr, c, t0);
+        assert_eq!(pool.idle_count(addr), 2, "full: the third is dropped");
+        let taken = pool.take(addr, t0).unwrap();
+        assert_eq!(taken.local_addr().unwrap().port(), b_port, "newest first");
+
+        // Closed by the upstream while idle: dropped when taken.
+        let (d, d_peer) = pair(&listener).await;
+        pool.put(addr, d, t0);
+        drop(d_peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let next = pool.take(addr, t0).unwrap();
+        assert_ne!(next.local_addr().unwrap().port(), b_port);
+        assert_eq!(pool.idle_count(addr), 0);
+
+        // Idle past the timeout: dropped.
+        pool.put(addr, next, t0);
+        assert!(pool.take(addr, t0 + Duration::from_secs(60)).is_none());
+        assert_eq!(pool.idle_count(addr), 0);
+    }
+}
