@@ -62,7 +62,8 @@ impl Pool {
     }
 
     /// How many idle connections are kept for `addr`.
-    pub fn idle_count(&self, addr: SocketAddr) -> usize {
+    #[cfg(test)]
+    fn idle_count(&self, addr: SocketAddr) -> usize {
         self.idle
             .lock()
             .map_or(0, |idle| idle.get(&addr).map_or(0, VecDeque::len))
