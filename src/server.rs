@@ -336,13 +336,29 @@ impl ProxyHttp for Gateway {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         if e.esource == ErrorSource::Downstream {
-            // The client's side failed (it went away, or sent what could
-            // not be read): no upstream is to blame, and no answer is due
-            // on a connection that is about to close.
+            // The client's side failed: no upstream is to blame. A request
+            // body that could not be read is answered 400 (as on the API);
+            // a client that went away gets nothing.
             ctx.span
                 .in_scope(|| tracing::debug!(error = %e, "client connection failed"));
+            let unreadable = !matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::WriteTimedout | ErrorType::ConnectionClosed
+            );
+            let mut code = 0;
+            if unreadable && session.response_written().is_none() {
+                session.set_keepalive(None);
+                let response =
+                    Response::detail(StatusCode::BAD_REQUEST, "Request body could not be read");
+                if write_response(session, response, &ctx.request_id)
+                    .await
+                    .is_ok()
+                {
+                    code = StatusCode::BAD_REQUEST.as_u16();
+                }
+            }
             return FailToProxy {
-                error_code: 0,
+                error_code: code,
                 can_reuse_downstream: false,
             };
         }
@@ -382,6 +398,12 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Client-side failures are the client's: logged at debug level above,
+    /// not as pingora's errors.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource == ErrorSource::Downstream
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {

@@ -351,3 +351,44 @@ async fn hop_by_hop_headers_stop_at_the_gateway() {
         assert_eq!(reply.json["body"], body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_request_body_is_a_400_not_an_upstream_error() {
+    let echo = Upstream::start("echo").await;
+    let routes = routes_file(&format!(
+        "[[routes]]\nprefix = \"/e\"\nupstreams = [\"{}\"]\n",
+        echo.host_port()
+    ));
+    let env = Env::native_with(|o| o.set("ROUTES_FILE", &routes)).await;
+    let gw = &env.gw;
+    for broken in ["zz\r\nhello\r\n0\r\n\r\n", "5\r\nhelloXX0\r\n\r\n"] {
+        let mut raw = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        let request = format!(
+            "POST /e/upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{broken}"
+        );
+        raw.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), raw.read_to_string(&mut answer))
+            .await
+            .expect("the gateway answers and closes")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{broken:?}: {answer}");
+        assert!(
+            answer.ends_with(r#"{"detail":"Request body could not be read"}"#),
+            "{answer}"
+        );
+    }
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("authgate_upstream_errors_total{"),
+        "no upstream error counted: {text}"
+    );
+}
