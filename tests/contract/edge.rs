@@ -79,7 +79,7 @@ async fn edge_with(tweak: impl FnOnce(crate::harness::Options) -> crate::harness
     Edge { env, a, b }
 }
 
-async fn metrics(gw: &Gateway) -> String {
+pub(crate) async fn metrics(gw: &Gateway) -> String {
     gw.http
         .get(gw.url("/metrics"))
         .send()

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::Env;
-use crate::edge::routes_file;
+use crate::edge::{metrics, routes_file};
 use crate::upstream::Upstream;
 
 /// What the scripted upstream does with one request.
@@ -378,15 +378,7 @@ async fn an_unreadable_request_body_is_a_400_not_an_upstream_error() {
             "{answer}"
         );
     }
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics(gw).await;
     assert!(
         !text.contains("authgate_upstream_errors_total{"),
         "no upstream error counted: {text}"

@@ -19,15 +19,7 @@ async fn keycloak_calls(gw: &Gateway) -> u64 {
 
 /// Calls of one operation (all of them when `operation` is empty).
 async fn keycloak_calls_of(gw: &Gateway, operation: &str) -> u64 {
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::edge::metrics(gw).await;
     let label = format!("operation=\"{operation}\"");
     text.lines()
         .filter(|l| l.starts_with("authgate_keycloak_requests_total{"))
