@@ -156,7 +156,7 @@ fn build_head(
                 std::str::from_utf8(h.value)
                     .unwrap_or("")
                     .split(',')
-                    .map(|t| t.trim().to_ascii_lowercase())
+                    .map(str::trim)
                     .filter(|t| !t.is_empty()),
             );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -185,13 +185,14 @@ fn build_head(
         }
     };
     let keep_alive = if parsed.version == Some(1) {
-        !connection.iter().any(|t| t == "close")
+        !connection.iter().any(|t| t.eq_ignore_ascii_case("close"))
     } else {
-        connection.iter().any(|t| t == "keep-alive")
+        connection
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("keep-alive"))
     };
     let reusable = keep_alive && framing != Framing::Close;
 
-    let tokens: Vec<&str> = connection.iter().map(String::as_str).collect();
     let mut header = ResponseHeader::build(code, Some(parsed.headers.len()))
         .map_err(|_| ForwardError::BadResponse("invalid answer status"))?;
     if let Some(reason) = parsed.reason
@@ -204,7 +205,7 @@ fn build_head(
         // Transfer-Encoding stays: the client's side frames the body again
         // from it. A Content-Length beside it is void (RFC 9112 6.3).
         let keep = name.eq_ignore_ascii_case(b"transfer-encoding")
-            || !(is_hop_by_hop(name, &tokens)
+            || !(is_hop_by_hop(name, &connection)
                 || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length")));
         if keep {
             header
