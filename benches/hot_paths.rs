@@ -1,9 +1,13 @@
 //! Micro-benchmarks of the request path's hot functions (`cargo bench --bench hot_paths`).
 //!
 //! - `tokens/verify_access_hs256`: [`TokenService::verify_access`] on a legacy
-//!   access token minted by the same service;
+//!   access token minted by the same service, checked in full each time;
+//!   `tokens/verify_access_hs256_again`: the same token presented again
+//!   (answered from the verified tokens);
 //! - `keycloak/verify_rs256_cached_key` (feature `keycloak`): [`Jwks::verify`]
-//!   on a Keycloak-like RS256 access token whose key is already cached (no HTTP);
+//!   on a Keycloak-like RS256 access token whose key is already cached (no
+//!   HTTP), checked in full each time; `keycloak/verify_rs256_again`: the
+//!   same token presented again;
 //! - `tokens/jwe_decrypt_refresh`: [`DirA256Gcm::decrypt`] of a legacy refresh
 //!   token wrapping a ~1 KB Keycloak refresh token;
 //! - `http/cookie_in_access_token`: [`cookie_in`] on a browser-like `Cookie`
@@ -83,11 +87,16 @@ fn keycloak_refresh_token() -> String {
 }
 
 fn verify_access(c: &mut Criterion) {
-    let tokens = token_service();
-    let token = tokens.mint_access(&subject(None)).expect("mint access");
-    assert_eq!(tokens.verify_access(&token).expect("verifies").user_id, 42);
+    let full = token_service().without_verified_cache();
+    let again = token_service();
+    let token = full.mint_access(&subject(None)).expect("mint access");
+    assert_eq!(full.verify_access(&token).expect("verifies").user_id, 42);
+    assert_eq!(again.verify_access(&token).expect("verifies").user_id, 42);
     c.bench_function("tokens/verify_access_hs256", |b| {
-        b.iter(|| tokens.verify_access(black_box(&token)))
+        b.iter(|| full.verify_access(black_box(&token)))
+    });
+    c.bench_function("tokens/verify_access_hs256_again", |b| {
+        b.iter(|| again.verify_access(black_box(&token)))
     });
 }
 
@@ -189,7 +198,9 @@ fn verify_rs256(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let http = Arc::new(KcHttp::new(&settings, metrics).expect("http client"));
     let issuer = http.realm_url().to_string();
-    let jwks = Arc::new(Jwks::new(http, Arc::new(SystemClock)));
+    let jwks =
+        Arc::new(Jwks::new(Arc::clone(&http), Arc::new(SystemClock)).without_verified_cache());
+    let again = Arc::new(Jwks::new(http, Arc::new(SystemClock)));
 
     // The key as the fetch makes it: from the JWK's modulus and exponent.
     let set: JwkSet = serde_json::from_str(JWKS).expect("jwks fixture");
@@ -199,7 +210,8 @@ fn verify_rs256(c: &mut Criterion) {
         panic!("fixture key is not RSA");
     };
     let decoding = DecodingKey::from_rsa_components(&rsa.n, &rsa.e).expect("decoding key");
-    runtime.block_on(jwks.insert_key(&kid, decoding));
+    runtime.block_on(jwks.insert_key(&kid, decoding.clone()));
+    runtime.block_on(again.insert_key(&kid, decoding));
 
     // A Keycloak access token (~1 KB of claims) for user 42.
     let now = SystemClock.unix();
@@ -243,15 +255,22 @@ fn verify_rs256(c: &mut Criterion) {
         .expect("private key PEM");
     let signing = EncodingKey::from_rsa_der(&der);
     let token = jsonwebtoken::encode(&header, &claims, &signing).expect("rs256 token");
-    let verified = runtime.block_on(jwks.verify(&token)).expect("verifies");
-    assert_eq!(verified.user_id, Some(42));
+    for verifier in [&jwks, &again] {
+        let verified = runtime.block_on(verifier.verify(&token)).expect("verifies");
+        assert_eq!(verified.user_id, Some(42));
+    }
     eprintln!("verify_rs256_cached_key: token {} B", token.len());
 
-    let (jwks, token) = (&jwks, token.as_str());
-    c.bench_function("keycloak/verify_rs256_cached_key", |b| {
-        b.to_async(&runtime)
-            .iter(|| async move { jwks.verify(black_box(token)).await })
-    });
+    let token = token.as_str();
+    for (name, verifier) in [
+        ("keycloak/verify_rs256_cached_key", &jwks),
+        ("keycloak/verify_rs256_again", &again),
+    ] {
+        c.bench_function(name, |b| {
+            b.to_async(&runtime)
+                .iter(|| async move { verifier.verify(black_box(token)).await })
+        });
+    }
 }
 
 #[cfg(not(feature = "keycloak"))]

@@ -11,6 +11,7 @@
 //! against the injected [`Clock`], so tests control time.
 
 mod jwe;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 pub use jwe::DirA256Gcm;
+use verified::VerifiedTokens;
 
 use crate::clock::Clock;
 
@@ -201,6 +203,8 @@ pub struct TokenService {
     jwe: DirA256Gcm,
     lifetimes: Lifetimes,
     clock: Arc<dyn Clock>,
+    /// Access tokens that passed [`TokenService::verify_access`].
+    verified: Option<VerifiedTokens<SessionClaims>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -232,7 +236,16 @@ impl TokenService {
             jwe: DirA256Gcm::new(secret)?,
             lifetimes,
             clock,
+            verified: Some(VerifiedTokens::new(verified::CAPACITY, verified::KEEP_FOR)),
         })
+    }
+
+    /// Checks every access token in full, each time it is presented
+    /// (benchmarks of the verification itself).
+    #[doc(hidden)]
+    pub fn without_verified_cache(mut self) -> Self {
+        self.verified = None;
+        self
     }
 
     pub fn lifetimes(&self) -> Lifetimes {
@@ -266,9 +279,19 @@ impl TokenService {
     }
 
     /// Verifies an access token: signature, expiry and `scope = access_token`.
+    /// A token presented again is answered from [`verified`] until its
+    /// expiry.
     pub fn verify_access(&self, token: &str) -> Result<SessionClaims, TokenError> {
+        let verified = self.verified.as_ref();
+        if let Some(claims) = verified.and_then(|v| v.get(token, self.clock.unix())) {
+            return Ok(claims);
+        }
         let claims: SessionClaims = self.verify_jwt(token)?;
-        self.check_session(claims, ACCESS_SCOPE)
+        let claims = self.check_session(claims, ACCESS_SCOPE)?;
+        if let Some(verified) = verified {
+            verified.insert(token, claims.clone(), claims.exp);
+        }
+        Ok(claims)
     }
 
     /// Decrypts and verifies a refresh token.
@@ -450,6 +473,36 @@ mod tests {
         assert!(tokens.verify_access(&token).is_ok());
         clock.advance(1);
         assert_eq!(tokens.verify_access(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_presented_again_gets_the_same_answer() {
+        let tokens = service(Arc::new(ManualClock::at(1_800_000_000)));
+        let full = service(Arc::new(ManualClock::at(1_800_000_000))).without_verified_cache();
+        let subject = Subject {
+            user_id: 7,
+            email: Some("a@b.example".into()),
+            device_id: Some("d-1".into()),
+            upstream_refresh: None,
+            roles: None,
+        };
+        let token = tokens.mint_access(&subject).unwrap();
+        let first = tokens.verify_access(&token).unwrap();
+        assert_eq!(tokens.verify_access(&token).unwrap(), first);
+        assert_eq!(full.verify_access(&token).unwrap(), first);
+
+        // The verified token's text with another payload or signature is
+        // checked in full, every time.
+        let (head, signature) = token.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", signature.replace(&signature[..4], "AAAA"));
+        let (_, payload) = head.split_once('.').unwrap();
+        let other = token.replace(payload, &URL_SAFE_NO_PAD.encode(r#"{"user_id":1}"#));
+        for _ in 0..2 {
+            assert_eq!(tokens.verify_access(&forged), Err(TokenError::Signature));
+            assert_eq!(tokens.verify_access(&other), Err(TokenError::Signature));
+        }
+        let refresh = tokens.mint_refresh(&subject).unwrap();
+        assert!(tokens.verify_access(&refresh).is_err());
     }
 
     #[test]

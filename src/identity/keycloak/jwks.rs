@@ -1,6 +1,8 @@
 //! Local verification of the tokens Keycloak signs (RS256): the realm's
 //! JWKS is fetched once, kept in a moka cache, refreshed in the background,
 //! and fetched again on an unknown `kid`, at most once per floor interval.
+//! A token presented again is answered from the verified tokens until its
+//! expiry (see [`crate::tokens::verified`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,7 @@ use tokio::sync::Mutex;
 use super::http::{KcError, KcHttp};
 use super::oidc::KcClaims;
 use crate::clock::Clock;
+use crate::tokens::verified::{self, VerifiedTokens};
 use crate::tokens::{
     ACCESS_SCOPE, ExternalCaller, ExternalTokens, ServiceClaims, SessionClaims, TokenError,
 };
@@ -31,6 +34,8 @@ pub struct Jwks {
     refresher_started: AtomicBool,
     issuer: String,
     clock: Arc<dyn Clock>,
+    /// Tokens that passed [`Jwks::verify`].
+    verified: Option<VerifiedTokens<KcClaims>>,
 }
 
 impl Jwks {
@@ -45,12 +50,25 @@ impl Jwks {
             last_fetch: Mutex::new(None),
             refresher_started: AtomicBool::new(false),
             clock,
+            verified: Some(VerifiedTokens::new(verified::CAPACITY, verified::KEEP_FOR)),
         }
+    }
+
+    /// Checks every token in full, each time it is presented (benchmarks of
+    /// the verification itself).
+    #[doc(hidden)]
+    pub fn without_verified_cache(mut self) -> Self {
+        self.verified = None;
+        self
     }
 
     /// Verifies an RS256 token of the realm: signature, issuer, expiry, type.
     pub async fn verify(self: &Arc<Self>, token: &str) -> Result<KcClaims, TokenError> {
         self.start_refresher();
+        let verified = self.verified.as_ref();
+        if let Some(claims) = verified.and_then(|v| v.get(token, self.clock.unix())) {
+            return Ok(claims);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::Algorithm);
@@ -75,6 +93,9 @@ impl Jwks {
         }
         if claims.typ.as_deref().is_some_and(|t| t != "Bearer") {
             return Err(TokenError::Scope);
+        }
+        if let Some(verified) = verified {
+            verified.insert(token, claims.clone(), exp);
         }
         Ok(claims)
     }
