@@ -9,7 +9,9 @@
 #   --publish  also copy the table and chart into BENCHMARKS.md and bench/latest.*
 #   --strict   exit 1 when a target is missed (scenario failures always do)
 # Settings (environment): DURATION=10 SIGNIN_DURATION=15 WARMUP=2 CONNECTIONS=32
-#   RATE=2000 ISO_RATE=2000 SLOW_MS=5 IDLE_CONNECTIONS=10000 BENCH_KEYCLOAK=1 (0: native only)
+#   RATE=2000 RATE_ROUNDS=3 ISO_RATE=2000 SLOW_MS=5 IDLE_CONNECTIONS=10000
+#   WORKERS=0 (authgate's worker threads and nginx's worker processes; 0: one per core)
+#   BENCH_KEYCLOAK=1 (0: native only)
 #   ONLY=throughput,api,signin,isolation,rate,memory,keycloak (default: all)
 #   AUTHGATE_CACHE_DIR (tools cache), AUTHGATE_STATE_DIR (outputs, server state)
 #   AUTHGATE_STOP_SERVICES=1 stops the test servers at the end.
@@ -35,7 +37,8 @@ for arg in "$@"; do
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done
-for v in DURATION SIGNIN_DURATION WARMUP CONNECTIONS RATE ISO_RATE SLOW_MS IDLE_CONNECTIONS; do
+for v in DURATION SIGNIN_DURATION WARMUP CONNECTIONS RATE RATE_ROUNDS ISO_RATE SLOW_MS \
+  IDLE_CONNECTIONS WORKERS; do
   [[ ${!v:-1} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 
@@ -120,6 +123,8 @@ args=(
   --warmup "${WARMUP:-2}"
   --connections "${CONNECTIONS:-32}"
   --rate "${RATE:-2000}"
+  --rate-rounds "${RATE_ROUNDS:-3}"
+  --workers "${WORKERS:-0}"
   --iso-rate "${ISO_RATE:-2000}"
   --slow-ms "${SLOW_MS:-5}"
   --idle-connections "${IDLE_CONNECTIONS:-10000}"

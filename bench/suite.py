@@ -35,6 +35,7 @@ import re
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -385,6 +386,8 @@ def start_authgate(name, args, out, env_extra, routes):
         "RUST_LOG": "warn",
         "SHUTDOWN_GRACE_SECONDS": "1",
     })
+    if args.workers:
+        env["APP_WORKERS"] = str(args.workers)
     env.update(env_extra)
     # Run from the output folder so that no .env of the work tree is read.
     proc = start(name, [args.authgate, "serve"], out, env=env, cwd=out)
@@ -500,7 +503,7 @@ def start_nginx(b, upstream_port):
     port = free_port()
     (out / "nginx-tmp").mkdir(exist_ok=True)
     conf = out / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(workers=os.cpu_count() or 1, out=out,
+    conf.write_text(NGINX_CONF.format(workers=a.workers or os.cpu_count() or 1, out=out,
                                       upstream=f"{HOST}:{upstream_port}",
                                       listen=f"{HOST}:{port}"))
     proc = start("nginx", [a.nginx, "-p", str(out), "-c", str(conf), "-e",
@@ -691,36 +694,73 @@ def isolation(b, n):
              ok and (r_m["p99_ms"] or 1e9) < 5 and (r_k["vs"][1] or 0) >= 0.5)
 
 
+def merge_rounds(runs):
+    """One row's figures from its interleaved rounds: the median of each
+    latency and CPU figure, the sums of the counts."""
+    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    row = {q: med([r[q] for r in runs if r.get(q) is not None])
+           for q in ("p50_ms", "p90_ms", "p99_ms", "stolen_pct")}
+    row["rps"] = med([r["rps"] for r in runs if r.get("rps") is not None])
+    for q in ("requests", "non2xx", "errors"):
+        row[q] = sum(r.get(q) or 0 for r in runs)
+    row["rc"] = max(r.get("rc") or 0 for r in runs)
+    row["elapsed_s"] = round(sum(r.get("elapsed_s") or 0 for r in runs), 2)
+    for field in ("cpu_us_per_req", "cpu_cores"):
+        names = {k for r in runs for k in r.get(field, {})}
+        row[field] = {k: med([r[field][k] for r in runs if r[field].get(k) is not None])
+                      for k in sorted(names)}
+    row["rounds"] = [{q: r.get(q) for q in ("p50_ms", "p99_ms")} for r in runs]
+    row["failed"] = next((r["failed"] for r in runs if r.get("failed")), None)
+    return row
+
+
 def fixed_rate(b, n):
-    """The upstream directly and through the bearer route at RATE req/s:
-    latency added, and authgate's CPU time per proxied request."""
+    """The upstream directly and through each proxy at RATE req/s, in
+    RATE_ROUNDS interleaved rounds (each proxy measured right after the
+    upstream alone, so that drift in the machine hits both alike): latency
+    added, and each proxy's CPU time per request. Figures are medians over
+    the rounds; the latency added is the median of the per-round
+    differences."""
     a, d, watch = b.args, b.args.duration, n.watch
     rate, fc = a.rate, a.rate_connections
-    r_n = b.record("n", "fixed rate", f"upstream directly at {rate}/s",
-                   b.oha("n-direct-rate", n.up + "/bench", rate, d, fc, watch))
-    r_o = b.record("o", "fixed rate", f"authgate bearer route at {rate}/s",
-                   b.oha("o-bearer-rate", n.url + "/api/bench", rate, d, fc, watch,
-                         headers=n.bearer))
-    def added_us(row):
-        return {q: (row[q] - r_n[q]) * 1000 for q in ("p50_ms", "p99_ms")
-                if row[q] is not None and r_n[q] is not None}
+    subjects = [("n", "direct", f"upstream directly at {rate}/s", n.up + "/bench", (), None),
+                ("o", "bearer", f"authgate bearer route at {rate}/s", n.url + "/api/bench",
+                 n.bearer, "authgate-native")]
+    subjects += [(f"n{suffix}", proc, f"{label}, at {rate}/s", ref_url + "/bench", (), proc)
+                 for suffix, name, proc, label, ref_url in references(n)]
+    runs = {key: [] for key, *_ in subjects}
+    for i in range(a.rate_rounds):
+        for key, short, _, url, headers, _ in subjects:
+            runs[key].append(b.oha(f"{key}-{short}-rate-{i + 1}", url, rate, d, fc, watch,
+                                   headers=headers))
+    rows = {key: b.record(key, "fixed rate", label, merge_rounds(runs[key]))
+            for key, _, label, *_ in subjects}
 
-    added = added_us(r_o)
-    cpu = r_o["cpu_us_per_req"].get("authgate-native")
+    def added_us(key):
+        pairs = list(zip(runs[key], runs["n"]))
+        return {q: statistics.median((r[q] - d[q]) * 1000 for r, d in pairs)
+                for q in ("p50_ms", "p99_ms")
+                if all(r.get(q) is not None and d.get(q) is not None for r, d in pairs)}
+
+    for key, row in rows.items():
+        if key != "n":
+            row["added_us"] = added_us(key)
+    added = rows["o"]["added_us"]
     refs = []
-    for suffix, name, proc, label, ref_url in references(n):
-        row = b.record(f"n{suffix}", "fixed rate", f"{label}, at {rate}/s",
-                       b.oha(f"n{suffix}-{proc}-rate", ref_url + "/bench", rate, d, fc, watch))
-        theirs = added_us(row)
+    for suffix, name, proc, _, _ in references(n):
+        row = rows[f"n{suffix}"]
+        theirs = row["added_us"]
         refs.append(f"{name}: +{fmt(theirs.get('p50_ms'), 0)} µs, "
                     f"+{fmt(theirs.get('p99_ms'), 0)} µs; "
                     f"{fmt(row['cpu_us_per_req'].get(proc), 1)} µs")
     ref = f" ({'; '.join(refs)})" if refs else ""
+    cpu = rows["o"]["cpu_us_per_req"].get("authgate-native")
     b.target(4, f"latency added at {rate} req/s: p50, p99; authgate CPU per request",
              f"+{fmt(added.get('p50_ms'), 0)} µs, +{fmt(added.get('p99_ms'), 0)} µs; "
              f"{fmt(cpu, 1)} µs" + ref, "< 100 µs, < 1000 µs",
              added.get("p50_ms", 1e9) < 100 and added.get("p99_ms", 1e9) < 1000
-             and not r_o["failed"] and not r_n["failed"])
+             and not rows["o"]["failed"] and not rows["n"]["failed"],
+             detail=f"median over {a.rate_rounds} interleaved rounds")
 
 
 def memory(b, n):
@@ -927,6 +967,11 @@ def main():
     p.add_argument("--slow-conns", type=int, default=64)
     p.add_argument("--rate", type=int, default=2000)
     p.add_argument("--rate-connections", type=int, default=16)
+    p.add_argument("--rate-rounds", type=int, default=3,
+                   help="interleaved rounds of the fixed-rate scenario (medians)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="worker threads of authgate and worker processes of nginx "
+                        "(0: one per core)")
     p.add_argument("--idle-connections", type=int, default=10000)
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--command", default="bench/run.sh")
