@@ -58,12 +58,9 @@ impl From<ForwardError> for Box<Error> {
     /// As pingora's errors, so that one failure path answers both ways of
     /// forwarding (502 or 504, the metrics, the log line).
     fn from(err: ForwardError) -> Self {
-        if let ForwardError::Client(inner) = err {
-            return inner.into_down();
-        }
-        let etype = match &err {
-            ForwardError::Client(_) => ErrorType::WriteError,
-            ForwardError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+        let etype = match err {
+            ForwardError::Client(inner) => return inner.into_down(),
+            ForwardError::Connect(ref e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 ErrorType::ConnectRefused
             }
             ForwardError::Connect(_) => ErrorType::ConnectError,
@@ -196,18 +193,15 @@ impl Exchange<'_> {
     async fn relay_length(&mut self, session: &mut Session, len: u64) -> Result<(), ForwardError> {
         let mut left = len;
         loop {
-            if self.buf.is_empty() {
-                self.fill()
-                    .await?
-                    .then_some(())
-                    .ok_or(ForwardError::Closed)?;
+            if self.buf.is_empty() && !self.fill().await? {
+                return Err(ForwardError::Closed);
             }
             let take = usize::try_from(left)
                 .unwrap_or(usize::MAX)
                 .min(self.buf.len());
             let chunk = self.buf.split_to(take).freeze();
             left -= take as u64;
-            write_body(session, chunk, left == 0).await?;
+            write_body(session, Some(chunk), left == 0).await?;
             if left == 0 {
                 return Ok(());
             }
@@ -222,11 +216,11 @@ impl Exchange<'_> {
             let done = dechunker.done();
             let last = out.len();
             for (i, chunk) in out.drain(..).enumerate() {
-                write_body(session, chunk, done && i + 1 == last).await?;
+                write_body(session, Some(chunk), done && i + 1 == last).await?;
             }
             if done {
                 if last == 0 {
-                    write_end(session).await?;
+                    write_body(session, None, true).await?;
                 }
                 return Ok(());
             }
@@ -241,10 +235,10 @@ impl Exchange<'_> {
         loop {
             if !self.buf.is_empty() {
                 let chunk = self.buf.split().freeze();
-                write_body(session, chunk, false).await?;
+                write_body(session, Some(chunk), false).await?;
             }
             if !self.fill().await? {
-                return write_end(session).await;
+                return write_body(session, None, true).await;
             }
         }
     }
@@ -296,20 +290,15 @@ async fn read_more(
     Ok(read > 0)
 }
 
+/// Writes a piece of the answer's body to the client (`None`: nothing more
+/// than the end, when `end`).
 async fn write_body(
     session: &mut Session,
-    chunk: bytes::Bytes,
+    chunk: Option<bytes::Bytes>,
     end: bool,
 ) -> Result<(), ForwardError> {
     session
-        .write_response_body(Some(chunk), end)
-        .await
-        .map_err(ForwardError::Client)
-}
-
-async fn write_end(session: &mut Session) -> Result<(), ForwardError> {
-    session
-        .write_response_body(None, true)
+        .write_response_body(chunk, end)
         .await
         .map_err(ForwardError::Client)
 }

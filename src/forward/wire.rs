@@ -38,10 +38,21 @@ fn connection_tokens(values: http::header::GetAll<'_, HeaderValue>) -> Vec<&str>
     values
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .flat_map(list_items)
         .collect()
+}
+
+/// The items of a comma-separated header value.
+fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// Appends one `name: value` header line.
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &HeaderValue) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The request head sent upstream for a request without a body: the
@@ -62,10 +73,7 @@ pub fn request_head(req: &RequestHeader, set: &[(HeaderName, HeaderValue)]) -> V
         {
             return;
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_header(&mut out, name, value);
     };
     // `map` walks the headers with their original case; it fails only when
     // the closure does, and this one cannot.
@@ -77,10 +85,7 @@ pub fn request_head(req: &RequestHeader, set: &[(HeaderName, HeaderValue)]) -> V
         Ok(())
     });
     for (name, value) in set {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_header(&mut out, name.as_str().as_bytes(), value);
     }
     out.extend_from_slice(b"\r\n");
     out
@@ -152,13 +157,7 @@ fn build_head(
     let mut length: Option<u64> = None;
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
-            connection.extend(
-                std::str::from_utf8(h.value)
-                    .unwrap_or("")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty()),
-            );
+            connection.extend(list_items(std::str::from_utf8(h.value).unwrap_or("")));
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides whether the body is chunked.
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
