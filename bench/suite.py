@@ -978,6 +978,8 @@ def main():
     if "--render" in sys.argv:
         return render(sys.argv[sys.argv.index("--render") + 1:])
     args = p.parse_args()
+    if args.rate_rounds < 1:
+        p.error(f"--rate-rounds (RATE_ROUNDS) must be at least 1 (got {args.rate_rounds})")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
