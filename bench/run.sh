@@ -79,6 +79,15 @@ if ! command -v nginx >/dev/null && [[ $(id -u) -eq 0 ]] && command -v apt-get >
   if ((made_policy)); then rm -f "$policy"; fi
 fi
 NGINX=$(command -v nginx || true)
+# perf traces authgate's own calls for one more fixed-rate round (where its
+# added latency goes); without it that line is left out.
+if ! command -v perf >/dev/null && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+  log "installing perf (apt-get)"
+  { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends linux-perf; } \
+    >"$OUT/apt-perf.log" 2>&1 || log "apt-get install linux-perf failed: the breakdown is left out"
+fi
+PERF=$(command -v perf || true)
 OHA=$TOOLS/oha/bin/oha
 if [[ ! -x $OHA ]] || [[ $("$OHA" --version 2>/dev/null) != *"$OHA_VERSION"* ]]; then
   log "installing oha $OHA_VERSION (cargo install, once; a few minutes)"
@@ -117,6 +126,7 @@ args=(
   --oha "$OHA"
   --keycloak "$keycloak_url"
   --nginx "$NGINX"
+  --perf "$PERF"
   --database-url "$AUTHGATE_TEST_DATABASE_URL"
   --duration "${DURATION:-10}"
   --signin-duration "${SIGNIN_DURATION:-15}"

@@ -13,7 +13,9 @@ What runs (loopback only, each load bounded in time):
     /health at c=16; sign-in at c=16 against the PBKDF2 ceiling measured in
     the same run; /users/me/ alone and during a sign-in storm; oha at a fixed
     rate, the upstream directly and through the bearer route, with the CPU
-    time authgate spent; memory holding 10 000 idle keep-alive connections.
+    time authgate spent (and, with perf, how much of the latency added is
+    authgate's own work: bench/own_time.py); memory holding 10 000 idle
+    keep-alive connections.
   keycloak mode (TOKEN_FORMAT=keycloak: Keycloak's RS256 tokens)
     /users/me/ and a bearer route at max throughput, oauth2-proxy in front of
     the same upstream with the same token, and the Keycloak calls authgate
@@ -45,6 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import chart  # noqa: E402  (bench/chart.py)
+import own_time  # noqa: E402  (bench/own_time.py)
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -761,6 +764,35 @@ def fixed_rate(b, n):
              added.get("p50_ms", 1e9) < 100 and added.get("p99_ms", 1e9) < 1000
              and not rows["o"]["failed"] and not rows["n"]["failed"],
              detail=f"median over {a.rate_rounds} interleaved rounds")
+    if a.perf:
+        where_added_latency_goes(b, n, rows)
+
+
+def where_added_latency_goes(b, n, rows):
+    """One more round of row o with `perf trace` on authgate: how much of the
+    latency it adds is its own work (bench/own_time.py)."""
+    a = b.args
+    url = n.url + "/api/bench"
+    load = lambda: b.oha("o-trace", url, a.rate, a.duration, a.rate_connections,  # noqa: E731
+                         n.watch, headers=n.bearer, warmup=False)
+    result, why = own_time.measure(a.perf, n.gw.pid, int(n.up.rsplit(":", 1)[1]),
+                                   b.out / "o-trace.txt", load)
+    if why:
+        b.notes.append(f"where authgate's added latency goes: not measured ({why})")
+        return
+    rows["o"]["own_us"] = result
+    own = (result["request_p50_us"] or 0) + (result["answer_p50_us"] or 0)
+    added = rows["o"]["added_us"].get("p50_ms")
+    relay = rows.get("n3", {}).get("added_us", {}).get("p50_ms")
+    floor = f"; the byte relay, which does no work, adds +{fmt(relay, 0)} µs" if relay else ""
+    b.notes.append(
+        f"where authgate's added latency goes at {a.rate} req/s (perf trace of its sendto and "
+        f"recvfrom over {result['requests']} requests of one more round of o): its own work "
+        f"from reading a request to sending it upstream {fmt(result['request_p50_us'], 0)} µs "
+        f"(p90 {fmt(result['request_p90_us'], 0)}), from reading the answer to sending it on "
+        f"{fmt(result['answer_p50_us'], 0)} µs (p90 {fmt(result['answer_p90_us'], 0)}), at p50: "
+        f"about {fmt(own, 0)} of the +{fmt(added, 0)} µs added. The rest is the second trip "
+        f"through the loopback and the wake-ups on the way{floor}")
 
 
 def memory(b, n):
@@ -954,6 +986,8 @@ def main():
     p.add_argument("--keycloak", default="")
     p.add_argument("--nginx", default="", help="nginx binary for the reference rows")
     p.add_argument("--relay", default="", help="examples/tcp_relay binary for the floor rows")
+    p.add_argument("--perf", default="",
+                   help="perf binary: where authgate's added latency goes (fixed-rate scenario)")
     p.add_argument("--database-url", required=True, help="admin URL of the test PostgreSQL")
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--signin-duration", type=int, default=15)
@@ -1007,7 +1041,7 @@ def main():
     results = {"started": started, "command": args.command, "machine": info,
                "settings": {k: v for k, v in vars(args).items()
                             if k not in ("out", "authgate", "upstream_bin", "oha", "database_url",
-                                         "nginx", "relay")},
+                                         "nginx", "relay", "perf")},
                "rows": b.rows, "targets": b.targets, "notes": b.notes}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "chart.svg").write_text(chart.render(results))
