@@ -34,12 +34,12 @@ MAX_GAP_MS = 5.0
 def upstream_fds(pid, upstream_port):
     """The descriptors of `pid` that are TCP connections to `upstream_port`
     on loopback (IPv4), from /proc."""
-    inodes = {}
+    inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         remote, inode = fields[2], fields[9]
         if int(remote.split(":")[1], 16) == upstream_port:
-            inodes[inode] = True
+            inodes.add(inode)
     fds = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:

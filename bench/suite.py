@@ -781,7 +781,7 @@ def where_added_latency_goes(b, n, rows):
         b.notes.append(f"where authgate's added latency goes: not measured ({why})")
         return
     rows["o"]["own_us"] = result
-    own = (result["request_p50_us"] or 0) + (result["answer_p50_us"] or 0)
+    own = result["request_p50_us"] + result["answer_p50_us"]  # both measured: requests > 0
     added = rows["o"]["added_us"].get("p50_ms")
     relay = rows.get("n3", {}).get("added_us", {}).get("p50_ms")
     floor = f"; the byte relay, which does no work, adds +{fmt(relay, 0)} µs" if relay else ""

@@ -236,7 +236,7 @@ impl TokenService {
             jwe: DirA256Gcm::new(secret)?,
             lifetimes,
             clock,
-            verified: Some(VerifiedTokens::new(verified::CAPACITY, verified::KEEP_FOR)),
+            verified: Some(VerifiedTokens::default()),
         })
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use super::http::{KcError, KcHttp};
 use super::oidc::KcClaims;
 use crate::clock::Clock;
-use crate::tokens::verified::{self, VerifiedTokens};
+use crate::tokens::verified::VerifiedTokens;
 use crate::tokens::{
     ACCESS_SCOPE, ExternalCaller, ExternalTokens, ServiceClaims, SessionClaims, TokenError,
 };
@@ -50,7 +50,7 @@ impl Jwks {
             last_fetch: Mutex::new(None),
             refresher_started: AtomicBool::new(false),
             clock,
-            verified: Some(VerifiedTokens::new(verified::CAPACITY, verified::KEEP_FOR)),
+            verified: Some(VerifiedTokens::default()),
         }
     }
 
