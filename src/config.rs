@@ -233,6 +233,8 @@ pub struct EdgeSettings {
     /// `CLIENT_IDLE_TIMEOUT_SECONDS`: how long a client connection may stay
     /// silent before its first request and between requests.
     pub client_idle_timeout: Duration,
+    /// `MAX_REQUEST_HEADERS`: the most header lines a request may carry.
+    pub max_request_headers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -664,6 +666,11 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
             crate::keepalive::DEFAULT_IDLE_TIMEOUT.as_secs(),
             1,
         )?),
+        max_request_headers: src.number(
+            "MAX_REQUEST_HEADERS",
+            crate::edge::DEFAULT_MAX_HEADERS,
+            1,
+        )?,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod check_config;
 pub mod clock;
 pub mod config;
 pub mod denylist;
+pub mod edge;
 pub mod forward;
 pub mod http;
 pub mod identity;

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     pub upstream_seconds: HistogramVec,
     pub upstream_errors: IntCounterVec,
+    pub requests_refused: IntCounterVec,
     pub redis_up: IntGauge,
     pub ratelimit_fallbacks: IntCounter,
     pub audit_failures: IntCounter,
@@ -110,6 +111,11 @@ impl Metrics {
                 "upstream_errors_total",
                 "Forwarding failures, by route prefix and kind (connect, timeout, ...).",
                 &["route", "kind"],
+            )?,
+            requests_refused: counter(
+                "requests_refused_total",
+                "Request heads refused before any route or handler (unsettled path, too many headers, ...), by reason.",
+                &["reason"],
             )?,
             redis_up: {
                 let gauge = IntGauge::new(

@@ -1,25 +1,16 @@
 //! The gateway's edge decisions for forwarded requests, apart from the
 //! HTTP plumbing: who may pass a route (its policy and rate limit), and the
-//! identity headers the upstream receives. Client-sent identity headers are
-//! never believed: they are stripped on every route.
+//! identity of an admitted request (which `edge` writes into the headers
+//! the upstream receives).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 use crate::api::{ApiError, App, auth};
 use crate::http::Response;
 use crate::routes::{Policy, RouteConfig};
-
-/// Headers only the gateway may set.
-pub const IDENTITY_HEADERS: [&str; 5] = [
-    "x-auth-user-id",
-    "x-auth-email",
-    "x-auth-roles",
-    "x-auth-device-id",
-    "x-auth-client-id",
-];
 
 /// Who an admitted request is for: a user, or a machine client.
 #[derive(Debug, Clone)]
@@ -30,32 +21,6 @@ pub struct Identity {
     pub email: Option<String>,
     pub device_id: Option<String>,
     pub roles: Arc<Vec<String>>,
-}
-
-impl Identity {
-    /// The headers to add upstream (values that cannot be headers are left out).
-    pub fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
-        let mut out = Vec::new();
-        if let Some(user_id) = self.user_id {
-            out.push((IDENTITY_HEADERS[0], HeaderValue::from(user_id)));
-        }
-        let mut text = |name: &'static str, value: &str| {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                out.push((name, value));
-            }
-        };
-        if let Some(email) = &self.email {
-            text(IDENTITY_HEADERS[1], email);
-        }
-        text(IDENTITY_HEADERS[2], &self.roles.join(","));
-        if let Some(device_id) = &self.device_id {
-            text(IDENTITY_HEADERS[3], device_id);
-        }
-        if let Some(client_id) = &self.client_id {
-            text(IDENTITY_HEADERS[4], client_id);
-        }
-        out
-    }
 }
 
 /// Lets a request through `route`, or answers it: the contract's 403s, 429.

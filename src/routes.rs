@@ -10,7 +10,13 @@
 //! rate_limit = "100/second"                 # optional, per client IP
 //! connect_timeout_ms = 2000                 # optional
 //! read_timeout_ms = 30000                   # optional
+//! case_insensitive = false                  # optional: match the prefix ignoring ASCII case
+//! forward_access_token = true               # optional: false keeps the access token here
 //! ```
+//!
+//! Prefixes are matched against the request's policy path (canonical,
+//! decoded, `;` parameters removed; see [`crate::edge::path`]), so a prefix
+//! must itself be canonical: no `%`, `;`, `\`, empty or dot segments.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -54,14 +60,30 @@ pub struct RouteConfig {
     pub rate_limit: Option<Quota>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Match the prefix ignoring ASCII case (upstreams that route so, like
+    /// IIS and ASP.NET).
+    pub case_insensitive: bool,
+    /// The client's access token (bearer header, `access_token` cookie)
+    /// goes upstream (other services verify it with `SECRET_KEY`).
+    pub forward_access_token: bool,
 }
 
 impl RouteConfig {
-    /// Whether `path` is under this route (`/api` takes `/api` and `/api/x`, not `/apix`).
+    /// Whether the policy path `path` is under this route (`/api` takes
+    /// `/api` and `/api/x`, not `/apix`).
     pub fn matches(&self, path: &str) -> bool {
-        match path.strip_prefix(self.prefix.as_str()) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/') || self.prefix.ends_with('/'),
-            None => false,
+        let prefix = self.prefix.as_bytes();
+        let Some(head) = path.as_bytes().get(..prefix.len()) else {
+            return false;
+        };
+        let same = if self.case_insensitive {
+            head.eq_ignore_ascii_case(prefix)
+        } else {
+            head == prefix
+        };
+        same && {
+            let rest = &path.as_bytes()[prefix.len()..];
+            rest.is_empty() || rest.first() == Some(&b'/') || prefix.last() == Some(&b'/')
         }
     }
 }
@@ -85,6 +107,14 @@ struct RouteSpec {
     rate_limit: Option<String>,
     connect_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    case_insensitive: bool,
+    #[serde(default = "yes")]
+    forward_access_token: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn public() -> String {
@@ -115,6 +145,12 @@ pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
         if !prefix.starts_with('/') {
             return Err(problem(format!(
                 "route {prefix:?}: prefix must start with /"
+            )));
+        }
+        let settled = crate::edge::path::canonicalize(prefix.as_bytes());
+        if prefix.contains(['%', ';']) || settled.map(|c| c.path) != Ok(prefix.clone()) {
+            return Err(problem(format!(
+                "route {prefix:?}: prefix must be a plain path (no %, ;, \\, // or dot segments)"
             )));
         }
         if spec.upstreams.is_empty() {
@@ -161,6 +197,8 @@ pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
             rate_limit,
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms.unwrap_or(2_000)),
             read_timeout: Duration::from_millis(spec.read_timeout_ms.unwrap_or(60_000)),
+            case_insensitive: spec.case_insensitive,
+            forward_access_token: spec.forward_access_token,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -204,6 +242,22 @@ mod tests {
         assert!(routes[1].matches("/api/x"));
         assert!(!routes[1].matches("/apix"));
         assert!(routes[2].matches("/anything"));
+        assert!(!routes[1].matches("/API/x"));
+        assert!(routes[1].forward_access_token);
+    }
+
+    #[test]
+    fn case_insensitive_routes_and_access_token_option() {
+        let routes = parse(
+            "[[routes]]\nprefix = \"/Admin\"\nupstreams = [\"127.0.0.1:1\"]\ncase_insensitive = true\nforward_access_token = false",
+        )
+        .unwrap();
+        for path in ["/admin", "/ADMIN/x", "/aDmIn/"] {
+            assert!(routes[0].matches(path), "{path}");
+        }
+        assert!(!routes[0].matches("/adminx"));
+        assert!(!routes[0].matches("/adm"));
+        assert!(!routes[0].forward_access_token);
     }
 
     #[test]
@@ -236,6 +290,22 @@ mod tests {
             (
                 "[[routes]]\nprefix = \"/a\"\nupstream = [\"127.0.0.1:1\"]",
                 "is not valid",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a/../b\"\nupstreams = [\"127.0.0.1:1\"]",
+                "prefix must be a plain path",
+            ),
+            (
+                "[[routes]]\nprefix = \"/%61\"\nupstreams = [\"127.0.0.1:1\"]",
+                "prefix must be a plain path",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a;b\"\nupstreams = [\"127.0.0.1:1\"]",
+                "prefix must be a plain path",
+            ),
+            (
+                "[[routes]]\nprefix = \"//a\"\nupstreams = [\"127.0.0.1:1\"]",
+                "prefix must be a plain path",
             ),
         ] {
             let err = parse(text).unwrap_err();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::TcpHealthCheck;
@@ -29,11 +29,12 @@ use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
 use crate::api::App;
+use crate::edge::{self, Forwarding};
 use crate::forward::{Forwarder, Target};
 use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
-use crate::proxy::{IDENTITY_HEADERS, Identity, admit};
+use crate::proxy::{Identity, admit};
 use crate::routes::RouteConfig;
 
 /// How long a client may take to send a request body.
@@ -62,6 +63,8 @@ pub struct Ctx {
     client_ip: Option<IpAddr>,
     /// The socket's peer (appended to `X-Forwarded-For` upstream).
     peer_ip: Option<IpAddr>,
+    /// The peer is one of `TRUSTED_PROXIES`.
+    trusted_peer: bool,
     /// Set when the request is forwarded: the route's index and who it is for.
     forward: Option<(usize, Option<Identity>)>,
     upstream_started: Option<Instant>,
@@ -120,30 +123,6 @@ impl Gateway {
         Ok((upstream, addr))
     }
 
-    /// The headers the gateway sets on a forwarded request: identity, the
-    /// request id, and the socket's peer appended to `X-Forwarded-For`.
-    fn upstream_headers(ctx: &Ctx, forwarded_for: Option<&str>) -> Vec<(HeaderName, HeaderValue)> {
-        let mut set = Vec::with_capacity(8);
-        if let Some((_, Some(identity))) = &ctx.forward {
-            for (name, value) in identity.headers() {
-                set.push((HeaderName::from_static(name), value));
-            }
-        }
-        if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
-            set.push((HeaderName::from_static(REQUEST_ID), value));
-        }
-        if let Some(ip) = ctx.peer_ip {
-            let chain = match forwarded_for {
-                Some(before) => format!("{before}, {ip}"),
-                None => ip.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_str(&chain) {
-                set.push((HeaderName::from_static("x-forwarded-for"), value));
-            }
-        }
-        set
-    }
-
     /// Counts an upstream answer and the time it took.
     fn observe_upstream_answer(&self, ctx: &Ctx, status: StatusCode) {
         let route = self.route_label(ctx);
@@ -170,13 +149,12 @@ impl Gateway {
             connect_timeout: upstream.config.connect_timeout,
             read_timeout: upstream.config.read_timeout,
         };
-        let set = Self::upstream_headers(ctx, header_text(session.req_header(), "x-forwarded-for"));
         ctx.upstream_started = Some(Instant::now());
         // One span per upstream exchange, under the request's.
         let span = tracing::debug_span!(parent: &ctx.span, "upstream", %addr);
         let (mut header, exchange) = self
             .forwarder
-            .send(session, &set, target)
+            .send(session, target)
             .instrument(span.clone())
             .await?;
         self.observe_upstream_answer(ctx, header.status);
@@ -207,6 +185,7 @@ impl ProxyHttp for Gateway {
             span: tracing::Span::none(),
             client_ip: None,
             peer_ip: None,
+            trusted_peer: false,
             forward: None,
             upstream_started: None,
         }
@@ -219,13 +198,16 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(SocketAddr::ip);
-        ctx.client_ip = client_ip(
-            ctx.peer_ip,
-            header_text(session.req_header(), "x-forwarded-for"),
-            &self.app.config.edge.trusted_proxies,
-        );
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
+        let trusted = &self.app.config.edge.trusted_proxies;
+        ctx.trusted_peer = ctx
+            .peer_ip
+            .is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)));
+        if ctx.trusted_peer {
+            let chain = edge::headers::joined(&session.req_header().headers, "x-forwarded-for");
+            ctx.client_ip = client_ip(ctx.peer_ip, chain.as_deref(), trusted);
+        } else {
+            ctx.client_ip = ctx.peer_ip;
+        }
         ctx.span = tracing::info_span!(
             "request",
             request_id = %ctx.request_id,
@@ -233,9 +215,33 @@ impl ProxyHttp for Gateway {
             client_id = tracing::field::Empty
         );
 
-        if self.metrics_only || (path == "/metrics" && self.app.config.edge.metrics_addr.is_some())
+        // One canonical request head, before anything reads it.
+        let settled = edge::settle(
+            session.req_header_mut(),
+            ctx.trusted_peer,
+            self.app.config.edge.max_request_headers,
+        );
+        let canonical = match settled {
+            Ok(canonical) => canonical,
+            Err(refusal) => {
+                self.app
+                    .metrics
+                    .requests_refused
+                    .with_label_values(&[refusal.reason()])
+                    .inc();
+                ctx.span
+                    .in_scope(|| tracing::info!(reason = refusal.reason(), "request refused"));
+                session.set_keepalive(None);
+                write_response(session, refusal.response(), &ctx.request_id).await?;
+                return Ok(true);
+            }
+        };
+        let method = session.req_header().method.clone();
+
+        if self.metrics_only
+            || (canonical.policy == "/metrics" && self.app.config.edge.metrics_addr.is_some())
         {
-            let response = if self.metrics_only && path == "/metrics" {
+            let response = if self.metrics_only && canonical.path == "/metrics" {
                 crate::api::metrics_response(&self.app)
             } else {
                 Response::detail(StatusCode::NOT_FOUND, "Not Found")
@@ -244,13 +250,8 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
-        // Identity headers come from the gateway alone, on every route.
-        for name in IDENTITY_HEADERS {
-            session.req_header_mut().remove_header(name);
-        }
-
-        if !self.app.serves(&method, &path)
-            && let Some(index) = self.route_for(&path)
+        if !self.app.serves(&method, &canonical.path)
+            && let Some(index) = self.route_for(&canonical.policy)
         {
             let upstream = &self.upstreams[index];
             let admitted = admit(
@@ -263,6 +264,17 @@ impl ProxyHttp for Gateway {
             .await;
             return match admitted {
                 Ok(identity) => {
+                    edge::for_upstream(
+                        session.req_header_mut(),
+                        &Forwarding {
+                            route: &upstream.config,
+                            identity: identity.as_ref(),
+                            request_id: &ctx.request_id,
+                            peer: ctx.peer_ip,
+                            trusted_peer: ctx.trusted_peer,
+                            scheme: "http",
+                        },
+                    )?;
                     ctx.forward = Some((index, identity));
                     if Forwarder::takes(session) {
                         self.forward_lean(session, ctx).await?;
@@ -299,19 +311,6 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(upstream.config.read_timeout);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        request: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> pingora::Result<()> {
-        let set = Self::upstream_headers(ctx, header_text(request, "x-forwarded-for"));
-        for (name, value) in set {
-            request.insert_header(name, value)?;
-        }
-        Ok(())
     }
 
     async fn upstream_response_filter(

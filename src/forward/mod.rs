@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use http::{HeaderName, HeaderValue, Method, Version};
+use http::{Method, Version};
 use pingora::http::ResponseHeader;
 use pingora::prelude::Session;
 use pingora::time::timeout;
@@ -117,17 +117,19 @@ impl Forwarder {
             && session.is_body_empty()
     }
 
-    /// Sends the client's request, with `set` headers replacing its own of
-    /// the same names, and waits for the answer's head. A pooled connection
-    /// found closed before any answer byte is replaced by a new one, once.
+    /// Sends the client's request (already settled by [`crate::edge`]) and
+    /// waits for the answer's head. A pooled connection found closed before
+    /// any answer byte is replaced by a new one, once, for idempotent
+    /// methods only (RFC 9110 section 9.2.2): the upstream may have acted on
+    /// a `POST` before the connection closed.
     pub async fn send(
         &self,
         session: &Session,
-        set: &[(HeaderName, HeaderValue)],
         target: Target,
     ) -> Result<(ResponseHeader, Exchange<'_>), ForwardError> {
         let req = session.req_header();
-        let head = wire::request_head(req, set);
+        let head = wire::request_head(req);
+        let may_retry = req.method.is_idempotent();
         let mut pooled = self.pool.take(target.addr, Instant::now());
         loop {
             let reused = pooled.is_some();
@@ -156,7 +158,7 @@ impl Forwarder {
                 // nothing of this request was seen, so it goes again, on a
                 // new connection.
                 Err(ForwardError::Write(_) | ForwardError::Closed | ForwardError::Read(_))
-                    if reused && buf.is_empty() =>
+                    if reused && may_retry && buf.is_empty() =>
                 {
                     tracing::debug!(upstream = %target.addr, "pooled connection was closed; retrying on a new one");
                 }

@@ -3,7 +3,7 @@
 //! (RFC 9112 sections 6 and 7).
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use pingora::http::{HeaderNameVariant, RequestHeader, ResponseHeader};
 
 use super::ForwardError;
@@ -56,9 +56,9 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &HeaderValue) {
 }
 
 /// The request head sent upstream for a request without a body: the
-/// client's method, target and headers (their case kept), less the
-/// hop-by-hop ones and those in `set`, then `set`.
-pub fn request_head(req: &RequestHeader, set: &[(HeaderName, HeaderValue)]) -> Vec<u8> {
+/// settled request's method, target and headers (their case kept), less
+/// the hop-by-hop ones.
+pub fn request_head(req: &RequestHeader) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + req.headers.len() * 32);
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
@@ -66,11 +66,7 @@ pub fn request_head(req: &RequestHeader, set: &[(HeaderName, HeaderValue)]) -> V
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let tokens = connection_tokens(req.headers.get_all(http::header::CONNECTION));
     let mut write = |name: &[u8], value: &HeaderValue| {
-        if is_hop_by_hop(name, &tokens)
-            || set
-                .iter()
-                .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
-        {
+        if is_hop_by_hop(name, &tokens) {
             return;
         }
         push_header(&mut out, name, value);
@@ -84,9 +80,6 @@ pub fn request_head(req: &RequestHeader, set: &[(HeaderName, HeaderValue)]) -> V
         }
         Ok(())
     });
-    for (name, value) in set {
-        push_header(&mut out, name.as_str().as_bytes(), value);
-    }
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -325,24 +318,19 @@ mod tests {
     }
 
     #[test]
-    fn request_head_drops_hop_by_hop_and_sets_the_gateway_headers() {
+    fn request_head_drops_hop_by_hop_headers() {
         let mut req = RequestHeader::build("GET", b"/a/b?x=1&y=%20", None).unwrap();
         req.append_header("Host", "example.test").unwrap();
         req.append_header("Connection", "keep-alive, X-Secret-Hop")
             .unwrap();
         req.append_header("X-Secret-Hop", "1").unwrap();
         req.append_header("Keep-Alive", "timeout=5").unwrap();
-        req.append_header("X-Request-Id", "from-client").unwrap();
         req.append_header("Accept", "a").unwrap();
         req.append_header("Accept", "b").unwrap();
-        let set = [(
-            HeaderName::from_static("x-request-id"),
-            HeaderValue::from_static("rid-1"),
-        )];
-        let head = String::from_utf8(request_head(&req, &set)).unwrap();
+        let head = String::from_utf8(request_head(&req)).unwrap();
         assert_eq!(
             head,
-            "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.test\r\nAccept: a\r\nAccept: b\r\nx-request-id: rid-1\r\n\r\n"
+            "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.test\r\nAccept: a\r\nAccept: b\r\n\r\n"
         );
     }
 

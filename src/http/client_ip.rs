@@ -1,10 +1,16 @@
 //! Who the client is: the socket's peer, or, when that peer is a trusted
-//! proxy, the nearest untrusted address of `X-Forwarded-For`.
+//! proxy, the nearest untrusted address of `X-Forwarded-For` (every line
+//! of it, in order: the caller joins them).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
+/// The client's address. From a trusted peer, the chain is walked from the
+/// nearest hop outwards: the first hop not trusted is the client; the walk
+/// stops at the first hop that does not parse, and the client is then the
+/// last hop that did (a proxy we trust), so nothing beyond a broken hop is
+/// believed. When every hop is trusted, the farthest is the client.
 pub fn client_ip(
     peer: Option<IpAddr>,
     forwarded_for: Option<&str>,
@@ -15,20 +21,24 @@ pub fn client_ip(
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let Some(chain) = forwarded_for else {
-        return Some(peer);
-    };
-    let hops: Vec<IpAddr> = chain
-        .split(',')
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    // From the nearest hop outwards, the first one we do not trust.
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
-        .or(Some(peer))
+    let mut client = peer;
+    for hop in forwarded_for.unwrap_or_default().rsplit(',') {
+        let Some(ip) = parse_hop(hop.trim()) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+/// One hop: an address, or an address with a port (`1.2.3.4:80`, `[::1]:80`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// The client's request id when it is a sane one, else a new one.
@@ -60,6 +70,7 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8"]);
         let client: IpAddr = "203.0.113.7".parse().unwrap();
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
         // An untrusted peer's header is ignored (it could say anything).
         assert_eq!(
             client_ip(Some(client), Some("1.2.3.4"), &trusted),
@@ -80,6 +91,24 @@ mod tests {
             Some(proxy)
         );
         assert_eq!(client_ip(Some(client), None, &[]), Some(client));
+        // A broken hop stops the walk: nothing beyond it is believed.
+        assert_eq!(
+            client_ip(Some(proxy), Some("1.2.3.4, garbage, 10.9.9.9"), &trusted),
+            Some(ip("10.9.9.9"))
+        );
+        assert_eq!(
+            client_ip(Some(proxy), Some("1.2.3.4, garbage"), &trusted),
+            Some(proxy)
+        );
+        // Every hop trusted: the farthest; hops with ports are read.
+        assert_eq!(
+            client_ip(Some(proxy), Some("10.0.0.1, 10.0.0.2:443"), &trusted),
+            Some(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            client_ip(Some(proxy), Some("[2001:db8::1]:80"), &trusted),
+            Some(ip("2001:db8::1"))
+        );
     }
 
     #[test]
