@@ -384,3 +384,39 @@ async fn an_unreadable_request_body_is_a_400_not_an_upstream_error() {
         "no upstream error counted: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_idempotent_requests_are_sent_again_after_a_pooled_connection_closed() {
+    // The upstream reads the request, then closes a reused connection
+    // without answering: it may have acted on it.
+    let upstream = Scripted::start(|line, _, nth| {
+        if line.contains("/s/hang") && nth == 1 {
+            Act::Hangup
+        } else {
+            Act::Answer(ok("ok"))
+        }
+    })
+    .await;
+    let env = gateway_for(upstream.addr).await;
+    let gw = &env.gw;
+
+    assert_eq!(gw.get("/s/warm").await.status, 200);
+    let reply = gw.send(gw.http.post(gw.url("/s/hang-post"))).await;
+    reply.assert_detail(502, "Bad Gateway");
+    let posts = upstream
+        .seen()
+        .iter()
+        .filter(|(line, _, _)| line.starts_with("POST /s/hang-post"))
+        .count();
+    assert_eq!(posts, 1, "a POST is never sent twice");
+
+    assert_eq!(gw.get("/s/warm").await.status, 200);
+    let reply = gw.get("/s/hang-get").await;
+    assert_eq!((reply.status, reply.text.as_str()), (200, "ok"));
+    let gets = upstream
+        .seen()
+        .iter()
+        .filter(|(line, _, _)| line.starts_with("GET /s/hang-get"))
+        .count();
+    assert_eq!(gets, 2, "a GET goes again on a new connection");
+}

@@ -14,6 +14,7 @@ mod edge;
 mod embedded;
 mod faults;
 mod forwarding;
+mod front_door;
 mod harness;
 mod kc_admin;
 mod keycloak_mode;
