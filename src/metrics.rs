@@ -29,6 +29,7 @@ pub struct Metrics {
     pub upstream_seconds: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub requests_refused: IntCounterVec,
+    pub tunnels_ended: IntCounterVec,
     pub redis_up: IntGauge,
     pub ratelimit_fallbacks: IntCounter,
     pub audit_failures: IntCounter,
@@ -115,6 +116,11 @@ impl Metrics {
             requests_refused: counter(
                 "requests_refused_total",
                 "Request heads refused before any route or handler (unsettled path, too many headers, ...), by reason.",
+                &["reason"],
+            )?,
+            tunnels_ended: counter(
+                "tunnels_ended_total",
+                "Upgraded connections (WebSocket) ended, by why: closed, idle, refused (session revoked or token expired).",
                 &["reason"],
             )?,
             redis_up: {

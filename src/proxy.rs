@@ -36,6 +36,17 @@ pub async fn admit(
             .await
             .map_err(ApiError::into_response)?;
     }
+    identify(app, route, headers).await
+}
+
+/// Who the request is for, if the route's policy lets them through (no
+/// rate limit counted): asked again while a tunnel stays open, so that a
+/// revoked session or an expired token ends it.
+pub async fn identify(
+    app: &App,
+    route: &RouteConfig,
+    headers: &HeaderMap,
+) -> Result<Option<Identity>, Response> {
     let role = match &route.policy {
         Policy::Public => return Ok(None),
         Policy::Authenticated => None,

@@ -30,15 +30,18 @@ use tracing::Instrument;
 
 use crate::api::App;
 use crate::edge::{self, Forwarding};
-use crate::forward::{Forwarder, Target};
+use crate::forward::{Forwarder, Target, Upgrade};
 use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
-use crate::proxy::{Identity, admit};
-use crate::routes::RouteConfig;
+use crate::proxy::{Identity, admit, identify};
+use crate::routes::{Policy, RouteConfig};
 
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an open tunnel (WebSocket) asks whether its caller may still
+/// pass its route.
+const TUNNEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often upstreams are probed.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Client connections read straight into the HTTP parser's own buffer (no
@@ -167,6 +170,81 @@ impl Gateway {
         exchange.relay(session).instrument(span).await?;
         Ok(())
     }
+
+    /// Forwards an upgrade request (WebSocket) and, once the upstream
+    /// switches, relays both ways until a side closes, the tunnel idles, or
+    /// the caller may no longer pass the route (`credentials` are checked
+    /// again every second: a revoked session or an expired token ends it).
+    async fn forward_tunnel(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        credentials: Option<http::HeaderMap>,
+    ) -> pingora::Result<()> {
+        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let target = Target {
+            addr,
+            connect_timeout: upstream.config.connect_timeout,
+            read_timeout: upstream.config.read_timeout,
+        };
+        ctx.upstream_started = Some(Instant::now());
+        let span = tracing::debug_span!(parent: &ctx.span, "upstream", %addr, tunnel = true);
+        let (mut header, upgrade) = self
+            .forwarder
+            .open_tunnel(session, target)
+            .instrument(span.clone())
+            .await?;
+        self.observe_upstream_answer(ctx, header.status);
+        header.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        match upgrade {
+            Upgrade::Refused(exchange) => {
+                session.set_keepalive(None);
+                let empty = exchange.is_empty();
+                session
+                    .write_response_header(Box::new(header), empty)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                exchange.relay(session).instrument(span).await?;
+            }
+            Upgrade::Switched(tunnel) => {
+                session
+                    .write_response_header(Box::new(header), false)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                let (app, route) = (&self.app, &upstream.config);
+                let still_allowed = || async {
+                    match &credentials {
+                        None => true,
+                        Some(headers) => identify(app, route, headers).await.is_ok(),
+                    }
+                };
+                let end = tunnel
+                    .run(session, TUNNEL_CHECK_EVERY, still_allowed)
+                    .instrument(span)
+                    .await?;
+                self.app
+                    .metrics
+                    .tunnels_ended
+                    .with_label_values(&[end.as_str()])
+                    .inc();
+                ctx.span
+                    .in_scope(|| tracing::info!(end = end.as_str(), "tunnel ended"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request's credentials (bearer header, cookies), kept to check an
+/// open tunnel's caller again.
+fn credentials(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut kept = http::HeaderMap::new();
+    for name in [http::header::AUTHORIZATION, http::header::COOKIE] {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
 }
 
 #[async_trait]
@@ -264,6 +342,9 @@ impl ProxyHttp for Gateway {
             .await;
             return match admitted {
                 Ok(identity) => {
+                    let tunnel = Forwarder::tunnels(session);
+                    let recheck = (tunnel && upstream.config.policy != Policy::Public)
+                        .then(|| credentials(&session.req_header().headers));
                     edge::for_upstream(
                         session.req_header_mut(),
                         &Forwarding {
@@ -276,6 +357,10 @@ impl ProxyHttp for Gateway {
                         },
                     )?;
                     ctx.forward = Some((index, identity));
+                    if tunnel {
+                        self.forward_tunnel(session, ctx, recheck).await?;
+                        return Ok(true);
+                    }
                     if Forwarder::takes(session) {
                         self.forward_lean(session, ctx).await?;
                         return Ok(true);

@@ -2,10 +2,14 @@
 //! over a pooled HTTP/1.1 connection, in the task that serves the client,
 //! and the answer streams back as it arrives.
 //!
-//! Requests that carry a body, upgrade the connection or expect
-//! `100 Continue` take pingora's full-duplex proxy path instead (see
-//! [`crate::server`]); both paths set the same headers and answer failures
-//! the same way.
+//! Upgrade requests (WebSocket) take the same path into a [`Tunnel`]: the
+//! bytes of both sides relayed until either side closes, the tunnel stays
+//! idle too long, or the caller's check (is the session still live, the
+//! token still valid?) says no.
+//!
+//! Requests that carry a body or expect `100 Continue` take pingora's
+//! full-duplex proxy path instead (see [`crate::server`]); both paths send
+//! the same settled request head and answer failures the same way.
 
 pub mod pool;
 pub mod wire;
@@ -117,6 +121,57 @@ impl Forwarder {
             && session.is_body_empty()
     }
 
+    /// Whether the client's request asks to switch protocols (WebSocket)
+    /// and can take a [`Tunnel`]: HTTP/1.1, no `Expect`.
+    pub fn tunnels(session: &Session) -> bool {
+        let req = session.req_header();
+        req.version == Version::HTTP_11
+            && !req.headers.contains_key(http::header::EXPECT)
+            && session.is_upgrade_req()
+    }
+
+    /// Sends an upgrade request on a connection of its own (never pooled)
+    /// and waits for the answer's head: a switch gives a [`Tunnel`], any
+    /// other answer an [`Exchange`] to relay as usual.
+    pub async fn open_tunnel(
+        &self,
+        session: &Session,
+        target: Target,
+    ) -> Result<(ResponseHeader, Upgrade<'_>), ForwardError> {
+        let req = session.req_header();
+        let mut stream = connect(target).await?;
+        stream
+            .write_all(&wire::request_head(req, true))
+            .await
+            .map_err(ForwardError::Write)?;
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        let head = loop {
+            if !read_more(&mut stream, &mut buf, target.read_timeout).await? {
+                return Err(ForwardError::Closed);
+            }
+            if let Some(head) = wire::parse_head(&mut buf, &req.method, true)? {
+                break head;
+            }
+        };
+        if head.header.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            let tunnel = Tunnel {
+                stream,
+                buf,
+                idle_timeout: target.read_timeout,
+            };
+            return Ok((head.header, Upgrade::Switched(tunnel)));
+        }
+        let exchange = Exchange {
+            forwarder: self,
+            target,
+            stream,
+            buf,
+            framing: head.framing,
+            reusable: false,
+        };
+        Ok((head.header, Upgrade::Refused(exchange)))
+    }
+
     /// Sends the client's request (already settled by [`crate::edge`]) and
     /// waits for the answer's head. A pooled connection found closed before
     /// any answer byte is replaced by a new one, once, for idempotent
@@ -128,7 +183,7 @@ impl Forwarder {
         target: Target,
     ) -> Result<(ResponseHeader, Exchange<'_>), ForwardError> {
         let req = session.req_header();
-        let head = wire::request_head(req);
+        let head = wire::request_head(req, false);
         let may_retry = req.method.is_idempotent();
         let mut pooled = self.pool.take(target.addr, Instant::now());
         loop {
@@ -251,6 +306,110 @@ impl Exchange<'_> {
     }
 }
 
+/// The upstream's answer to an upgrade request.
+pub enum Upgrade<'a> {
+    /// It switched protocols: relay both ways.
+    Switched(Tunnel),
+    /// It answered as usual: relay the answer.
+    Refused(Exchange<'a>),
+}
+
+/// Why a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelEnd {
+    /// Either side closed it.
+    Closed,
+    /// Nothing went either way for the route's read timeout.
+    Idle,
+    /// The caller's check refused it (a revoked session, an expired token).
+    Refused,
+}
+
+impl TunnelEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Idle => "idle",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// A switched connection: the client's bytes go to the upstream and the
+/// upstream's to the client, as they come.
+pub struct Tunnel {
+    stream: TcpStream,
+    /// What the upstream sent after its `101` head.
+    buf: BytesMut,
+    idle_timeout: Duration,
+}
+
+impl Tunnel {
+    /// Relays both ways until a side closes, the tunnel idles for the
+    /// route's read timeout, or `still_allowed` (asked every `every`)
+    /// answers false. The client's answer head is written already.
+    pub async fn run<F, Fut>(
+        mut self,
+        session: &mut Session,
+        every: Duration,
+        mut still_allowed: F,
+    ) -> Result<TunnelEnd, ForwardError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        if !self.buf.is_empty() {
+            let early = self.buf.split().freeze();
+            write_body(session, Some(early), false).await?;
+        }
+        let mut check = tokio::time::interval(every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
+        let mut last_activity = Instant::now();
+        let mut client_open = true;
+        loop {
+            tokio::select! {
+                read = session.read_request_body(), if client_open => match read {
+                    Ok(Some(bytes)) => {
+                        last_activity = Instant::now();
+                        self.stream.write_all(&bytes).await.map_err(ForwardError::Write)?;
+                    }
+                    // The client finished sending: pass the half-close on.
+                    Ok(None) => {
+                        client_open = false;
+                        let _ = self.stream.shutdown().await;
+                    }
+                    Err(err) => return Err(ForwardError::Client(err)),
+                },
+                read = self.stream.read_buf(&mut self.buf) => {
+                    match read.map_err(ForwardError::Read)? {
+                        0 => {
+                            write_body(session, None, true).await?;
+                            return Ok(TunnelEnd::Closed);
+                        }
+                        _ => {
+                            last_activity = Instant::now();
+                            let chunk = self.buf.split().freeze();
+                            write_body(session, Some(chunk), false).await?;
+                        }
+                    }
+                    if self.buf.capacity() < READ_BUFFER / 4 {
+                        self.buf.reserve(READ_BUFFER);
+                    }
+                }
+                _ = check.tick() => {
+                    if last_activity.elapsed() >= self.idle_timeout {
+                        return Ok(TunnelEnd::Idle);
+                    }
+                    if !still_allowed().await {
+                        return Ok(TunnelEnd::Refused);
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn connect(target: Target) -> Result<TcpStream, ForwardError> {
     let stream = timeout(target.connect_timeout, TcpStream::connect(target.addr))
         .await
@@ -270,7 +429,7 @@ async fn read_head(
         if !read_more(stream, buf, read_timeout).await? {
             return Err(ForwardError::Closed);
         }
-        if let Some(head) = wire::parse_head(buf, method)? {
+        if let Some(head) = wire::parse_head(buf, method, false)? {
             return Ok(head);
         }
     }

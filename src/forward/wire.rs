@@ -57,8 +57,9 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &HeaderValue) {
 
 /// The request head sent upstream for a request without a body: the
 /// settled request's method, target and headers (their case kept), less
-/// the hop-by-hop ones.
-pub fn request_head(req: &RequestHeader) -> Vec<u8> {
+/// the hop-by-hop ones. An `upgrade` request keeps its `Upgrade` header and
+/// asks for it with `Connection: Upgrade`.
+pub fn request_head(req: &RequestHeader, upgrade: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + req.headers.len() * 32);
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
@@ -66,7 +67,8 @@ pub fn request_head(req: &RequestHeader) -> Vec<u8> {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let tokens = connection_tokens(req.headers.get_all(http::header::CONNECTION));
     let mut write = |name: &[u8], value: &HeaderValue| {
-        if is_hop_by_hop(name, &tokens) {
+        let kept_for_upgrade = upgrade && name.eq_ignore_ascii_case(b"upgrade");
+        if is_hop_by_hop(name, &tokens) && !kept_for_upgrade {
             return;
         }
         push_header(&mut out, name, value);
@@ -80,6 +82,9 @@ pub fn request_head(req: &RequestHeader) -> Vec<u8> {
         }
         Ok(())
     });
+    if upgrade {
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     out
 }
@@ -106,8 +111,15 @@ pub struct Head {
 }
 
 /// Parses one answer head from the front of `buf`: `Ok(None)` when more
-/// bytes are needed; informational (1xx) answers are consumed and skipped.
-pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, ForwardError> {
+/// bytes are needed; informational (1xx) answers are consumed and skipped,
+/// except a `101 Switching Protocols` answering an `upgrade` request, which
+/// keeps its `Upgrade` and `Connection` headers (the bytes after it belong
+/// to the new protocol).
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    upgrade: bool,
+) -> Result<Option<Head>, ForwardError> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
@@ -123,8 +135,12 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, F
             Err(_) => return Err(ForwardError::BadResponse("malformed answer head")),
         };
         let code = parsed.code.unwrap_or(0);
+        if code == 101 && upgrade {
+            let head = switched_head(&parsed)?;
+            buf.advance(used);
+            return Ok(Some(head));
+        }
         if (100..200).contains(&code) {
-            // 101 only answers an upgrade, which is never sent this way.
             if code == 101 {
                 return Err(ForwardError::BadResponse("unrequested protocol switch"));
             }
@@ -212,6 +228,36 @@ fn build_head(
         header,
         framing,
         reusable,
+    })
+}
+
+/// A `101 Switching Protocols` head for the client: the upstream's headers,
+/// `Upgrade` kept, `Connection: Upgrade` said once.
+fn switched_head(parsed: &httparse::Response<'_, '_>) -> Result<Head, ForwardError> {
+    fn bad<E>(_: E) -> ForwardError {
+        ForwardError::BadResponse("invalid answer header")
+    }
+    let mut header = ResponseHeader::build(101, Some(parsed.headers.len()))
+        .map_err(|_| ForwardError::BadResponse("invalid answer status"))?;
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"connection")
+            || (is_hop_by_hop(name, &[]) && !name.eq_ignore_ascii_case(b"upgrade"))
+        {
+            continue;
+        }
+        header
+            .append_header(
+                h.name.to_string(),
+                HeaderValue::from_bytes(h.value).map_err(bad)?,
+            )
+            .map_err(bad)?;
+    }
+    header.append_header("Connection", "Upgrade").map_err(bad)?;
+    Ok(Head {
+        header,
+        framing: Framing::Empty,
+        reusable: false,
     })
 }
 
@@ -312,7 +358,7 @@ mod tests {
 
     fn head_of(raw: &str, method: &Method) -> Head {
         let mut buf = BytesMut::from(raw);
-        parse_head(&mut buf, method)
+        parse_head(&mut buf, method, false)
             .expect("valid head")
             .expect("complete head")
     }
@@ -327,7 +373,7 @@ mod tests {
         req.append_header("Keep-Alive", "timeout=5").unwrap();
         req.append_header("Accept", "a").unwrap();
         req.append_header("Accept", "b").unwrap();
-        let head = String::from_utf8(request_head(&req)).unwrap();
+        let head = String::from_utf8(request_head(&req, false)).unwrap();
         assert_eq!(
             head,
             "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.test\r\nAccept: a\r\nAccept: b\r\n\r\n"
@@ -395,7 +441,7 @@ mod tests {
     fn answer_head_keeps_case_drops_hop_by_hop_and_skips_1xx() {
         let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Made It\r\nX-Upstream: a\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello";
         let mut buf = BytesMut::from(raw);
-        let head = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        let head = parse_head(&mut buf, &Method::GET, false).unwrap().unwrap();
         assert_eq!(head.header.status.as_u16(), 201);
         assert_eq!(head.header.get_reason_phrase(), Some("Made It"));
         let mut wire = Vec::new();
@@ -416,13 +462,17 @@ mod tests {
             "NOT HTTP\r\n\r\n",
         ] {
             let mut buf = BytesMut::from(raw);
-            assert!(parse_head(&mut buf, &Method::GET).is_err(), "{raw}");
+            assert!(parse_head(&mut buf, &Method::GET, false).is_err(), "{raw}");
         }
         let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
-        assert!(parse_head(&mut partial, &Method::GET).unwrap().is_none());
+        assert!(
+            parse_head(&mut partial, &Method::GET, false)
+                .unwrap()
+                .is_none()
+        );
         let mut huge = BytesMut::from("HTTP/1.1 200 OK\r\n");
         huge.extend_from_slice(&vec![b'a'; MAX_HEAD_BYTES + 1]);
-        assert!(parse_head(&mut huge, &Method::GET).is_err());
+        assert!(parse_head(&mut huge, &Method::GET, false).is_err());
     }
 
     #[test]

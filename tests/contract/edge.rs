@@ -176,7 +176,7 @@ async fn forwards_requests_untouched_and_streams() {
 
 /// Answers one WebSocket upgrade with 101, then echoes whatever bytes come
 /// (the gateway relays the upgraded connection without reading it).
-async fn switch_and_echo(mut socket: tokio::net::TcpStream) -> std::io::Result<()> {
+pub(crate) async fn switch_and_echo(mut socket: tokio::net::TcpStream) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

@@ -351,3 +351,94 @@ async fn the_api_and_metrics_see_the_canonical_path() {
         "{text}"
     );
 }
+
+/// Opens a WebSocket tunnel through the gateway: the `101` head is read.
+async fn open_tunnel(gw: &Gateway, path: &str, token: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The tunnel carries bytes both ways.
+    conn.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    conn.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    conn
+}
+
+/// Waits (up to 15 s) for the gateway to close the tunnel.
+async fn ended(conn: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(15), conn.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_end_with_their_session_or_token() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(crate::edge::switch_and_echo(socket));
+        }
+    });
+    let routes = routes_file(&format!(
+        "[[routes]]\nprefix = \"/ws\"\nupstreams = [\"{ws}\"]\npolicy = \"authenticated\"\n\n\
+         [[routes]]\nprefix = \"/open\"\nupstreams = [\"{ws}\"]\n"
+    ));
+    let env = Env::native_with(|o| o.set("ROUTES_FILE", &routes)).await;
+    let gw = &env.gw;
+    let user = gw.verified_user(&env.mail, "tunnel").await;
+
+    // Signed out: the open tunnel ends.
+    let mut signed_in = open_tunnel(gw, "/ws/chat", &user.access_token).await;
+    let mut public = open_tunnel(gw, "/open/chat", &user.access_token).await;
+    let reply = gw
+        .post_bearer("/users/signout", &user.access_token, serde_json::json!({}))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        ended(&mut signed_in).await,
+        "the tunnel outlived its session"
+    );
+
+    // A token that expires: the tunnel ends with it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let short = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({
+            "user_id": user.id, "email": user.email, "scope": "access_token",
+            "iat": now, "exp": now + 3.0,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(crate::harness::SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let mut expiring = open_tunnel(gw, "/ws/chat", &short).await;
+    assert!(ended(&mut expiring).await, "the tunnel outlived its token");
+
+    // A public route's tunnel has nothing to end it but its sides.
+    public.write_all(b"pong").await.unwrap();
+    let mut echo = [0u8; 4];
+    public.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"pong");
+    let metrics = crate::edge::metrics(gw).await;
+    assert!(
+        metrics.contains("authgate_tunnels_ended_total{reason=\"refused\"} 2"),
+        "{metrics}"
+    );
+}
