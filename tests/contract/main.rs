@@ -15,6 +15,8 @@ mod embedded;
 mod faults;
 mod forwarding;
 mod harness;
+mod hostile;
+mod hostile_set;
 mod kc_admin;
 mod keycloak_mode;
 mod legacy_db;
