@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build authgate and run its
 # integration-test servers. Only missing pieces are installed, so a second
-# run is fast. Node/npm, Python and Rust must already be there.
+# run is fast. Node/npm, Python, Go and Rust must already be there.
 # (Keycloak itself is fetched by keycloak/start.sh.)
 set -euo pipefail
 
@@ -23,6 +23,10 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 have python3 || die "python3 not found"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
   die "python3 $(python3 --version 2>&1) too old: need >= 3.9"
+# The Go test upstream (tests/upstreams/go) routes with ServeMux patterns.
+have go || die "go not found (Go toolchain missing; the Go test upstream needs go >= 1.22)"
+go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+((${go_minor:-0} >= 22)) || die "$(go env GOVERSION) too old: the Go test upstream needs go >= 1.22"
 
 # ---- Debian packages, only when missing
 missing=()
@@ -43,6 +47,8 @@ have redis-cli || missing+=(redis-tools)
 # Keycloak (keycloak/start.sh): a JDK (17+, 21+ preferred) and Maven to fetch it.
 have java || missing+=(openjdk-17-jre-headless)
 have mvn || missing+=(maven)
+# nginx, one of the test upstreams (scripts/upstreams.sh runs a private one).
+have nginx || missing+=(nginx-light)
 # venv for scripts/mailbox.py (Debian's python3 needs python3-venv for it).
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
@@ -50,7 +56,16 @@ if ((${#missing[@]})); then
   have apt-get || die "apt-get not found; install manually: ${missing[*]}"
   log "apt-get install: ${missing[*]}"
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Debian starts an installed nginx (or redis-server) at once, on its
+  # default port; a policy-rc.d that says no stops that for this install.
+  policy=/usr/sbin/policy-rc.d made_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+  fi
+  status=0
+  apt-get install -y -q --no-install-recommends "${missing[@]}" || status=$?
+  if ((made_policy)); then rm -f "$policy"; fi
+  ((status == 0)) || die "apt-get install failed (exit $status)"
 else
   log "all Debian packages present"
 fi
@@ -61,5 +76,6 @@ compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || die "PostgreSQL serv
 # Likewise Debian's own redis-server service (port 6379, if an init system
 # started it); ours runs on its own port.
 have redis-server || die "redis-server still missing"
+have nginx || die "nginx still missing"
 python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3 cannot create venvs (python3-venv)"
 log "prerequisites ok"

@@ -5,6 +5,8 @@
 #   - scripts/mailbox.py (aiosmtpd): SMTP with required STARTTLS + AUTH,
 #     REST mailbox in maildev's JSON shape
 #   - Redis (Debian's redis-server, no persistence, dir in the state dir)
+#   - the test upstreams: Starlette under uvicorn, a Go net/http server and
+#     nginx (scripts/upstreams.sh)
 # Usage: scripts/services.sh start|stop|status|env
 set -euo pipefail
 
@@ -154,6 +156,27 @@ stop_pid_service() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$RUN_DIR/$name.pid"
+}
+
+# A venv at $1 holding exactly the pinned packages "${@:3}" ($2 names its
+# user in messages); made again only when the pins change.
+ensure_venv() {
+  local venv=$1 name=$2
+  shift 2
+  local stamp=$venv/.authgate-reqs want="$*"
+  if [[ -x $venv/bin/python && -f $stamp && $(<"$stamp") == "$want" ]]; then
+    return 0
+  fi
+  command -v python3 >/dev/null || die "python3 missing"
+  log "$name: creating venv $venv ($want)"
+  rm -rf "$venv"
+  if ! { python3 -m venv "$venv" &&
+    "$venv/bin/pip" install --disable-pip-version-check -q "$@"; } \
+    >"$LOG_DIR/pip-install-$name.log" 2>&1; then
+    log_tail "$LOG_DIR/pip-install-$name.log"
+    die "$name: venv/pip install failed"
+  fi
+  echo "$want" >"$stamp"
 }
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -350,30 +373,12 @@ maildev_start() {
 
 # ---------------------------------------------------------------- mailbox.py (STARTTLS + AUTH)
 
-ensure_venv() {
-  local stamp=$VENV/.authgate-reqs want
-  want="${MAILBOX_PY_REQS[*]}"
-  if [[ -x $VENV/bin/python && -f $stamp && $(<"$stamp") == "$want" ]]; then
-    return 0
-  fi
-  command -v python3 >/dev/null || die "python3 missing"
-  log "mailbox: creating venv $VENV ($want)"
-  rm -rf "$VENV"
-  if ! { python3 -m venv "$VENV" &&
-    "$VENV/bin/pip" install --disable-pip-version-check -q "${MAILBOX_PY_REQS[@]}"; } \
-    >"$LOG_DIR/pip-install.log" 2>&1; then
-    log_tail "$LOG_DIR/pip-install.log"
-    die "mailbox: venv/pip install failed"
-  fi
-  echo "$want" >"$stamp"
-}
-
 mailbox_start() {
   local logfile=$LOG_DIR/mailbox-tls.log
   if running_pid mailbox-tls >/dev/null; then
     log "mailbox-tls: already running (pid $(running_pid mailbox-tls))"
   else
-    ensure_venv
+    ensure_venv "$VENV" mailbox "${MAILBOX_PY_REQS[@]}"
     require_free_port mailbox-tls "$SMTP_TLS_PORT"
     require_free_port mailbox-tls "$MAILBOX_TLS_WEB_PORT"
     require_free_port mailbox-tls "$SMTPS_PORT"
@@ -424,6 +429,11 @@ EOF
   wait_for redis "$logfile" redis_ready "$REDIS_PORT"
 }
 
+# ---------------------------------------------------------------- test upstreams
+
+# shellcheck source=scripts/upstreams.sh
+source "$REPO/scripts/upstreams.sh"
+
 # ---------------------------------------------------------------- commands
 
 cmd_start() {
@@ -434,11 +444,13 @@ cmd_start() {
   redis_start
   maildev_start
   mailbox_start
+  upstreams_start
   log "all services up ($((SECONDS - t0))s)"
 }
 
 cmd_stop() {
   mkdir -p "$RUN_DIR"
+  upstreams_stop
   stop_pid_service mailbox-tls
   stop_pid_service maildev
   stop_pid_service redis
@@ -472,11 +484,13 @@ cmd_status() {
     echo "mailbox-tls  stopped"
     rc=3
   fi
+  upstreams_status || rc=3
   return "$rc"
 }
 
 cmd_env() {
   local kv
+  # shellcheck disable=SC2046 # upstreams_env prints NAME=value lines, no spaces
   for kv in \
     "AUTHGATE_TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_PORT/postgres" \
     "AUTHGATE_TEST_REDIS_URL=redis://$HOST:$REDIS_PORT" \
@@ -488,7 +502,8 @@ cmd_env() {
     "AUTHGATE_TEST_MAILBOX_TLS_URL=http://$HOST:$MAILBOX_TLS_WEB_PORT" \
     "AUTHGATE_TEST_SMTP_USER=$SMTP_USER" \
     "AUTHGATE_TEST_SMTP_PASSWORD=$SMTP_PASSWORD" \
-    "AUTHGATE_TEST_SMTP_CA_FILE=$TLS_DIR/ca.pem"; do
+    "AUTHGATE_TEST_SMTP_CA_FILE=$TLS_DIR/ca.pem" \
+    $(upstreams_env); do
     printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
   done
 }

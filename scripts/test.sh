@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite against real servers: starts them (idempotent):
-# PostgreSQL, the mail servers and Keycloak; exports their connection
-# settings, then `cargo test --locked --all-targets "$@"`.
+# PostgreSQL, Redis, the mail servers, the test upstreams and Keycloak;
+# exports their connection settings, then
+# `cargo test --locked --all-targets "$@"`.
 # Keycloak starts in the background while the tests compile.
 # Services keep running afterwards unless AUTHGATE_STOP_SERVICES=1.
 set -euo pipefail

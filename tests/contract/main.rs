@@ -16,6 +16,8 @@ mod faults;
 mod forwarding;
 mod front_door;
 mod harness;
+mod hostile;
+mod hostile_set;
 mod kc_admin;
 mod keycloak_mode;
 mod legacy_db;

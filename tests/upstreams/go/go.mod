@@ -1,0 +1,3 @@
+module authgate.test/upstream
+
+go 1.22
