@@ -12,6 +12,11 @@
 //!   token wrapping a ~1 KB Keycloak refresh token;
 //! - `http/cookie_in_access_token`: [`cookie_in`] on a browser-like `Cookie`
 //!   header with the access token among other cookies;
+//! - `edge/canonicalize_plain` and `edge/canonicalize_encoded`:
+//!   [`canonicalize`] on a typical API path, and on one with a percent-
+//!   encoding, a doubled slash, a dot segment and a `;` parameter (the slow
+//!   path); `edge/settle_request_head`: [`settle`] on a browser-like request
+//!   head (canonical target, header caps, untrusted headers removed);
 //! - `password/pbkdf2_verify_default_rounds`: [`PasswordHasher::verify`] at
 //!   [`DEFAULT_ROUNDS`] (a few samples only: it is the sign-in ceiling).
 //!
@@ -26,6 +31,8 @@ use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use http::HeaderMap;
 
 use authgate::clock::{Clock, SystemClock};
+use authgate::edge::path::canonicalize;
+use authgate::edge::settle;
 use authgate::http::cookie_in;
 use authgate::password::{DEFAULT_ROUNDS, PasswordHasher};
 use authgate::tokens::{DirA256Gcm, Lifetimes, Subject, TokenService};
@@ -145,6 +152,40 @@ fn cookie_parsing(c: &mut Criterion) {
     );
     c.bench_function("http/cookie_in_access_token", |b| {
         b.iter(|| cookie_in(black_box(&headers), black_box("access_token")))
+    });
+}
+
+fn canonical_paths(c: &mut Criterion) {
+    let plain = b"/api/v1/projects/42/charts/7";
+    let encoded = b"/api/v1//projects/%34%32/./charts;v=2/7";
+    assert_eq!(
+        canonicalize(encoded).expect("canonical").path,
+        "/api/v1/projects/42/charts;v=2/7"
+    );
+    c.bench_function("edge/canonicalize_plain", |b| {
+        b.iter(|| canonicalize(black_box(plain)))
+    });
+    c.bench_function("edge/canonicalize_encoded", |b| {
+        b.iter(|| canonicalize(black_box(encoded)))
+    });
+    let mut head = pingora::http::RequestHeader::build("GET", plain, None).expect("head");
+    for (name, value) in [
+        ("Host", "app.example.com"),
+        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ("Accept", "application/json"),
+        ("Accept-Language", "en-GB,en;q=0.9"),
+        ("Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+        ("Cookie", "theme=dark; lang=en"),
+        ("Connection", "keep-alive"),
+    ] {
+        head.append_header(name, value).expect("header");
+    }
+    c.bench_function("edge/settle_request_head", |b| {
+        b.iter_batched_ref(
+            || head.clone(),
+            |head| settle(black_box(head), false, 100),
+            criterion::BatchSize::SmallInput,
+        )
     });
 }
 
@@ -282,6 +323,7 @@ criterion_group!(
     verify_rs256,
     jwe_decrypt,
     cookie_parsing,
+    canonical_paths,
     pbkdf2_verify
 );
 criterion_main!(hot_paths);

@@ -332,12 +332,21 @@ impl ProxyHttp for Gateway {
             && let Some(index) = self.route_for(&canonical.policy)
         {
             let upstream = &self.upstreams[index];
-            let admitted = admit(
-                &self.app,
-                &upstream.config,
-                &session.req_header().headers,
-                ctx.client_ip,
-            )
+            // A path that other upstreams read under another route (a `;`
+            // that is a parameter to some and a character to others) must
+            // pass that route's policy too.
+            let also = (canonical.literal != canonical.policy)
+                .then(|| self.route_for(&canonical.literal))
+                .flatten()
+                .filter(|other| *other != index)
+                .and_then(|other| self.upstreams.get(other));
+            let headers = &session.req_header().headers;
+            let admitted = async {
+                if let Some(other) = also {
+                    identify(&self.app, &other.config, headers).await?;
+                }
+                admit(&self.app, &upstream.config, headers, ctx.client_ip).await
+            }
             .instrument(ctx.span.clone())
             .await;
             return match admitted {

@@ -16,11 +16,13 @@
 //!   encoded), a `%` without two hex digits, double encoding (`%25` before
 //!   two hex digits), bytes that are not UTF-8 once decoded.
 //!
-//! Two strings come out: [`Canonical::path`], what the upstream receives and
-//! the API routes on, and [`Canonical::policy`], the same path fully decoded
-//! with every segment's `;` parameters removed, which routes and policies
-//! match. The policy path reads a request the strictest way any upstream
-//! might, so a prefix that one upstream would serve is never missed.
+//! Three strings come out: [`Canonical::path`], what the upstream receives
+//! and the API routes on, and the two ways an upstream may read it, which
+//! routes and policies match: [`Canonical::policy`], fully decoded with
+//! every segment's `;` parameters removed and dot segments resolved again
+//! (Tomcat, Spring), and [`Canonical::literal`], fully decoded with its
+//! parameters kept (Starlette, Go, nginx). When the two readings fall under
+//! different routes, a request must pass the policies of both.
 
 use std::fmt::Write as _;
 
@@ -67,6 +69,9 @@ pub struct Canonical {
     /// Fully decoded, `;` parameters removed from every segment, dot
     /// segments resolved: what route prefixes and policies are matched on.
     pub policy: String,
+    /// Fully decoded, parameters kept: how servers that treat `;` as a
+    /// plain character read the path (the same as `policy` for most paths).
+    pub literal: String,
 }
 
 /// RFC 3986 unreserved characters: their encoded and plain forms are equal.
@@ -130,6 +135,7 @@ pub fn canonicalize(path: &[u8]) -> Result<Canonical, PathError> {
         let text = String::from_utf8_lossy(path).into_owned();
         return Ok(Canonical {
             policy: text.clone(),
+            literal: text.clone(),
             path: text,
         });
     }
@@ -138,9 +144,13 @@ pub fn canonicalize(path: &[u8]) -> Result<Canonical, PathError> {
         let bare = segment.split(';').next().unwrap_or(segment);
         bare == "." || bare == ".."
     });
-    let decoded = decode(&path)?;
-    let policy = remove_dot_segments(&strip_parameters(&decoded), |s| s == "." || s == "..");
-    Ok(Canonical { path, policy })
+    let literal = decode(&path)?;
+    let policy = remove_dot_segments(&strip_parameters(&literal), |s| s == "." || s == "..");
+    Ok(Canonical {
+        path,
+        policy,
+        literal,
+    })
 }
 
 /// Percent-encodings settled (unreserved decoded, others upper-cased, raw
@@ -328,9 +338,18 @@ mod tests {
         assert_eq!(path("/public/..;/admin"), "/admin");
         assert_eq!(path("/public/..;x=1/admin"), "/admin");
         assert_eq!(path("/public/.;/admin"), "/public/admin");
-        // An encoded `;` is a parameter to the policy, which reads strictest.
-        assert_eq!(policy("/admin%3bx/y"), "/admin/y");
-        assert_eq!(policy("/x/.%3b/admin"), "/x/admin");
+        // An encoded `;` is a parameter to one reading and a character to
+        // the other: both are kept.
+        let both = canonicalize(b"/admin%3bx/y").unwrap();
+        assert_eq!(
+            (both.policy.as_str(), both.literal.as_str()),
+            ("/admin/y", "/admin;x/y")
+        );
+        let both = canonicalize(b"/x/..%3b/admin").unwrap();
+        assert_eq!(
+            (both.policy.as_str(), both.literal.as_str()),
+            ("/admin", "/x/..;/admin")
+        );
     }
 
     #[test]

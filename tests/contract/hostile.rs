@@ -384,7 +384,7 @@ fn judge(
         tally.forwarded += 1;
     } else if status == Some(403) {
         tally.held += 1;
-    } else if invalid_path {
+    } else if status == Some(400) {
         tally.refused += 1;
     }
     if let Some(seen) = &seen {
@@ -398,6 +398,21 @@ fn judge(
         Expect::Refuse => {
             tally.expected_refused += 1;
             if !invalid_path {
+                let got = describe(answer, seen.as_ref());
+                tally.fail(Failure::NotRefused, hostile, caller, got);
+            }
+            if received > 0 {
+                tally.fail(
+                    Failure::ReachedUpstream,
+                    hostile,
+                    caller,
+                    format!("received {received}x"),
+                );
+            }
+        }
+        Expect::Reject => {
+            tally.expected_refused += 1;
+            if status != Some(400) {
                 let got = describe(answer, seen.as_ref());
                 tally.fail(Failure::NotRefused, hostile, caller, got);
             }

@@ -14,6 +14,8 @@ pub enum Expect {
     Under(String),
     /// 400 `{"detail": "Invalid request path"}`, before any route.
     Refuse,
+    /// 400 from the HTTP parser itself, before any rule (body may be empty).
+    Reject,
     /// Not forwarded: the API answers as it did before.
     Api,
     /// Left open by the rules: only the invariants hold.
@@ -46,8 +48,15 @@ pub struct Hostile {
 impl Hostile {
     /// The target's query (after the first `?`), byte for byte.
     pub fn query(&self) -> Option<&[u8]> {
-        let at = self.target.iter().position(|&b| b == b'?')?;
-        Some(&self.target[at + 1..])
+        // A fragment is never part of the target sent on.
+        let end = self
+            .target
+            .iter()
+            .position(|&b| b == b'#')
+            .unwrap_or(self.target.len());
+        let target = &self.target[..end];
+        let at = target.iter().position(|&b| b == b'?')?;
+        Some(&target[at + 1..])
     }
 
     /// The path and query as an origin-form target would carry them: an
@@ -98,7 +107,8 @@ impl Hostile {
 }
 
 /// The three policies of the routes the set is written for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered from the least to the most demanding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Policy {
     Public,
     Authenticated,
@@ -117,8 +127,17 @@ pub fn policy_path(canonical: &str) -> String {
 
 /// The policy of the routes `/api` (authenticated), `/api/admin` and
 /// `/admin` (`role:admin`), `/` (public), for a canonical path.
+/// The policy a canonical path falls under: the more demanding of its two
+/// readings once decoded, without its `;` parameters (dot segments
+/// resolved again, as Tomcat reads `..;`) and with them (`;` as a plain
+/// character, as Starlette, Go and nginx read it).
 pub fn policy_of(canonical: &str) -> Policy {
-    let path = policy_path(canonical);
+    let decoded = percent_decode(canonical);
+    let stripped = resolve_dots(&policy_path(&decoded));
+    policy_for(&stripped).max(policy_for(&decoded))
+}
+
+fn policy_for(path: &str) -> Policy {
     let under = |prefix: &str| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -132,7 +151,43 @@ pub fn policy_of(canonical: &str) -> Policy {
     }
 }
 
-/// The targets each `headers` case is sent to.
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(value)) => {
+                out.push(value);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn resolve_dots(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in path.split('/').skip(1) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            other => kept.push(other),
+        }
+    }
+    format!("/{}", kept.join("/"))
+}
+
 pub const HEADER_CASE_TARGETS: [&str; 3] = ["/public/h", "/api/h", "/admin/h"];
 
 /// Every distinct request of the set: each `path` line once, each `headers`
@@ -181,6 +236,7 @@ pub fn parse(text: &str) -> Vec<Hostile> {
 fn parse_expect(text: &str) -> Option<Expect> {
     Some(match text {
         "refuse" => Expect::Refuse,
+        "reject" => Expect::Reject,
         "api" => Expect::Api,
         "open" => Expect::Open,
         _ => {
@@ -228,12 +284,15 @@ fn the_set_reads_and_its_helpers_follow_the_rules() {
     assert_eq!(policy_of("/api;x/admin"), Policy::Admin);
     assert_eq!(policy_of("/api/adminx"), Policy::Authenticated);
     assert_eq!(policy_of("/adminx"), Policy::Public);
+    assert_eq!(policy_of("/admin%3Bjsessionid=1/x"), Policy::Admin);
+    assert_eq!(policy_of("/public/..%3B/admin/x"), Policy::Admin);
+    assert_eq!(policy_of("/api/x;p/../admin"), Policy::Admin);
     let absolute = set
         .iter()
-        .find(|h| h.label == "GET http://evil.example/api/admin/x?q=1")
+        .find(|h| h.label == "GET http://app.example/api/admin/x?q=1")
         .expect("an absolute-form case");
     assert_eq!(absolute.origin_form(), b"/api/admin/x?q=1");
-    assert_eq!(absolute.authority().as_deref(), Some("evil.example"));
+    assert_eq!(absolute.authority().as_deref(), Some("app.example"));
     assert_eq!(
         absolute.canonical_target().as_deref(),
         Some("/api/admin/x?q=1")
