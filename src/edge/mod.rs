@@ -87,6 +87,18 @@ pub fn settle(
             Some(at) => (&raw[..at], raw.get(at + 1..), true),
             None => (raw, None, true),
         }
+    } else if raw == b"*" {
+        // Asterisk-form (`OPTIONS *`) names no resource: no route takes it,
+        // and the API answers it as any unknown path.
+        for name in headers::untrusted(&req.headers, trusted_peer) {
+            req.remove_header(&name);
+        }
+        let star = "*".to_string();
+        return Ok(Canonical {
+            path: star.clone(),
+            policy: star.clone(),
+            literal: star,
+        });
     } else if raw.first() == Some(&b'*') || req.uri.path_and_query().is_none() {
         return Err(PathError::NotOriginForm.into());
     } else {
@@ -234,7 +246,9 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         let mut star = head(b"*", &[]);
-        assert!(settle(&mut star, false, 100).is_err());
+        assert_eq!(settle(&mut star, false, 100).unwrap().policy, "*");
+        let mut stars = head(b"**", &[]);
+        assert!(settle(&mut stars, false, 100).is_err());
         let many: Vec<(String, String)> = (0..5).map(|i| (format!("x-h{i}"), "v".into())).collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let mut req = head(b"/", &many);
