@@ -40,8 +40,19 @@ pub const FORWARDING: [&str; 13] = [
     "x-rewrite-url",
 ];
 
-/// The most options a `Connection` header may name.
-pub const MAX_CONNECTION_OPTIONS: usize = 16;
+/// The most options a `Connection` header may name (pingora's own proxy
+/// refuses a tenth).
+pub const MAX_CONNECTION_OPTIONS: usize = 9;
+
+/// Headers the gateway writes or relies on: a `Connection` header may not
+/// nominate them for removal on the way upstream.
+const PROTECTED: [&str; 5] = [
+    "host",
+    "x-request-id",
+    "authorization",
+    "cookie",
+    "content-length",
+];
 
 /// `name` read as servers that fold `_` into `-` read it (header names in
 /// a `HeaderMap` are already lower-case).
@@ -94,18 +105,61 @@ pub fn joined(headers: &HeaderMap, name: &str) -> Option<String> {
     Some(out)
 }
 
-/// How many options the `Connection` header(s) name.
-pub fn connection_options(headers: &HeaderMap) -> usize {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .map(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .filter(|t| !t.trim_ascii().is_empty())
-                .count()
-        })
-        .sum()
+/// Why the `Connection` header(s) of a request are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionProblem {
+    TooManyOptions,
+    /// Not an HTTP token, or a pseudo-header.
+    Malformed,
+    /// Names a header the gateway sets or relies on.
+    Protected,
+}
+
+/// Checks the options the `Connection` header(s) name, as pingora's own
+/// proxy does for requests with a body (so that both ways of forwarding
+/// refuse the same requests): at most [`MAX_CONNECTION_OPTIONS`], HTTP
+/// tokens only, and none of the headers the gateway sets or relies on.
+pub fn check_connection(headers: &HeaderMap) -> Result<(), ConnectionProblem> {
+    let mut count = 0;
+    for value in headers.get_all(http::header::CONNECTION) {
+        for option in value.as_bytes().split(|b| *b == b',') {
+            let option = option.trim_ascii();
+            if option.is_empty() {
+                continue;
+            }
+            count += 1;
+            if count > MAX_CONNECTION_OPTIONS {
+                return Err(ConnectionProblem::TooManyOptions);
+            }
+            if option.starts_with(b":") || !option.iter().all(|b| is_tchar(*b)) {
+                return Err(ConnectionProblem::Malformed);
+            }
+            let name = String::from_utf8_lossy(option).to_ascii_lowercase();
+            if PROTECTED.contains(&name.as_str())
+                || in_list(&name, &IDENTITY)
+                || in_list(&name, &FORWARDING)
+            {
+                return Err(ConnectionProblem::Protected);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 9110 section 5.6.2 `tchar`.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Whether the request asks to switch to WebSocket, the one protocol the
+/// gateway tunnels (others, such as `h2c`, would carry requests past every
+/// route policy once switched).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(http::header::UPGRADE).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(value), None) if value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket")
+    )
 }
 
 /// An identity value as a header can carry it: bytes outside visible ASCII,
@@ -278,7 +332,55 @@ mod tests {
         );
         assert_eq!(joined(&headers, "forwarded"), None);
         let connection = map(&[("connection", "a, b,,c"), ("connection", "d")]);
-        assert_eq!(connection_options(&connection), 4);
+        assert_eq!(check_connection(&connection), Ok(()));
+    }
+
+    #[test]
+    fn connection_options_are_checked_as_pingora_checks_them() {
+        let check = |value: &str| check_connection(&map(&[("connection", value)]));
+        assert_eq!(check("keep-alive, X-Custom-Hop"), Ok(()));
+        assert_eq!(
+            check(
+                &(0..10)
+                    .map(|i| format!("o{i}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Err(ConnectionProblem::TooManyOptions)
+        );
+        assert_eq!(
+            check("\"x-forwarded-for\""),
+            Err(ConnectionProblem::Malformed)
+        );
+        assert_eq!(check(":authority"), Err(ConnectionProblem::Malformed));
+        for protected in [
+            "Host",
+            "X-Forwarded-For",
+            "x_auth_user_id",
+            "X-Request-Id",
+            "Cookie",
+        ] {
+            assert_eq!(
+                check(protected),
+                Err(ConnectionProblem::Protected),
+                "{protected}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_tunnels() {
+        assert!(is_websocket_upgrade(&map(&[("upgrade", "WebSocket")])));
+        assert!(!is_websocket_upgrade(&map(&[("upgrade", "h2c")])));
+        assert!(!is_websocket_upgrade(&map(&[(
+            "upgrade",
+            "websocket, h2c"
+        )])));
+        assert!(!is_websocket_upgrade(&map(&[
+            ("upgrade", "websocket"),
+            ("upgrade", "h2c")
+        ])));
+        assert!(!is_websocket_upgrade(&HeaderMap::new()));
     }
 
     #[test]

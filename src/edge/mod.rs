@@ -37,8 +37,8 @@ pub enum Refusal {
     Path(#[from] PathError),
     #[error("too many header lines")]
     TooManyHeaders,
-    #[error("too many Connection options")]
-    TooManyConnectionOptions,
+    #[error("Connection options refused")]
+    Connection(headers::ConnectionProblem),
 }
 
 impl Refusal {
@@ -50,9 +50,7 @@ impl Refusal {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "Request Header Fields Too Large",
             ),
-            Self::TooManyConnectionOptions => {
-                Response::detail(StatusCode::BAD_REQUEST, "Bad Request")
-            }
+            Self::Connection(_) => Response::detail(StatusCode::BAD_REQUEST, "Bad Request"),
         }
     }
 
@@ -61,15 +59,25 @@ impl Refusal {
         match self {
             Self::Path(why) => why.reason(),
             Self::TooManyHeaders => "too_many_headers",
-            Self::TooManyConnectionOptions => "too_many_connection_options",
+            Self::Connection(headers::ConnectionProblem::TooManyOptions) => {
+                "too_many_connection_options"
+            }
+            Self::Connection(headers::ConnectionProblem::Malformed) => {
+                "malformed_connection_option"
+            }
+            Self::Connection(headers::ConnectionProblem::Protected) => {
+                "protected_connection_option"
+            }
         }
     }
 }
 
 /// Checks a request head and rewrites it to its settled form: the target's
-/// path canonical (the query kept byte for byte), and the headers a client
-/// may not send removed (identity headers always, forwarding headers
-/// unless `trusted_peer`). Returns the canonical path.
+/// path canonical (the query kept byte for byte), the headers a client may
+/// not send removed (identity headers always, forwarding headers unless
+/// `trusted_peer`), an upgrade to anything but WebSocket dropped. The
+/// `Connection` header is checked as pingora's own proxy checks it, so both
+/// ways of forwarding refuse the same requests. Returns the canonical path.
 pub fn settle(
     req: &mut RequestHeader,
     trusted_peer: bool,
@@ -78,8 +86,13 @@ pub fn settle(
     if req.headers.len() > max_headers {
         return Err(Refusal::TooManyHeaders);
     }
-    if headers::connection_options(&req.headers) > headers::MAX_CONNECTION_OPTIONS {
-        return Err(Refusal::TooManyConnectionOptions);
+    headers::check_connection(&req.headers).map_err(Refusal::Connection)?;
+    if req.headers.contains_key(http::header::UPGRADE)
+        && !headers::is_websocket_upgrade(&req.headers)
+    {
+        // Not a WebSocket: forwarded as a plain request, as pingora does.
+        req.remove_header(&http::header::UPGRADE);
+        req.remove_header("http2-settings");
     }
     let raw = req.raw_path();
     let (path, query, origin_form) = if raw.first() == Some(&b'/') {
@@ -253,15 +266,24 @@ mod tests {
         let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         let mut req = head(b"/", &many);
         assert_eq!(settle(&mut req, false, 4), Err(Refusal::TooManyHeaders));
-        let options = (0..17)
+        let options = (0..10)
             .map(|i| format!("o{i}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut req = head(b"/", &[("connection", &options)]);
         assert_eq!(
             settle(&mut req, false, 100),
-            Err(Refusal::TooManyConnectionOptions)
+            Err(Refusal::Connection(
+                headers::ConnectionProblem::TooManyOptions
+            ))
         );
+        let mut h2c = head(
+            b"/",
+            &[("upgrade", "h2c"), ("http2-settings", "AAMAAABkAAQAAP__")],
+        );
+        settle(&mut h2c, false, 100).unwrap();
+        assert!(!h2c.headers.contains_key("upgrade"));
+        assert!(!h2c.headers.contains_key("http2-settings"));
     }
 
     #[test]

@@ -16,8 +16,10 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_LINE_BYTES: usize = 4 * 1024;
 
 /// Hop-by-hop headers: they describe one connection and are never passed on.
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
+    "http2-settings",
+    "proxy-authorization",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",

@@ -442,3 +442,61 @@ async fn websocket_tunnels_end_with_their_session_or_token() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_forwarding_paths_send_the_same_head() {
+    // Requests without a body take the lean path, requests with one
+    // pingora's proxy: the upstream must see the same head from both.
+    let upstream = Upstream::start("a").await;
+    let env = gateway(&upstream, |o| o).await;
+    let gw = &env.gw;
+    let user = gw.verified_user(&env.mail, "alike").await;
+    let mut cases: Vec<(String, Vec<Vec<u8>>)> = crate::hostile_set::load()
+        .into_iter()
+        .filter(|h| !h.header_lines.is_empty())
+        .map(|h| (h.label, h.header_lines))
+        .collect();
+    for extra in [
+        "TE: trailers\r\nTrailer: X-T\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive",
+        "Connection: X-Hop, keep-alive\r\nX-Hop: 1\r\nX-Kept: 2",
+        "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings",
+        "Proxy-Authorization: Basic eDp5\r\nX-Forwarded-Proto: https",
+        "Cookie: a=1; refresh_token=r\r\nCookie: b=2",
+        "Accept: a\r\nAccept: b\r\nX-Dup: 1\r\nx-dup: 2",
+    ] {
+        let lines = extra.split("\r\n").map(|l| l.as_bytes().to_vec()).collect();
+        cases.push((extra.to_string(), lines));
+    }
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let bearer = format!("Authorization: Bearer {}\r\n", user.access_token);
+    for (label, lines) in &cases {
+        let mut extra = Vec::new();
+        for line in lines {
+            extra.extend_from_slice(line);
+            extra.extend_from_slice(b"\r\n");
+        }
+        let extra = String::from_utf8_lossy(&extra).into_owned();
+        let mut seen = Vec::new();
+        for body in ["", "hi"] {
+            let (method, length) = if body.is_empty() {
+                ("GET", String::new())
+            } else {
+                ("POST", format!("Content-Length: {}\r\n", body.len()))
+            };
+            let request = format!(
+                "{method} /api/echo HTTP/1.1\r\nHost: alike.test\r\nX-Request-Id: alike-1\r\n{bearer}{length}{extra}Connection: close\r\n\r\n{body}"
+            );
+            let (status, text) = raw(gw, &request).await;
+            if status != 200 {
+                seen.push(Err(status));
+                continue;
+            }
+            let echo: Value = serde_json::from_str(&text).unwrap();
+            let mut headers = echo["headers"].as_object().unwrap().clone();
+            headers.remove("content-length");
+            headers.remove("transfer-encoding");
+            seen.push(Ok(headers));
+        }
+        assert_eq!(seen[0], seen[1], "{label}: the two paths differ");
+    }
+}
