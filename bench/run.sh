@@ -128,6 +128,7 @@ args=(
   --nginx "$NGINX"
   --perf "$PERF"
   --database-url "$AUTHGATE_TEST_DATABASE_URL"
+  --redis-url "${AUTHGATE_TEST_REDIS_URL:-}"
   --duration "${DURATION:-10}"
   --signin-duration "${SIGNIN_DURATION:-15}"
   --warmup "${WARMUP:-2}"

@@ -829,8 +829,37 @@ def memory(b, n):
              conns_rss < 150 and opened == a.idle_connections and still == opened)
 
 
+def shared_denylist(b, n):
+    """/users/me/ and the bearer route with REDIS_URL set: the shared deny-list
+    of ended sessions asked on every authenticated request, against the same
+    rows without Redis (rows h and c, when measured in this run)."""
+    a, d = b.args, b.args.duration
+    if not a.redis_url:
+        b.notes.append("redis rows skipped (no Redis URL)")
+        return
+    gw, url = start_authgate(
+        "authgate-redis", a, b.out,
+        {"AUTH_BACKEND": "native", "DATABASE_URL": n.db_url, "REDIS_URL": a.redis_url},
+        b.out / "routes.toml")
+    watch = [gw, b.upstream]
+    try:
+        r_hr = b.record("hr", "redis", "authgate +REDIS_URL: GET /users/me/ +bearer, c=16",
+                        b.wrk("hr-me16-redis", url + "/users/me/", 16, d, watch,
+                              headers=n.bearer))
+        r_cr = b.record("cr", "redis", "authgate +REDIS_URL, bearer route: GET /api/bench",
+                        b.wrk("cr-bearer-redis", url + "/api/bench", a.connections, d, watch,
+                              headers=n.bearer))
+        for row, base in ((r_hr, "h"), (r_cr, "c")):
+            same = next((r for r in b.rows if r["key"] == base), None)
+            if same:
+                row["vs"] = (base, ratio(row["rps"], same["rps"]))
+    finally:
+        gw.stop()
+        PROCS.remove(gw)
+
+
 NATIVE = {"throughput": throughput, "api": api, "signin": signin, "isolation": isolation,
-          "rate": fixed_rate, "memory": memory}
+          "rate": fixed_rate, "memory": memory, "redis": shared_denylist}
 
 
 def native_phase(b, upstream_port, admin_url):
@@ -989,6 +1018,7 @@ def main():
     p.add_argument("--perf", default="",
                    help="perf binary: where authgate's added latency goes (fixed-rate scenario)")
     p.add_argument("--database-url", required=True, help="admin URL of the test PostgreSQL")
+    p.add_argument("--redis-url", default="", help="the test Redis (rows with REDIS_URL set)")
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--signin-duration", type=int, default=15)
     p.add_argument("--warmup", type=int, default=2)
