@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod balance;
 pub mod check_config;
 pub mod clock;
 pub mod config;
