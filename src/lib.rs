@@ -15,6 +15,7 @@ pub mod check_config;
 pub mod clock;
 pub mod config;
 pub mod denylist;
+pub mod drain;
 pub mod edge;
 pub mod forward;
 pub mod http;

@@ -18,14 +18,16 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::{FailToProxy, HttpProxy};
-use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
 use crate::api::App;
 use crate::balance::Balancer;
+use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
 use crate::forward::{Forwarder, Target, Upgrade};
 use crate::http::client_ip::{client_ip, request_id};
@@ -618,8 +620,9 @@ pub fn run(
     let conf = ServerConf {
         threads: workers,
         work_stealing: true,
-        // On SIGTERM pingora stops accepting, lets sessions run for the
-        // grace period, then stops the runtimes.
+        // On SIGTERM or SIGINT pingora stops accepting and, at the latest
+        // after the grace period, stops the runtimes; the drain ends the
+        // process as soon as no request is in flight (crate::drain).
         grace_period_seconds: Some(app.config.edge.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
@@ -643,10 +646,16 @@ pub fn run(
     }
     let upstreams = Arc::new(upstreams);
 
+    let in_flight = InFlight::default();
+    server.add_service(background_service(
+        "drain",
+        Drain::new(in_flight.clone(), app.config.edge.shutdown_grace),
+    ));
     let mut service = lean_service(
         &server,
         "authgate",
         Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+        in_flight.clone(),
     );
     service.add_listener(listener(addr));
     // Listens once every upstream has been probed once.
@@ -656,13 +665,17 @@ pub fn run(
             &server,
             "authgate metrics",
             Gateway::new(Arc::clone(&app), upstreams, true),
+            in_flight,
         );
         metrics.add_listener(listener(metrics_addr));
         server.add_service(metrics);
         tracing::info!(%metrics_addr, "metrics listener");
     }
     tracing::info!(%addr, workers, routes = app.config.edge.routes.len(), "authgate listening");
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(StopSignals),
+    });
+    std::process::exit(0)
 }
 
 /// The gateway as a pingora service whose idle keep-alive connections cost
@@ -671,10 +684,14 @@ fn lean_service(
     server: &Server,
     name: &str,
     gateway: Gateway,
+    in_flight: InFlight,
 ) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
     let idle_timeout = gateway.app.config.edge.client_idle_timeout;
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    Service::new(name.to_string(), LeanKeepalive::new(proxy, idle_timeout))
+    Service::new(
+        name.to_string(),
+        LeanKeepalive::new(proxy, idle_timeout, in_flight),
+    )
 }
 
 /// A client-facing listening endpoint.
