@@ -21,8 +21,8 @@ ARG DEBIAN_RELEASE=bookworm
 # ---------------------------------------------------------------- build
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 
-# aws-lc-rs (the crypto of rustls and jsonwebtoken) builds C code: the image
-# has gcc and perl; cmake comes from Debian.
+# C code (aws-lc, SQLite, mimalloc, zstd) builds with the image's gcc;
+# pingora's zlib-ng is built with cmake, which comes from Debian.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
  && rm -rf /var/lib/apt/lists/*

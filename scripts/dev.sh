@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs authgate for development: starts PostgreSQL and the mail catcher
+# Runs authgate for development: installs what is missing
+# (scripts/install-prereqs.sh), starts PostgreSQL and the mail catcher
 # (scripts/services.sh) and, with AUTH_BACKEND=keycloak, Keycloak
 # (keycloak/start.sh); creates the `authgate_dev` database, then
 # `authgate serve` on http://127.0.0.1:${APP_PORT:-5000}.
@@ -10,6 +11,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
+scripts/install-prereqs.sh
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 

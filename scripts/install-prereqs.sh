@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build authgate and run its
 # integration-test servers. Only missing pieces are installed, so a second
-# run is fast. Node/npm, Python, Go and Rust must already be there.
-# (Keycloak itself is fetched by keycloak/start.sh.)
+# run is fast (scripts/test.sh and scripts/dev.sh run it every time).
+# Rust, Node/npm, Python and Go must already be there; apt-get runs as root,
+# or through sudo. (Keycloak itself is fetched by keycloak/start.sh.)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -11,6 +12,8 @@ log() { printf '[prereqs %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[prereqs] ERROR: %s\n' "$*" >&2; exit 1; }
 
 have() { command -v "$1" >/dev/null 2>&1; }
+# Also in the sbin directories, which a user's PATH may leave out.
+have_sbin() { have "$1" || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 # ---- toolchains that must already be present
@@ -30,41 +33,53 @@ go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
 
 # ---- Debian packages, only when missing
 missing=()
-if ! { have cc && have c++ && have make; }; then missing+=(build-essential); fi
+# The build: C code (aws-lc, SQLite, mimalloc, zstd) needs a C compiler;
+# pingora's zlib-ng (libz-ng-sys) is built with cmake, which drives make.
+# Nothing links OpenSSL (TLS is rustls on aws-lc), so neither libssl-dev
+# nor pkg-config is needed.
+if ! { have cc && have make; }; then missing+=(build-essential); fi
 have cmake || missing+=(cmake)
-have pkg-config || missing+=(pkg-config)
-have_pkg libssl-dev || missing+=(libssl-dev)
+# Test certificates (scripts/services.sh).
 have openssl || missing+=(openssl)
 have curl || missing+=(curl)
+# keycloak/start.sh unpacks Keycloak's distribution.
+have unzip || missing+=(unzip)
 have_pkg ca-certificates || missing+=(ca-certificates)
-if ! { have runuser && have setsid; }; then missing+=(util-linux); fi
+if ! { have_sbin runuser && have setsid; }; then missing+=(util-linux); fi
 # PostgreSQL server binaries (scripts/services.sh uses /usr/lib/postgresql/*/bin).
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
 # Redis for the tests (scripts/services.sh runs a private one).
 have redis-server || missing+=(redis-server)
 have redis-cli || missing+=(redis-tools)
-# Keycloak (keycloak/start.sh): a JDK (17+, 21+ preferred) and Maven to fetch it.
-have java || missing+=(openjdk-17-jre-headless)
+# Keycloak (keycloak/start.sh): Java 17+ (Debian's default: 17 on bookworm,
+# 21 on trixie) and Maven to fetch it.
+have java || missing+=(default-jre-headless)
 have mvn || missing+=(maven)
 # nginx, one of the test upstreams (scripts/upstreams.sh runs a private one).
-have nginx || missing+=(nginx-light)
+have_sbin nginx || missing+=(nginx-light)
 # venv for scripts/mailbox.py (Debian's python3 needs python3-venv for it).
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
   have apt-get || die "apt-get not found; install manually: ${missing[*]}"
+  as_root=()
+  if ((EUID != 0)); then
+    have sudo || die "not root and no sudo: as root, run apt-get install ${missing[*]}"
+    as_root=(sudo)
+  fi
   log "apt-get install: ${missing[*]}"
-  apt-get update -q
+  "${as_root[@]}" apt-get update -q
   # Debian starts an installed nginx (or redis-server) at once, on its
   # default port; a policy-rc.d that says no stops that for this install.
   policy=/usr/sbin/policy-rc.d made_policy=0
   if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    "${as_root[@]}" sh -c "printf '#!/bin/sh\\nexit 101\\n' >$policy && chmod +x $policy" && made_policy=1
   fi
   status=0
-  apt-get install -y -q --no-install-recommends "${missing[@]}" || status=$?
-  if ((made_policy)); then rm -f "$policy"; fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}" || status=$?
+  if ((made_policy)); then "${as_root[@]}" rm -f "$policy"; fi
   ((status == 0)) || die "apt-get install failed (exit $status)"
 else
   log "all Debian packages present"
@@ -76,6 +91,6 @@ compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || die "PostgreSQL serv
 # Likewise Debian's own redis-server service (port 6379, if an init system
 # started it); ours runs on its own port.
 have redis-server || die "redis-server still missing"
-have nginx || die "nginx still missing"
+have_sbin nginx || die "nginx still missing"
 python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3 cannot create venvs (python3-venv)"
 log "prerequisites ok"

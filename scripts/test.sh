@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the test suite against real servers: starts them (idempotent):
-# PostgreSQL, Redis, the mail servers, the test upstreams and Keycloak;
-# exports their connection settings, then
+# Runs the test suite against real servers: installs what is missing
+# (scripts/install-prereqs.sh: quick when nothing is), starts the servers
+# (idempotent): PostgreSQL, Redis, the mail servers, the test upstreams and
+# Keycloak; exports their connection settings, then
 # `cargo test --locked --all-targets "$@"`.
 # Keycloak starts in the background while the tests compile.
 # Services keep running afterwards unless AUTHGATE_STOP_SERVICES=1.
@@ -15,6 +16,9 @@ phase() { printf '\n=== [%s] %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" "$*"; }
 if [[ ${AUTHGATE_STOP_SERVICES:-0} == 1 ]]; then
   trap 'phase "stopping services"; keycloak/stop.sh || true; scripts/services.sh stop || true' EXIT
 fi
+
+phase "prerequisites"
+scripts/install-prereqs.sh
 
 phase "starting services"
 scripts/services.sh start

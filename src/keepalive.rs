@@ -23,6 +23,8 @@ use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
+use crate::drain::InFlight;
+
 /// How long a client connection may stay silent, before its first request
 /// and between requests, unless configured: pingora's own keep-alive
 /// default.
@@ -32,13 +34,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct LeanKeepalive<A> {
     inner: Arc<A>,
     idle_timeout: Duration,
+    /// Counts each request from its first byte until its answer is written.
+    in_flight: InFlight,
 }
 
 impl<A> LeanKeepalive<A> {
-    pub fn new(inner: A, idle_timeout: Duration) -> Self {
+    pub fn new(inner: A, idle_timeout: Duration, in_flight: InFlight) -> Self {
         Self {
             inner: Arc::new(inner),
             idle_timeout,
+            in_flight,
         }
     }
 }
@@ -61,6 +66,7 @@ where
             if !next_request_arrives(&mut stream, self.idle_timeout, &mut shutting_down).await {
                 return None;
             }
+            let _serving = self.in_flight.begin();
             let mut session = ServerSession::new_http1(stream);
             if first {
                 // As pingora does: keep alive unless shutting down.

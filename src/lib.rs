@@ -10,10 +10,12 @@
 
 pub mod api;
 pub mod audit;
+pub mod balance;
 pub mod check_config;
 pub mod clock;
 pub mod config;
 pub mod denylist;
+pub mod drain;
 pub mod edge;
 pub mod forward;
 pub mod http;

@@ -40,9 +40,9 @@ enum Command {
     /// Serve the API on APP_HOST:APP_PORT (runs the migrations first).
     ///
     /// Serves the /users API, /health, /ready and /metrics, and forwards the
-    /// routes of ROUTES_FILE to their upstreams. Stops gracefully on SIGTERM:
-    /// the listener closes first, in-flight requests finish within
-    /// SHUTDOWN_GRACE_SECONDS.
+    /// routes of ROUTES_FILE to their upstreams. Stops gracefully on SIGTERM
+    /// or SIGINT: the listener closes first, and the process exits once the
+    /// requests in flight are answered (within SHUTDOWN_GRACE_SECONDS).
     Serve {
         /// Do not run the database migrations at start.
         #[arg(long)]

@@ -14,21 +14,20 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::lb::LoadBalancer;
-use pingora::lb::health_check::TcpHealthCheck;
-use pingora::lb::selection::RoundRobin;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::{FailToProxy, HttpProxy};
-use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
 use crate::api::App;
+use crate::balance::Balancer;
+use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
 use crate::forward::{Forwarder, Target, Upgrade};
 use crate::http::client_ip::{client_ip, request_id};
@@ -53,7 +52,7 @@ const REQUEST_ID: &str = "x-request-id";
 /// A configured route and its upstreams.
 pub struct Upstream {
     pub config: RouteConfig,
-    pub balancer: Arc<LoadBalancer<RoundRobin>>,
+    pub balancer: Arc<Balancer>,
     /// The route's name in metrics and logs: `proxy:<prefix>`.
     pub label: String,
 }
@@ -109,20 +108,18 @@ impl Gateway {
         }
     }
 
-    /// The chosen route and a healthy upstream address for it.
+    /// The chosen route and an upstream address for it (see
+    /// [`crate::balance`]: a healthy one, any when none is).
     fn pick_upstream(&self, ctx: &Ctx) -> pingora::Result<(&Upstream, SocketAddr)> {
         let upstream = ctx
             .forward
             .as_ref()
             .and_then(|(index, _)| self.upstreams.get(*index))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let backend = upstream
+        let addr = upstream
             .balancer
-            .select(b"", 256)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
-        let addr = *backend.addr.as_inet().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "upstream is not a TCP address")
-        })?;
+            .pick()
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
         Ok((upstream, addr))
     }
 
@@ -623,8 +620,9 @@ pub fn run(
     let conf = ServerConf {
         threads: workers,
         work_stealing: true,
-        // On SIGTERM pingora stops accepting, lets sessions run for the
-        // grace period, then stops the runtimes.
+        // On SIGTERM or SIGINT pingora stops accepting and, at the latest
+        // after the grace period, stops the runtimes; the drain ends the
+        // process as soon as no request is in flight (crate::drain).
         grace_period_seconds: Some(app.config.edge.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
@@ -633,41 +631,51 @@ pub fn run(
     server.bootstrap();
 
     let mut upstreams = Vec::new();
+    let mut first_checks = Vec::new();
     for route in &app.config.edge.routes {
-        let mut balancer =
-            LoadBalancer::<RoundRobin>::try_from_iter(route.upstreams.iter().copied())
-                .map_err(|err| format!("ROUTES_FILE route {}: {err}", route.prefix))?;
-        balancer.set_health_check(TcpHealthCheck::new());
-        balancer.health_check_frequency = Some(HEALTH_CHECK_EVERY);
-        let checks = background_service(&format!("health {}", route.prefix), balancer);
+        let balancer = Arc::new(
+            Balancer::new(&route.upstreams, HEALTH_CHECK_EVERY)
+                .map_err(|err| format!("ROUTES_FILE route {}: {err}", route.prefix))?,
+        );
+        first_checks.push(server.add_service(balancer.health_checks(&route.prefix)));
         upstreams.push(Upstream {
             config: route.clone(),
-            balancer: checks.task(),
+            balancer,
             label: format!("proxy:{}", route.prefix),
         });
-        server.add_service(checks);
     }
     let upstreams = Arc::new(upstreams);
 
+    let in_flight = InFlight::default();
+    server.add_service(background_service(
+        "drain",
+        Drain::new(in_flight.clone(), app.config.edge.shutdown_grace),
+    ));
     let mut service = lean_service(
         &server,
         "authgate",
         Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+        in_flight.clone(),
     );
     service.add_listener(listener(addr));
-    server.add_service(service);
+    // Listens once every upstream has been probed once.
+    server.add_service(service).add_dependencies(&first_checks);
     if let Some(metrics_addr) = app.config.edge.metrics_addr {
         let mut metrics = lean_service(
             &server,
             "authgate metrics",
             Gateway::new(Arc::clone(&app), upstreams, true),
+            in_flight,
         );
         metrics.add_listener(listener(metrics_addr));
         server.add_service(metrics);
         tracing::info!(%metrics_addr, "metrics listener");
     }
     tracing::info!(%addr, workers, routes = app.config.edge.routes.len(), "authgate listening");
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(StopSignals),
+    });
+    std::process::exit(0)
 }
 
 /// The gateway as a pingora service whose idle keep-alive connections cost
@@ -676,10 +684,14 @@ fn lean_service(
     server: &Server,
     name: &str,
     gateway: Gateway,
+    in_flight: InFlight,
 ) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
     let idle_timeout = gateway.app.config.edge.client_idle_timeout;
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    Service::new(name.to_string(), LeanKeepalive::new(proxy, idle_timeout))
+    Service::new(
+        name.to_string(),
+        LeanKeepalive::new(proxy, idle_timeout, in_flight),
+    )
 }
 
 /// A client-facing listening endpoint.

@@ -385,33 +385,68 @@ async fn upstream_failures_are_502_and_504() {
         (418, json!({"status": 418}))
     );
 
-    // An upstream that goes away is taken out of rotation by the health check.
-    let a_addr = edge.a.host_port();
+    // An upstream that goes away, the only one of its route: 502 at once,
+    // whatever the health check last said.
     drop(edge.a);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let reply = gw.get("/pub/echo").await;
-        if reply.status == 502 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{a_addr} still answered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    gw.get("/pub/echo").await.assert_detail(502, "Bad Gateway");
     let text = metrics(gw).await;
-    let dead = metric(
-        &text,
-        "authgate_upstream_errors_total{kind=\"connect_refused\",route=\"proxy:/dead\"}",
-    ) + metric(
-        &text,
-        "authgate_upstream_errors_total{kind=\"no_healthy_upstream\",route=\"proxy:/dead\"}",
+    assert!(
+        metric(
+            &text,
+            "authgate_upstream_errors_total{kind=\"connect_refused\",route=\"proxy:/dead\"}",
+        ) >= 1.0,
+        "{text}"
     );
-    assert!(dead >= 1.0, "{text}");
     assert!(
         metric(
             &text,
             "authgate_upstream_errors_total{kind=\"timeout\",route=\"proxy:/impatient\"}"
         ) >= 1.0
     );
+}
+
+/// Upstreams are probed before the gateway listens, so the first requests
+/// already skip one that is down; and a route whose upstreams are all
+/// marked down still tries them, so one that starts after the gateway (and
+/// after the first probe) is reached as soon as it listens, not at the next
+/// probe 5 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_are_reached_from_the_first_request_and_as_soon_as_they_listen() {
+    let a = Upstream::start("a").await;
+    let late_port = dead_port();
+    let routes = routes_file(&format!(
+        r#"
+        [[routes]]
+        prefix = "/pair"
+        upstreams = ["127.0.0.1:{dead}", "{a}"]
+
+        [[routes]]
+        prefix = "/late"
+        upstreams = ["127.0.0.1:{late_port}"]
+        "#,
+        a = a.host_port(),
+        dead = dead_port(),
+    ));
+    let env = Env::native_with(|o| o.set("ROUTES_FILE", &routes)).await;
+    let gw = &env.gw;
+    for _ in 0..4 {
+        let reply = gw.get("/pair/echo").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json["upstream"], "a");
+    }
+
+    // Nothing listens yet: 502 as for any upstream that refuses.
+    gw.get("/late/echo").await.assert_detail(502, "Bad Gateway");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late_port))
+        .await
+        .unwrap();
+    let _late = Upstream::start_on(listener, "late").await;
+    for _ in 0..3 {
+        let reply = gw.get("/late/echo").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json["upstream"], "late");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,9 +643,31 @@ async fn shared_limits_through_redis_fall_back_and_resume() {
     );
 }
 
+/// Sends `signal` (`TERM`, `INT`) to the gateway's process.
+fn send_signal(gw: &Gateway, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Far longer than any test waits: a gateway that exits sooner did not wait
+/// for the grace period to end.
+const LONG_GRACE: &str = "60";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_requests() {
-    let mut edge = edge_with(|o| o.set("SHUTDOWN_GRACE_SECONDS", "3")).await;
+    in_flight_requests_finish_then_the_gateway_exits("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_finishes_in_flight_requests_too() {
+    in_flight_requests_finish_then_the_gateway_exits("INT").await;
+}
+
+async fn in_flight_requests_finish_then_the_gateway_exits(signal: &str) {
+    let mut edge = edge_with(|o| o.set("SHUTDOWN_GRACE_SECONDS", LONG_GRACE)).await;
     let url = edge.env.gw.url("/pub/slow?ms=1500");
     let http = edge.env.gw.http.clone();
     let in_flight = tokio::spawn(async move {
@@ -619,7 +676,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         let body: Value = response.json().await.unwrap();
         (status, body)
     });
-    // A kept-alive connection that is idle when SIGTERM comes.
+    // A kept-alive connection that is idle when the signal comes.
     let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", edge.env.gw.port))
         .await
         .unwrap();
@@ -629,14 +686,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         "HTTP/1.1 200 OK"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = edge.env.gw.pid().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    send_signal(&edge.env.gw, signal);
     // The listener closes first: new connections are refused at once.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = reqwest::Client::new()
@@ -644,7 +694,10 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         .timeout(Duration::from_secs(2))
         .send()
         .await;
-    assert!(refused.is_err(), "new connections refused after SIGTERM");
+    assert!(
+        refused.is_err(),
+        "new connections refused after SIG{signal}"
+    );
     // The idle connection has nothing to finish: it is closed at once.
     closed_after(&mut idle, Duration::from_secs(10)).await;
     assert!(
@@ -654,10 +707,53 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "the in-flight request finished");
     assert_eq!(body["upstream"], "a");
+    // Then the process leaves, long before the grace period ends.
     let exited = edge.env.gw.wait_exit(Duration::from_secs(15));
     assert!(
-        exited.is_some(),
-        "the gateway stopped after its in-flight work"
+        exited.is_some_and(|status| status.success()),
+        "SIG{signal}: the gateway stopped after its in-flight work: {exited:?}\n{}",
+        edge.env.gw.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_gateway_exits_at_once() {
+    for signal in ["TERM", "INT"] {
+        let mut env = Env::native_with(|o| o.set("SHUTDOWN_GRACE_SECONDS", LONG_GRACE)).await;
+        assert_eq!(env.gw.get("/health").await.status, 200);
+        send_signal(&env.gw, signal);
+        let exited = env.gw.wait_exit(Duration::from_secs(10));
+        assert!(
+            exited.is_some_and(|status| status.success()),
+            "SIG{signal}: an idle gateway waited for the grace period: {exited:?}\n{}",
+            env.gw.log_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_the_drain() {
+    let mut edge = edge_with(|o| o.set("SHUTDOWN_GRACE_SECONDS", LONG_GRACE)).await;
+    let url = edge.env.gw.url("/pub/slow?ms=20000");
+    let http = edge.env.gw.http.clone();
+    let in_flight = tokio::spawn(async move { http.get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_signal(&edge.env.gw, "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        edge.env.gw.wait_exit(Duration::from_millis(100)).is_none(),
+        "draining"
+    );
+    send_signal(&edge.env.gw, "INT");
+    let exited = edge.env.gw.wait_exit(Duration::from_secs(10));
+    assert!(
+        exited.is_some_and(|status| status.code() == Some(1)),
+        "{exited:?}\n{}",
+        edge.env.gw.log_text()
+    );
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the slow request was cut"
     );
 }
 
