@@ -1,21 +1,23 @@
-//! Kept-alive client connections wait for their next request in a small
-//! future of their own instead of inside pingora's (about 6 KB per idle
-//! connection in all, against 24 KB).
+//! The client connection loop in front of pingora's HTTP/1 sessions: it
+//! admits a connection against the cap, bounds its writes, and reads each
+//! request's head within the head deadline before pingora parses it (see
+//! [`crate::conn`]).
 //!
-//! pingora's HTTP/1 loop hands a kept-alive connection straight back to the
-//! proxy, whose request future (the whole proxy path's state machine, about
-//! 16 KiB, plus the session and a 4 KiB header buffer) then sits allocated
-//! for as long as the client stays silent. Holding 10 000 idle keep-alive
-//! connections that way cost about 24 KB each. Here the loop first waits
-//! until the client sends a byte (read and put back for the parser), and
-//! only then builds the session and calls into the proxy.
+//! Kept-alive client connections also wait for their next request here, in
+//! a small future of their own instead of inside pingora's (about 6 KB per
+//! idle connection in all, against 24 KB). pingora's HTTP/1 loop hands a
+//! kept-alive connection straight back to the proxy, whose request future
+//! (the whole proxy path's state machine, about 16 KiB, plus the session and
+//! a 4 KiB header buffer) then sits allocated for as long as the client stays
+//! silent. Here the loop first waits until the client sends a byte, and only
+//! then allocates the head's buffer, builds the session and calls into the
+//! proxy.
 //!
 //! Cleartext HTTP/1.1 only, which is what authgate listens for: no TLS, no
 //! h2c (pingora's own loop handles those through server options authgate
 //! does not set).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -23,22 +25,23 @@ use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 
-/// How long a client connection may stay silent, before its first request
-/// and between requests, unless configured: pingora's own keep-alive
-/// default.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::conn::ClientPolicy;
+use crate::conn::head::{Head, is_probe, read_head};
+use crate::conn::limit::Admission;
+use crate::conn::refusal::Refusal;
+use crate::conn::write_deadline::WriteDeadline;
 
-/// A pingora HTTP application (the proxy) behind the lean keep-alive loop.
+/// A pingora HTTP application (the proxy) behind the lean connection loop.
 pub struct LeanKeepalive<A> {
     inner: Arc<A>,
-    idle_timeout: Duration,
+    policy: ClientPolicy,
 }
 
 impl<A> LeanKeepalive<A> {
-    pub fn new(inner: A, idle_timeout: Duration) -> Self {
+    pub fn new(inner: A, policy: ClientPolicy) -> Self {
         Self {
             inner: Arc::new(inner),
-            idle_timeout,
+            policy,
         }
     }
 }
@@ -50,25 +53,62 @@ where
 {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let policy = &self.policy;
+        let (_permit, probe_only) = match policy.limit.admit() {
+            Admission::Served(permit) => (permit, false),
+            Admission::ProbeOnly(permit) => (permit, true),
+            Admission::Refused => return None,
+        };
+        let mut stream =
+            WriteDeadline::wrap(stream, policy.write_timeout, policy.write_timeouts.clone());
+        // Over the cap, the connection gets no idle allowance.
+        let idle_timeout = if probe_only {
+            policy.header_timeout
+        } else {
+            policy.idle_timeout
+        };
         let mut settings: Option<HttpPersistentSettings> = None;
-        let mut first = true;
         // One receiver for the connection's whole life, not one per request.
         let mut shutting_down = shutdown.clone();
         loop {
-            if !next_request_arrives(&mut stream, self.idle_timeout, &mut shutting_down).await {
+            let head = match read_head(
+                &mut stream,
+                idle_timeout,
+                policy.header_timeout,
+                &mut shutting_down,
+            )
+            .await
+            {
+                Head::Complete(head) => head,
+                Head::Gone => return None,
+                Head::TimedOut => {
+                    policy.header_timeouts.inc();
+                    Refusal::RequestTimeout.send(&mut stream).await;
+                    return None;
+                }
+            };
+            if probe_only && !is_probe(&head) {
+                policy.limit.refuse();
+                Refusal::Busy.send(&mut stream).await;
                 return None;
             }
             let mut session = ServerSession::new_http1(stream);
-            if first {
-                // As pingora does: keep alive unless shutting down.
-                let keepalive = (!*shutdown.borrow()).then_some(self.idle_timeout.as_secs());
-                session.set_keepalive(keepalive);
-                first = false;
-            } else if let Some(settings) = settings.take() {
+            if let Some(settings) = settings.take() {
                 settings.apply_to_session(&mut session);
+            }
+            // pingora parses the head from these bytes without reading
+            // again. Should its parser still want more, each read waits at
+            // most the head timeout (the keep-alive value it reads with;
+            // once the head is parsed, pingora sets keep-alive from the
+            // request and from the shutdown state itself).
+            session.set_pipelined_prefix(head);
+            session.set_keepalive(Some(policy.header_timeout.as_secs()));
+            if probe_only {
+                // One answer, then `Connection: close`.
+                session.set_keepalive_reuses_remaining(Some(0));
             }
             let reused = self.inner.process_new_http(session, shutdown).await?;
             (stream, settings) = reused.consume();
@@ -77,24 +117,5 @@ where
 
     async fn cleanup(&self) {
         self.inner.http_cleanup().await;
-    }
-}
-
-/// Waits until the client sends the first byte of a request. False when it
-/// closes the connection, stays silent for `idle_timeout`, or the server
-/// begins to shut down (an idle connection has nothing to finish).
-async fn next_request_arrives(
-    stream: &mut Stream,
-    idle_timeout: Duration,
-    shutdown: &mut ShutdownWatch,
-) -> bool {
-    let mut byte = [0u8; 1];
-    tokio::select! {
-        biased;
-        peeked = tokio::time::timeout(idle_timeout, stream.try_peek(&mut byte)) => {
-            // Ok(false): this kind of stream cannot peek; let the parser read.
-            matches!(peeked, Ok(Ok(_)))
-        }
-        _ = shutdown.wait_for(|&down| down) => false,
     }
 }

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod check_config;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod denylist;
 pub mod forward;
 pub mod http;

@@ -29,6 +29,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
 use crate::api::App;
+use crate::conn::ClientPolicy;
 use crate::forward::{Forwarder, Target};
 use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
@@ -555,11 +556,13 @@ pub fn run(
         server.add_service(checks);
     }
     let upstreams = Arc::new(upstreams);
+    let clients = ClientPolicy::new(&app.config.edge, &app.metrics);
 
     let mut service = lean_service(
         &server,
         "authgate",
         Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+        clients.clone(),
     );
     service.add_listener(listener(addr));
     server.add_service(service);
@@ -568,6 +571,7 @@ pub fn run(
             &server,
             "authgate metrics",
             Gateway::new(Arc::clone(&app), upstreams, true),
+            clients,
         );
         metrics.add_listener(listener(metrics_addr));
         server.add_service(metrics);
@@ -577,16 +581,17 @@ pub fn run(
     server.run_forever()
 }
 
-/// The gateway as a pingora service whose idle keep-alive connections cost
-/// little (see [`crate::keepalive`]).
+/// The gateway as a pingora service whose client connections are held to
+/// `clients` and whose idle keep-alive connections cost little (see
+/// [`crate::keepalive`]).
 fn lean_service(
     server: &Server,
     name: &str,
     gateway: Gateway,
+    clients: ClientPolicy,
 ) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
-    let idle_timeout = gateway.app.config.edge.client_idle_timeout;
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    Service::new(name.to_string(), LeanKeepalive::new(proxy, idle_timeout))
+    Service::new(name.to_string(), LeanKeepalive::new(proxy, clients))
 }
 
 /// A client-facing listening endpoint.
