@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
@@ -27,7 +28,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::conn::ClientPolicy;
 use crate::conn::head::{Head, is_probe, read_head};
-use crate::conn::limit::Admission;
+use crate::conn::limit::{Admission, Waiting};
 use crate::conn::refusal::Refusal;
 use crate::conn::write_deadline::WriteDeadline;
 
@@ -57,26 +58,23 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let policy = &self.policy;
-        let (_permit, probe_only) = match policy.limit.admit() {
-            Admission::Served(permit) => (permit, false),
-            Admission::ProbeOnly(permit) => (permit, true),
+        let (_permit, waiting) = match policy.limit.admit() {
+            Admission::Served(permit) => (permit, None),
+            Admission::ProbeOnly(permit, waiting) => (permit, Some(waiting)),
             Admission::Refused => return None,
         };
         let mut stream =
             WriteDeadline::wrap(stream, policy.write_timeout, policy.write_timeouts.clone());
-        // Over the cap, the connection gets no idle allowance.
-        let idle_timeout = if probe_only {
-            policy.header_timeout
-        } else {
-            policy.idle_timeout
-        };
+        if let Some(waiting) = waiting {
+            return self.serve_probe(stream, waiting, shutdown).await;
+        }
         let mut settings: Option<HttpPersistentSettings> = None;
         // One receiver for the connection's whole life, not one per request.
         let mut shutting_down = shutdown.clone();
         loop {
             let head = match read_head(
                 &mut stream,
-                idle_timeout,
+                policy.idle_timeout,
                 policy.header_timeout,
                 &mut shutting_down,
             )
@@ -84,32 +82,9 @@ where
             {
                 Head::Complete(head) => head,
                 Head::Gone => return None,
-                Head::TimedOut => {
-                    policy.header_timeouts.inc();
-                    Refusal::RequestTimeout.send(&mut stream).await;
-                    return None;
-                }
+                Head::TimedOut => return self.head_timed_out(stream).await,
             };
-            if probe_only && !is_probe(&head) {
-                policy.limit.refuse();
-                Refusal::Busy.send(&mut stream).await;
-                return None;
-            }
-            let mut session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings.take() {
-                settings.apply_to_session(&mut session);
-            }
-            // pingora parses the head from these bytes without reading
-            // again. Should its parser still want more, each read waits at
-            // most the head timeout (the keep-alive value it reads with;
-            // once the head is parsed, pingora sets keep-alive from the
-            // request and from the shutdown state itself).
-            session.set_pipelined_prefix(head);
-            session.set_keepalive(Some(policy.header_timeout.as_secs()));
-            if probe_only {
-                // One answer, then `Connection: close`.
-                session.set_keepalive_reuses_remaining(Some(0));
-            }
+            let session = self.session(stream, head, settings.take());
             let reused = self.inner.process_new_http(session, shutdown).await?;
             (stream, settings) = reused.consume();
         }
@@ -117,5 +92,74 @@ where
 
     async fn cleanup(&self) {
         self.inner.http_cleanup().await;
+    }
+}
+
+impl<A> LeanKeepalive<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    /// A connection over the cap: one health probe is answered, anything
+    /// else gets 503; it goes at once when a newer connection takes its
+    /// place before its head is complete (see [`crate::conn::limit`]).
+    async fn serve_probe(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        waiting: Waiting,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let policy = &self.policy;
+        let mut shutting_down = shutdown.clone();
+        // No idle allowance: the head is due within the head timeout.
+        let limit = policy.header_timeout;
+        let head = tokio::select! {
+            head = read_head(&mut stream, limit, limit, &mut shutting_down) => head,
+            () = waiting.evicted() => return None,
+        };
+        drop(waiting);
+        let head = match head {
+            Head::Complete(head) => head,
+            Head::Gone => return None,
+            Head::TimedOut => return self.head_timed_out(stream).await,
+        };
+        if !is_probe(&head) {
+            policy.limit.refuse();
+            Refusal::Busy.send(&mut stream).await;
+            return None;
+        }
+        let mut session = self.session(stream, head, None);
+        // One answer, then `Connection: close`.
+        session.set_keepalive_reuses_remaining(Some(0));
+        self.inner.process_new_http(session, shutdown).await;
+        None
+    }
+
+    /// A session for a request whose head has been read, with what the
+    /// connection's previous request left for it.
+    fn session(
+        &self,
+        stream: Stream,
+        head: BytesMut,
+        settings: Option<HttpPersistentSettings>,
+    ) -> ServerSession {
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = settings {
+            settings.apply_to_session(&mut session);
+        }
+        // pingora parses the head from these bytes without reading again.
+        // Should its parser still want more, each read waits at most the
+        // head timeout: the keep-alive value it reads with (once the head
+        // is parsed, pingora sets keep-alive from the request and from the
+        // shutdown state itself).
+        session.set_pipelined_prefix(head);
+        session.set_keepalive(Some(self.policy.header_timeout.as_secs()));
+        session
+    }
+
+    /// Answers 408 on a connection whose request head did not come in time.
+    async fn head_timed_out(&self, mut stream: Stream) -> Option<Stream> {
+        self.policy.header_timeouts.inc();
+        Refusal::RequestTimeout.send(&mut stream).await;
+        None
     }
 }
