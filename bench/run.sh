@@ -6,8 +6,13 @@
 # results.json, table.md and chart.svg into .state/bench/.
 #
 # Usage: bench/run.sh [--publish] [--strict]
+#        bench/run.sh --slow-clients
 #   --publish  also copy the table and chart into BENCHMARKS.md and bench/latest.*
 #   --strict   exit 1 when a target is missed (scenario failures always do)
+#   --slow-clients  only the slow-client storm instead (bench/slow_clients.py:
+#              builds authgate and the upstream, needs no test server and no
+#              load generator): SLOW_CONNECTIONS=10000 SLOW_BYTE_EVERY=10
+#              SLOW_STORM=60 SLOW_RATE=20 WORKERS
 # Settings (environment): DURATION=10 SIGNIN_DURATION=15 WARMUP=2 CONNECTIONS=32
 #   RATE=2000 RATE_ROUNDS=3 ISO_RATE=2000 SLOW_MS=5 IDLE_CONNECTIONS=10000
 #   WORKERS=0 (authgate's worker threads and nginx's worker processes; 0: one per core)
@@ -28,17 +33,18 @@ OHA_VERSION=1.16.0
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
-publish=0 suite_args=()
+publish=0 slow_clients=0 suite_args=()
 for arg in "$@"; do
   case $arg in
     --publish) publish=1 ;;
     --strict) suite_args+=(--strict) ;;
+    --slow-clients) slow_clients=1 ;;
     -h | --help) sed -n '2,/^[^#]/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (see --help)" ;;
   esac
 done
 for v in DURATION SIGNIN_DURATION WARMUP CONNECTIONS RATE RATE_ROUNDS ISO_RATE SLOW_MS \
-  IDLE_CONNECTIONS WORKERS; do
+  IDLE_CONNECTIONS WORKERS SLOW_CONNECTIONS SLOW_BYTE_EVERY SLOW_STORM SLOW_RATE; do
   [[ ${!v:-1} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
 done
 
@@ -52,6 +58,21 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+
+# ---------------------------------------------------------------- the slow-client storm
+
+if ((slow_clients)); then
+  mkdir -p "$OUT"
+  log "cargo build --profile dist --bin authgate --example upstream"
+  cargo build --locked --profile dist --bin authgate --example upstream
+  # The storm and authgate each hold a descriptor per slow connection.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  exec python3 bench/slow_clients.py --out "$OUT" \
+    --authgate "$REPO/target/dist/authgate" \
+    --upstream-bin "$REPO/target/dist/examples/upstream" \
+    --connections "${SLOW_CONNECTIONS:-10000}" --byte-every "${SLOW_BYTE_EVERY:-10}" \
+    --storm "${SLOW_STORM:-60}" --rate "${SLOW_RATE:-20}" --workers "${WORKERS:-0}"
+fi
 
 # ---------------------------------------------------------------- tools
 

@@ -171,6 +171,18 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         "CLIENT_IDLE_TIMEOUT_SECONDS",
         edge.client_idle_timeout.as_secs().to_string(),
     ));
+    lines.push((
+        "CLIENT_HEADER_TIMEOUT_SECONDS",
+        edge.client_header_timeout.as_secs().to_string(),
+    ));
+    lines.push((
+        "CLIENT_WRITE_TIMEOUT_SECONDS",
+        edge.client_write_timeout.as_secs().to_string(),
+    ));
+    lines.push((
+        "MAX_CLIENT_CONNECTIONS",
+        edge.max_client_connections.to_string(),
+    ));
     for route in &edge.routes {
         lines.push((
             "route",

@@ -235,6 +235,14 @@ pub struct EdgeSettings {
     pub client_idle_timeout: Duration,
     /// `MAX_REQUEST_HEADERS`: the most header lines a request may carry.
     pub max_request_headers: usize,
+    /// `CLIENT_HEADER_TIMEOUT_SECONDS`: how long a request head may take,
+    /// from its first byte to its end.
+    pub client_header_timeout: Duration,
+    /// `CLIENT_WRITE_TIMEOUT_SECONDS`: how long a write to a client may
+    /// make no progress before the connection is dropped.
+    pub client_write_timeout: Duration,
+    /// `MAX_CLIENT_CONNECTIONS`: client connections served at once.
+    pub max_client_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -663,12 +671,27 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
         shutdown_grace: Duration::from_secs(src.number("SHUTDOWN_GRACE_SECONDS", 10u64, 0)?),
         client_idle_timeout: Duration::from_secs(src.number(
             "CLIENT_IDLE_TIMEOUT_SECONDS",
-            crate::keepalive::DEFAULT_IDLE_TIMEOUT.as_secs(),
+            crate::conn::DEFAULT_IDLE_TIMEOUT.as_secs(),
             1,
         )?),
         max_request_headers: src.number(
             "MAX_REQUEST_HEADERS",
             crate::edge::DEFAULT_MAX_HEADERS,
+            1,
+        )?,
+        client_header_timeout: Duration::from_secs(src.number(
+            "CLIENT_HEADER_TIMEOUT_SECONDS",
+            crate::conn::DEFAULT_HEADER_TIMEOUT.as_secs(),
+            1,
+        )?),
+        client_write_timeout: Duration::from_secs(src.number(
+            "CLIENT_WRITE_TIMEOUT_SECONDS",
+            crate::conn::DEFAULT_WRITE_TIMEOUT.as_secs(),
+            1,
+        )?),
+        max_client_connections: src.number(
+            "MAX_CLIENT_CONNECTIONS",
+            crate::conn::DEFAULT_MAX_CONNECTIONS,
             1,
         )?,
     })
@@ -1057,6 +1080,36 @@ mod tests {
             err.0
                 .starts_with("AUTH_BACKEND=keycloak keeps its registry in PostgreSQL")
         );
+    }
+
+    #[test]
+    fn client_connection_limits() {
+        let edge = Config::from_map(&base()).unwrap().edge;
+        assert_eq!(edge.client_header_timeout, Duration::from_secs(10));
+        assert_eq!(edge.client_write_timeout, Duration::from_secs(30));
+        assert_eq!(edge.max_client_connections, 20_000);
+        let mut map = base();
+        map.insert("CLIENT_HEADER_TIMEOUT_SECONDS".into(), "2".into());
+        map.insert("CLIENT_WRITE_TIMEOUT_SECONDS".into(), "5".into());
+        map.insert("MAX_CLIENT_CONNECTIONS".into(), "3".into());
+        let edge = Config::from_map(&map).unwrap().edge;
+        assert_eq!(edge.client_header_timeout, Duration::from_secs(2));
+        assert_eq!(edge.client_write_timeout, Duration::from_secs(5));
+        assert_eq!(edge.max_client_connections, 3);
+        for name in [
+            "CLIENT_HEADER_TIMEOUT_SECONDS",
+            "CLIENT_WRITE_TIMEOUT_SECONDS",
+            "MAX_CLIENT_CONNECTIONS",
+        ] {
+            let mut map = base();
+            map.insert(name.into(), "0".into());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(
+                err.0.starts_with(&format!("{name} must be at least 1")),
+                "{}",
+                err.0
+            );
+        }
     }
 
     #[test]

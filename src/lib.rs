@@ -14,6 +14,7 @@ pub mod balance;
 pub mod check_config;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod denylist;
 pub mod drain;
 pub mod edge;

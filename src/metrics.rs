@@ -33,6 +33,10 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub ratelimit_fallbacks: IntCounter,
     pub audit_failures: IntCounter,
+    pub client_connections: IntGauge,
+    pub connections_refused: IntCounter,
+    pub client_header_timeouts: IntCounter,
+    pub client_write_timeouts: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -143,6 +147,38 @@ impl Metrics {
                 let counter = IntCounter::new(
                     "audit_failures_total",
                     "Audit events that could not be stored (the request went on).",
+                )?;
+                registry.register(Box::new(counter.clone()))?;
+                counter
+            },
+            client_connections: {
+                let gauge = IntGauge::new(
+                    "client_connections",
+                    "Client connections open (those kept for health probes past MAX_CLIENT_CONNECTIONS too).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            connections_refused: {
+                let counter = IntCounter::new(
+                    "connections_refused_total",
+                    "Client connections refused past MAX_CLIENT_CONNECTIONS (503, or closed unanswered past the probe reserve).",
+                )?;
+                registry.register(Box::new(counter.clone()))?;
+                counter
+            },
+            client_header_timeouts: {
+                let counter = IntCounter::new(
+                    "client_header_timeouts_total",
+                    "Client connections closed because a request head was not complete within CLIENT_HEADER_TIMEOUT_SECONDS.",
+                )?;
+                registry.register(Box::new(counter.clone()))?;
+                counter
+            },
+            client_write_timeouts: {
+                let counter = IntCounter::new(
+                    "client_write_timeouts_total",
+                    "Client connections dropped because a write to the client stalled for CLIENT_WRITE_TIMEOUT_SECONDS.",
                 )?;
                 registry.register(Box::new(counter.clone()))?;
                 counter

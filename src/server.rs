@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::api::App;
 use crate::balance::Balancer;
+use crate::conn::ClientPolicy;
 use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
 use crate::forward::{Forwarder, Target, Upgrade};
@@ -645,6 +646,7 @@ pub fn run(
         });
     }
     let upstreams = Arc::new(upstreams);
+    let clients = ClientPolicy::new(&app.config.edge, &app.metrics);
 
     let in_flight = InFlight::default();
     server.add_service(background_service(
@@ -655,6 +657,7 @@ pub fn run(
         &server,
         "authgate",
         Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+        clients.clone(),
         in_flight.clone(),
     );
     service.add_listener(listener(addr));
@@ -665,6 +668,7 @@ pub fn run(
             &server,
             "authgate metrics",
             Gateway::new(Arc::clone(&app), upstreams, true),
+            clients,
             in_flight,
         );
         metrics.add_listener(listener(metrics_addr));
@@ -678,19 +682,20 @@ pub fn run(
     std::process::exit(0)
 }
 
-/// The gateway as a pingora service whose idle keep-alive connections cost
-/// little (see [`crate::keepalive`]).
+/// The gateway as a pingora service whose client connections are held to
+/// `clients` and whose idle keep-alive connections cost little (see
+/// [`crate::keepalive`]).
 fn lean_service(
     server: &Server,
     name: &str,
     gateway: Gateway,
+    clients: ClientPolicy,
     in_flight: InFlight,
 ) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
-    let idle_timeout = gateway.app.config.edge.client_idle_timeout;
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     Service::new(
         name.to_string(),
-        LeanKeepalive::new(proxy, idle_timeout, in_flight),
+        LeanKeepalive::new(proxy, clients, in_flight),
     )
 }
 

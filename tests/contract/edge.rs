@@ -91,7 +91,7 @@ pub(crate) async fn metrics(gw: &Gateway) -> String {
 }
 
 /// The value of one metric line (exact labels), 0 when absent.
-fn metric(text: &str, line_start: &str) -> f64 {
+pub(crate) fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -760,7 +760,11 @@ async fn a_second_signal_stops_the_drain() {
 /// Writes `request` (in the given pieces, `gap` apart) on a kept-alive
 /// connection and reads one whole answer (headers and a Content-Length
 /// body): its status line.
-async fn exchange(conn: &mut tokio::net::TcpStream, pieces: &[&str], gap: Duration) -> String {
+pub(crate) async fn exchange(
+    conn: &mut tokio::net::TcpStream,
+    pieces: &[&str],
+    gap: Duration,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for (i, piece) in pieces.iter().enumerate() {
         if i > 0 {
@@ -799,7 +803,7 @@ async fn exchange(conn: &mut tokio::net::TcpStream, pieces: &[&str], gap: Durati
 }
 
 /// How long until the server closes the connection (reads nothing more).
-async fn closed_after(conn: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+pub(crate) async fn closed_after(conn: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
     use tokio::io::AsyncReadExt;
     let started = Instant::now();
     let mut buf = [0u8; 64];

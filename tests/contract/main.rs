@@ -23,6 +23,7 @@ mod keycloak_mode;
 mod legacy_db;
 mod mfa;
 mod roles;
+mod slow_clients;
 mod smtp;
 mod sso;
 mod upstream;

@@ -7,15 +7,15 @@
 //! | path | answer |
 //! |---|---|
 //! | anything else | 200 JSON echo: `upstream`, `method`, `path`, `query` (string or null), `headers` (lower-case names, repeated ones joined with `", "`), `body` (lossy UTF-8), `body_len` |
-//! | `…/stream?chunks=5&delay_ms=50` | 200, chunked: `chunk-<i>\n` one chunk at a time, `delay_ms` apart |
+//! | `…/stream?chunks=5&delay_ms=50&size=0` | 200, chunked: `chunk-<i>\n` one chunk at a time, `delay_ms` apart; with `size`, each chunk padded with `.` to `size` bytes |
 //! | `…/slow?ms=1000` | sleeps `ms`, then the echo |
 //! | `…/status/<code>…` | that status, body `{"status": code}` (empty for 204 and 304) |
 //! | `…/bench` | 200 `ok` (text/plain, 2 bytes) |
 //! | `…/upload` | reads the body as a stream: `{"body_len": n, "sha256": hex}` |
 //!
 //! Every answer carries `x-upstream: <name>`. Connections are kept alive
-//! (and never closed for idleness); dropping the [`Upstream`] stops
-//! everything: the listener and every open connection.
+//! (and never closed for idleness) and counted while open; dropping the
+//! [`Upstream`] stops everything: the listener and every open connection.
 
 #![allow(dead_code)]
 
@@ -24,6 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
+    open: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -59,8 +61,23 @@ impl Upstream {
     pub async fn start_on(listener: TcpListener, name: &str) -> Upstream {
         let addr = listener.local_addr().expect("upstream: local address");
         let name = name.to_owned();
-        let task = tokio::spawn(serve(listener, Arc::<str>::from(name.as_str())));
-        Upstream { addr, name, task }
+        let open = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(serve(
+            listener,
+            Arc::<str>::from(name.as_str()),
+            Arc::clone(&open),
+        ));
+        Upstream {
+            addr,
+            name,
+            open,
+            task,
+        }
+    }
+
+    /// Connections open to this upstream now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:<port>`
@@ -82,9 +99,25 @@ impl Drop for Upstream {
     }
 }
 
+/// Counts an open connection for as long as it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Accepts until aborted; each connection is a task of `connections`, so
 /// they all end with this one.
-async fn serve(listener: TcpListener, name: Arc<str>) {
+async fn serve(listener: TcpListener, name: Arc<str>, open: Arc<AtomicUsize>) {
     let mut connections = JoinSet::new();
     loop {
         let (stream, _) = match listener.accept().await {
@@ -98,7 +131,9 @@ async fn serve(listener: TcpListener, name: Arc<str>) {
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
         let name = name.clone();
+        let open = Open::new(&open);
         connections.spawn(async move {
+            let _open = open;
             let service = hyper::service::service_fn(move |req| handle(name.clone(), req));
             // No timer: idle keep-alive connections stay open until the
             // client closes them.
@@ -120,7 +155,8 @@ async fn handle(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Body>
     } else if path.ends_with("/stream") {
         let chunks = query_param(&req, "chunks").unwrap_or(5);
         let delay = Duration::from_millis(query_param(&req, "delay_ms").unwrap_or(50));
-        let mut r = Response::new(Body::stream(chunks, delay));
+        let size = query_param(&req, "size").unwrap_or(0);
+        let mut r = Response::new(Body::stream(chunks, delay, size));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         r
@@ -261,6 +297,8 @@ pub enum Body {
         next: u64,
         chunks: u64,
         delay: Duration,
+        /// Pad each chunk to this many bytes (0: no padding).
+        size: u64,
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     },
 }
@@ -270,11 +308,12 @@ impl Body {
         Body::Full(Some(bytes))
     }
 
-    fn stream(chunks: u64, delay: Duration) -> Self {
+    fn stream(chunks: u64, delay: Duration, size: u64) -> Self {
         Body::Stream {
             next: 0,
             chunks,
             delay,
+            size,
             sleep: None,
         }
     }
@@ -294,19 +333,25 @@ impl HttpBody for Body {
                 next,
                 chunks,
                 delay,
+                size,
                 sleep,
             } => {
                 if *next >= *chunks {
                     return Poll::Ready(None);
                 }
-                if *next > 0 {
+                if *next > 0 && !delay.is_zero() {
                     let timer = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(*delay)));
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                     *sleep = None;
                 }
-                let chunk = Bytes::from(format!("chunk-{next}\n"));
+                let mut chunk = format!("chunk-{next}\n").into_bytes();
+                let padded = usize::try_from(*size).unwrap_or(usize::MAX);
+                if chunk.len() < padded {
+                    chunk.resize(padded, b'.');
+                }
+                let chunk = Bytes::from(chunk);
                 *next += 1;
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
