@@ -15,6 +15,7 @@ mod embedded;
 mod faults;
 mod forwarding;
 mod harness;
+mod import_users;
 mod kc_admin;
 mod keycloak_mode;
 mod legacy_db;
