@@ -31,6 +31,7 @@ use super::admin::{Admin, LEGACY_ID};
 use super::http::{KcError, KcHttp};
 use crate::identity::IdentityError;
 use crate::password::Pbkdf2Hash;
+use batch::BatchOutcome;
 use checkpoint::{Checkpoints, RunLock};
 use legacy::LegacyUser;
 pub use report::{Ending, Failure, Mode, Report, Tally};
@@ -165,6 +166,61 @@ impl Ready<'_> {
     }
 }
 
+/// What a run has done so far.
+#[derive(Debug)]
+struct Ledger {
+    /// The whole import, as far as it is checkpointed.
+    totals: Tally,
+    /// Everything this run did, checkpointed or not.
+    this_run: Tally,
+    failures: Vec<Failure>,
+    handled_up_to: Option<i32>,
+    /// The first error: no batch starts after it, none is checkpointed past it.
+    problem: Option<ImportError>,
+}
+
+impl Ledger {
+    /// Settles the next batch in order: moves the checkpoint past it (when
+    /// there is one to keep) unless the run met a problem before. Whether
+    /// it counted.
+    async fn settle(
+        &mut self,
+        result: Result<BatchOutcome, ImportError>,
+        checkpoints: Option<&Checkpoints<'_>>,
+        now: chrono::NaiveDateTime,
+    ) -> bool {
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                // The batches still in flight finish; the next run sees them again.
+                self.problem.get_or_insert(err);
+                return false;
+            }
+        };
+        self.this_run.add(&outcome.tally);
+        if self.problem.is_some() {
+            return false;
+        }
+        if let Some(checkpoints) = checkpoints
+            && let Err(err) = checkpoints
+                .advance(
+                    outcome.last_legacy_id,
+                    &outcome.tally,
+                    &outcome.failures,
+                    now,
+                )
+                .await
+        {
+            self.problem = Some(err.into());
+            return false;
+        }
+        self.totals.add(&outcome.tally);
+        self.failures.extend(outcome.failures);
+        self.handled_up_to = Some(outcome.last_legacy_id);
+        true
+    }
+}
+
 /// One run of the import.
 #[derive(Debug)]
 pub struct Importer<'a> {
@@ -252,16 +308,19 @@ impl<'a> Importer<'a> {
         });
 
         let started = Instant::now();
-        let mut totals = earlier.tally;
-        let mut failures = earlier.failures;
-        let mut handled_up_to = resumed_after;
-        let mut this_run = Tally::default();
-        let mut problem: Option<ImportError> = None;
+        let mut ledger = Ledger {
+            totals: earlier.tally,
+            this_run: Tally::default(),
+            failures: earlier.failures,
+            handled_up_to: resumed_after,
+            problem: None,
+        };
+        let checkpoint = (!dry_run).then_some(&checkpoints);
         let mut pages = legacy::Pages::new(pool, after, self.settings.batch_size);
         let mut in_flight = FuturesOrdered::new();
         let mut number = 0u64;
         loop {
-            while problem.is_none()
+            while ledger.problem.is_none()
                 && !*stop.borrow()
                 && !pages.exhausted()
                 && in_flight.len() < self.settings.concurrency
@@ -272,49 +331,26 @@ impl<'a> Importer<'a> {
                         in_flight.push_back(self.import_batch(number, users, events, stop.clone()));
                     }
                     Ok(None) => {}
-                    Err(err) => problem = Some(err.into()),
+                    Err(err) => ledger.problem = Some(err.into()),
                 }
             }
+            // In order: a batch is settled after every batch before it.
             let Some(result) = in_flight.next().await else {
                 break;
             };
-            let outcome = match result {
-                Ok(outcome) => outcome,
-                Err(err) => {
-                    // Nothing past this batch is checkpointed; the batches
-                    // still in flight finish, and the next run sees them again.
-                    problem.get_or_insert(err);
-                    continue;
-                }
-            };
-            this_run.add(&outcome.tally);
-            if problem.is_some() {
-                continue;
-            }
-            if !dry_run
-                && let Err(err) = checkpoints
-                    .advance(
-                        outcome.last_legacy_id,
-                        &outcome.tally,
-                        &outcome.failures,
-                        self.backend.registry.now(),
-                    )
-                    .await
+            if ledger
+                .settle(result, checkpoint, self.backend.registry.now())
+                .await
             {
-                problem = Some(err.into());
-                continue;
+                events.progressed(&Progressed {
+                    handled: ledger.totals.handled(),
+                    total,
+                    totals: ledger.totals,
+                });
             }
-            totals.add(&outcome.tally);
-            failures.extend(outcome.failures);
-            handled_up_to = Some(outcome.last_legacy_id);
-            events.progressed(&Progressed {
-                handled: totals.handled(),
-                total,
-                totals,
-            });
         }
 
-        let ending = match problem {
+        let ending = match ledger.problem {
             Some(ImportError::Interrupted) => Ending::Interrupted,
             Some(err) => Ending::Stopped(err.to_string()),
             None if pages.exhausted() => Ending::Complete,
@@ -323,7 +359,7 @@ impl<'a> Importer<'a> {
         if ending == Ending::Complete && !dry_run {
             checkpoints.clear().await?;
         }
-        failures.sort_by_key(|f| f.legacy_id);
+        ledger.failures.sort_by_key(|f| f.legacy_id);
         let seconds = started.elapsed().as_secs_f64();
         Ok(Report {
             ending,
@@ -332,12 +368,12 @@ impl<'a> Importer<'a> {
             concurrency: self.settings.concurrency,
             total,
             resumed_after,
-            handled_up_to,
-            totals,
-            this_run,
+            handled_up_to: ledger.handled_up_to,
+            totals: ledger.totals,
+            this_run: ledger.this_run,
             seconds,
-            users_per_second: this_run.handled() as f64 / seconds.max(1e-3),
-            failures,
+            users_per_second: ledger.this_run.handled() as f64 / seconds.max(1e-3),
+            failures: ledger.failures,
         })
     }
 
