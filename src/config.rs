@@ -257,12 +257,16 @@ impl ImportTuning {
 }
 
 impl Default for ImportTuning {
-    /// Measured on two cores (bench/import_users.sh): Keycloak took users
-    /// about as fast from 250 to 1 000 per request, and two requests in
-    /// flight keep it busy while authgate records the previous answer.
+    /// Measured on two cores (bench/import_users.sh, SWEEP): Keycloak takes
+    /// 10 to 100 users per request about equally fast (300 to 430 users/s,
+    /// warm), and slows down past them (250: 146/s, 500: 126/s; its work per
+    /// user grows with the users of one transaction). Two requests in flight
+    /// keep it busy while authgate records the previous answer; more did not
+    /// help. Small batches also lose little to an interruption and find a
+    /// refused row in few halvings.
     fn default() -> Self {
         Self {
-            batch_size: 500,
+            batch_size: 50,
             concurrency: 2,
         }
     }

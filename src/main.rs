@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 mod import_view;
 use tracing_subscriber::EnvFilter;
 
-use authgate::config::{Config, LogFormat};
+use authgate::config::{Config, ImportTuning, LogFormat};
 use authgate::identity::native::db::{Outcome, Step};
 use authgate::{StartupError, build_app, native_backend};
 
@@ -86,11 +86,25 @@ enum Command {
         /// Show what would be imported without writing anything.
         #[arg(long)]
         dry_run: bool,
-        /// Users per partial import request [default: IMPORT_BATCH_SIZE, else 500].
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=5000))]
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u16).range(1..=5000),
+            help = format!(
+                "Users per partial import request [default: IMPORT_BATCH_SIZE, else {}]",
+                ImportTuning::default().batch_size
+            )
+        )]
         batch_size: Option<u16>,
-        /// Requests in flight [default: IMPORT_CONCURRENCY, else 2].
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=16))]
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u8).range(1..=16),
+            help = format!(
+                "Requests in flight [default: IMPORT_CONCURRENCY, else {}]",
+                ImportTuning::default().concurrency
+            )
+        )]
         concurrency: Option<u8>,
         /// Also write the report as JSON to this file.
         #[arg(long, value_name = "PATH")]
