@@ -1,7 +1,12 @@
 //! The progress of a long command on stderr: on a terminal, a bar with the
 //! count, the rate and the time left; otherwise (CI logs, a pipe) a plain
 //! line every few seconds and one at the end.
+//!
+//! The rate shown is that of the last half minute, not of the whole run: a
+//! server warming up (Keycloak's JIT) gets several times faster after the
+//! first minute, and the time left should say so.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,15 +15,23 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How often a plain progress line is written.
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
+/// The rate shown is over this much of the recent past.
+pub const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 enum Display {
     Bar(ProgressBar),
-    Lines {
-        every: Duration,
-        /// When the last line was written.
-        last: Mutex<Instant>,
-    },
+    /// Plain lines, each at least this long after the last.
+    Lines(Duration),
+}
+
+/// What the progress has seen.
+#[derive(Debug)]
+struct Seen {
+    /// (when, done): the newest sample at least [`RATE_WINDOW`] old first.
+    samples: VecDeque<(Instant, u64)>,
+    /// When the last plain line was written.
+    last_line: Instant,
 }
 
 /// Progress towards `total` items, of which `start` were done before this
@@ -29,6 +42,7 @@ pub struct Progress {
     total: u64,
     start: u64,
     started: Instant,
+    seen: Mutex<Seen>,
     /// The unit, plural (`users`).
     unit: &'static str,
 }
@@ -54,43 +68,47 @@ impl Progress {
         .progress_chars("=> ");
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(200));
-        Self {
-            display: Display::Bar(bar),
-            total,
-            start,
-            started: Instant::now(),
-            unit,
-        }
+        Self::with_display(Display::Bar(bar), total, start, unit, Instant::now())
     }
 
     pub fn lines(total: u64, start: u64, unit: &'static str, every: Duration) -> Self {
-        let started = Instant::now();
+        Self::with_display(Display::Lines(every), total, start, unit, Instant::now())
+    }
+
+    fn with_display(
+        display: Display,
+        total: u64,
+        start: u64,
+        unit: &'static str,
+        now: Instant,
+    ) -> Self {
         Self {
-            display: Display::Lines {
-                every,
-                last: Mutex::new(started),
-            },
+            display,
             total,
             start,
-            started,
+            started: now,
+            seen: Mutex::new(Seen {
+                samples: VecDeque::from([(now, start)]),
+                last_line: now,
+            }),
             unit,
         }
     }
 
     /// `done` items so far; `detail` says what they came to.
     pub fn update(&self, done: u64, detail: &str) {
-        let pace = self.pace(done);
+        let now = Instant::now();
+        let pace = self.pace(now, done);
         match &self.display {
             Display::Bar(bar) => {
                 bar.set_position(done);
                 bar.set_message(format!("{pace} · {detail}"));
             }
-            Display::Lines { every, last } => {
-                let mut last = last
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if last.elapsed() >= *every {
-                    *last = Instant::now();
+            Display::Lines(every) => {
+                let mut seen = self.seen();
+                if now.duration_since(seen.last_line) >= *every {
+                    seen.last_line = now;
+                    drop(seen);
                     eprintln!("{}", self.line(done, &pace, detail));
                 }
             }
@@ -101,12 +119,13 @@ impl Progress {
     pub fn println(&self, text: &str) {
         match &self.display {
             Display::Bar(bar) => bar.println(text),
-            Display::Lines { .. } => eprintln!("{text}"),
+            Display::Lines(_) => eprintln!("{text}"),
         }
     }
 
-    /// The last word: the bar stays on screen as it ends; in plain lines
-    /// mode a line is written whatever the time since the last one.
+    /// The last word, with the rate of the whole run: the bar stays on
+    /// screen as it ends; a plain line is written whatever the time since
+    /// the last one.
     pub fn finish(&self, done: u64, detail: &str) {
         let elapsed = self.started.elapsed();
         let rate = rate(done.saturating_sub(self.start), elapsed);
@@ -120,8 +139,14 @@ impl Progress {
                 bar.set_position(done);
                 bar.finish_with_message(format!("{pace} · {detail}"));
             }
-            Display::Lines { .. } => eprintln!("{}", self.line(done, &pace, detail)),
+            Display::Lines(_) => eprintln!("{}", self.line(done, &pace, detail)),
         }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn line(&self, done: u64, pace: &str, detail: &str) -> String {
@@ -132,10 +157,9 @@ impl Progress {
         format!("[{done}/{}] {percent:.1}% {detail}; {pace}", self.total)
     }
 
-    /// The rate of this run and the time left at it.
-    fn pace(&self, done: u64) -> String {
-        let elapsed = self.started.elapsed();
-        let rate = rate(done.saturating_sub(self.start), elapsed);
+    /// The recent rate and the time left at it.
+    fn pace(&self, now: Instant, done: u64) -> String {
+        let rate = self.recent_rate(now, done);
         match time_left(rate, self.total.saturating_sub(done)) {
             Some(left) => format!(
                 "{rate:.0} {}/s, about {} left",
@@ -144,6 +168,26 @@ impl Progress {
             ),
             None => format!("{rate:.0} {}/s", self.unit),
         }
+    }
+
+    /// Items per second since the newest sample at least [`RATE_WINDOW`]
+    /// old (since the start while the run is younger than that).
+    fn recent_rate(&self, now: Instant, done: u64) -> f64 {
+        let mut seen = self.seen();
+        seen.samples.push_back((now, done));
+        while seen
+            .samples
+            .get(1)
+            .is_some_and(|&(at, _)| now.duration_since(at) >= RATE_WINDOW)
+        {
+            seen.samples.pop_front();
+        }
+        let (since, then) = seen
+            .samples
+            .front()
+            .copied()
+            .unwrap_or((self.started, self.start));
+        rate(done.saturating_sub(then), now.duration_since(since))
     }
 }
 
@@ -188,6 +232,21 @@ mod tests {
         assert_eq!(time_left(rate, 1000), Some(Duration::from_secs(4)));
         assert_eq!(time_left(0.0, 1000), None);
         assert_eq!(time_left(rate, 0), None);
+    }
+
+    #[test]
+    fn the_rate_is_the_recent_one() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let progress =
+            Progress::with_display(Display::Lines(LINE_EVERY), 100_000, 1000, "users", start);
+        // Slow while warming up, then ten times faster.
+        assert_eq!(progress.recent_rate(at(10), 2000), 100.0);
+        assert_eq!(progress.recent_rate(at(20), 3000), 100.0);
+        assert_eq!(progress.recent_rate(at(30), 13_000), 400.0);
+        assert_eq!(progress.recent_rate(at(40), 23_000), 700.0);
+        // From the newest sample at least 30 s old (at 20 s, 3 000 done).
+        assert_eq!(progress.recent_rate(at(50), 33_000), 1000.0);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::KeycloakBackend;
@@ -328,7 +329,15 @@ impl<'a> Importer<'a> {
                 match pages.next().await {
                     Ok(Some(users)) => {
                         number += 1;
-                        in_flight.push_back(self.import_batch(number, users, events, stop.clone()));
+                        let span = tracing::info_span!(
+                            "import_batch",
+                            batch = number,
+                            users = users.len()
+                        );
+                        in_flight.push_back(
+                            self.import_batch(number, users, events, stop.clone())
+                                .instrument(span),
+                        );
                     }
                     Ok(None) => {}
                     Err(err) => ledger.problem = Some(err.into()),
