@@ -233,6 +233,8 @@ fn verify_rs256(c: &mut Criterion) {
         client_secret: "authgate-dev-secret".into(),
         password_check_client_id: "authgate-password-check".into(),
         password_check_client_secret: "authgate-password-check-dev-secret".into(),
+        import_client_id: "authgate-import".into(),
+        import_client_secret: "authgate-import-dev-secret".into(),
         timeout: Duration::from_secs(1),
         token_format: TokenFormat::Legacy,
     };

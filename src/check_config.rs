@@ -114,11 +114,12 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         lines.push((
             "KEYCLOAK",
             format!(
-                "{} realm {}, client {} (secret ***), password-check client {} (secret ***), timeout {} ms, token format {:?}",
+                "{} realm {}, client {} (secret ***), password-check client {} (secret ***), import client {} (secret ***), timeout {} ms, token format {:?}",
                 kc.url,
                 kc.realm,
                 kc.client_id,
                 kc.password_check_client_id,
+                kc.import_client_id,
                 kc.timeout.as_millis(),
                 kc.token_format
             ),

@@ -44,6 +44,10 @@ pub struct KeycloakSettings {
     /// password before the gateway says a one-time code is required.
     pub password_check_client_id: String,
     pub password_check_client_secret: String,
+    /// The client `import-users` uses: Keycloak's partial import needs
+    /// realm-management `manage-realm`, which the gateway's client lacks.
+    pub import_client_id: String,
+    pub import_client_secret: String,
     /// Bound on every call to Keycloak.
     pub timeout: Duration,
     pub token_format: TokenFormat,
@@ -61,6 +65,8 @@ impl std::fmt::Debug for KeycloakSettings {
             .field("client_secret", &"***")
             .field("password_check_client_id", &self.password_check_client_id)
             .field("password_check_client_secret", &"***")
+            .field("import_client_id", &self.import_client_id)
+            .field("import_client_secret", &"***")
             .field("timeout", &self.timeout)
             .field("token_format", &self.token_format)
             .field("public_url", &self.public_url.as_str())
@@ -245,6 +251,37 @@ pub struct EdgeSettings {
     pub max_client_connections: usize,
 }
 
+/// `import-users`: how the legacy users go to Keycloak (its flags
+/// `--batch-size` and `--concurrency` override these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportTuning {
+    /// `IMPORT_BATCH_SIZE`: users per partial import request.
+    pub batch_size: usize,
+    /// `IMPORT_CONCURRENCY`: requests in flight.
+    pub concurrency: usize,
+}
+
+impl ImportTuning {
+    pub const MAX_BATCH_SIZE: usize = 5000;
+    pub const MAX_CONCURRENCY: usize = 16;
+}
+
+impl Default for ImportTuning {
+    /// Measured on two cores (bench/import_users.sh, SWEEP): Keycloak takes
+    /// 10 to 100 users per request about equally fast (300 to 430 users/s,
+    /// warm), and slows down past them (250: 146/s, 500: 126/s; its work per
+    /// user grows with the users of one transaction). Two requests in flight
+    /// keep it busy while authgate records the previous answer; more did not
+    /// help. Small batches also lose little to an interruption and find a
+    /// refused row in few halvings.
+    fn default() -> Self {
+        Self {
+            batch_size: 50,
+            concurrency: 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub backend: Backend,
@@ -262,6 +299,7 @@ pub struct Config {
     pub verification_mail_window: Duration,
     pub edge: EdgeSettings,
     pub sso: SsoSettings,
+    pub import: ImportTuning,
     /// `DATA_DIR`: where the embedded store, the generated key and the mail
     /// outbox live (default `authgate-data`).
     pub data_dir: PathBuf,
@@ -559,6 +597,7 @@ impl Config {
             )?),
             edge: edge_settings(&src)?,
             sso,
+            import: import_tuning(&src)?,
             data_dir,
             notices,
         })
@@ -745,6 +784,28 @@ fn sso_settings(src: &Source<'_>, app_url: &str) -> Result<SsoSettings, ConfigEr
     })
 }
 
+fn import_tuning(src: &Source<'_>) -> Result<ImportTuning, ConfigError> {
+    let defaults = ImportTuning::default();
+    let batch_size = src.number("IMPORT_BATCH_SIZE", defaults.batch_size, 1)?;
+    if batch_size > ImportTuning::MAX_BATCH_SIZE {
+        return Err(problem(format!(
+            "IMPORT_BATCH_SIZE must be at most {} (got {batch_size})",
+            ImportTuning::MAX_BATCH_SIZE
+        )));
+    }
+    let concurrency = src.number("IMPORT_CONCURRENCY", defaults.concurrency, 1)?;
+    if concurrency > ImportTuning::MAX_CONCURRENCY {
+        return Err(problem(format!(
+            "IMPORT_CONCURRENCY must be at most {} (got {concurrency})",
+            ImportTuning::MAX_CONCURRENCY
+        )));
+    }
+    Ok(ImportTuning {
+        batch_size,
+        concurrency,
+    })
+}
+
 fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> {
     let text = src.string("KEYCLOAK_URL", "http://127.0.0.1:8080");
     let url = url::Url::parse(text.trim_end_matches('/'))
@@ -790,6 +851,11 @@ fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> 
         password_check_client_secret: src.string(
             "KEYCLOAK_PASSWORD_CHECK_CLIENT_SECRET",
             "authgate-password-check-dev-secret",
+        ),
+        import_client_id: src.string("KEYCLOAK_IMPORT_CLIENT_ID", "authgate-import"),
+        import_client_secret: src.string(
+            "KEYCLOAK_IMPORT_CLIENT_SECRET",
+            "authgate-import-dev-secret",
         ),
         timeout: Duration::from_millis(src.number("KEYCLOAK_TIMEOUT_MS", 5000u64, 100)?),
         token_format,
@@ -892,6 +958,36 @@ mod tests {
             "SECRET_KEY".to_string(),
             "9e25a2588fcee7d21ea15fb1a63d5135".to_string(),
         )])
+    }
+
+    #[test]
+    fn import_tuning_defaults_and_bounds() {
+        let config = Config::from_map(&base()).unwrap();
+        assert_eq!(config.import, ImportTuning::default());
+        assert_eq!(config.keycloak.import_client_id, "authgate-import");
+        let mut map = base();
+        map.insert("IMPORT_BATCH_SIZE".into(), "250".into());
+        map.insert("IMPORT_CONCURRENCY".into(), "4".into());
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(
+            config.import,
+            ImportTuning {
+                batch_size: 250,
+                concurrency: 4
+            }
+        );
+        for (name, value) in [
+            ("IMPORT_BATCH_SIZE", "0"),
+            ("IMPORT_BATCH_SIZE", "5001"),
+            ("IMPORT_BATCH_SIZE", "many"),
+            ("IMPORT_CONCURRENCY", "0"),
+            ("IMPORT_CONCURRENCY", "17"),
+        ] {
+            let mut map = base();
+            map.insert(name.into(), value.into());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+        }
     }
 
     #[test]

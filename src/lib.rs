@@ -25,6 +25,7 @@ pub mod keepalive;
 pub mod mail;
 pub mod metrics;
 pub mod password;
+pub mod progress;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;

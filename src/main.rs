@@ -10,9 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+#[cfg(feature = "keycloak")]
+mod import_view;
 use tracing_subscriber::EnvFilter;
 
-use authgate::config::{Config, LogFormat};
+use authgate::config::{Config, ImportTuning, LogFormat};
 use authgate::identity::native::db::{Outcome, Step};
 use authgate::{StartupError, build_app, native_backend};
 
@@ -71,11 +74,48 @@ enum Command {
     },
     /// Copy the legacy users table into Keycloak, with each user's id, verified
     /// flag and existing password hash (idempotent: imported users are skipped).
+    ///
+    /// Users go in batches through Keycloak's partial import (the client
+    /// KEYCLOAK_IMPORT_CLIENT_ID; one at a time through KEYCLOAK_CLIENT_ID
+    /// when it is not usable), several batches in flight. A run stopped
+    /// half-way (Ctrl-C, SIGTERM, Keycloak down, a crash) continues where it
+    /// stopped when run again. Exits non-zero when a user failed or the run
+    /// did not finish.
     #[cfg(feature = "keycloak")]
     ImportUsers {
         /// Show what would be imported without writing anything.
         #[arg(long)]
         dry_run: bool,
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u16).range(1..=5000),
+            help = format!(
+                "Users per partial import request [default: IMPORT_BATCH_SIZE, else {}]",
+                ImportTuning::default().batch_size
+            )
+        )]
+        batch_size: Option<u16>,
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u8).range(1..=16),
+            help = format!(
+                "Requests in flight [default: IMPORT_CONCURRENCY, else {}]",
+                ImportTuning::default().concurrency
+            )
+        )]
+        concurrency: Option<u8>,
+        /// Also write the report as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        report: Option<std::path::PathBuf>,
+        /// Start at the first user, forgetting where an unfinished run stopped.
+        #[arg(long)]
+        restart: bool,
+        /// Exit at once, as a crash would, when Keycloak has taken batch N and
+        /// before it is recorded (tests of resuming).
+        #[arg(long, value_name = "N", hide = true)]
+        crash_at_batch: Option<u64>,
     },
 }
 
@@ -184,48 +224,50 @@ fn keycloak_backend(
         .map_err(|e| e.to_string())
 }
 
+/// The flags of `import-users`.
 #[cfg(feature = "keycloak")]
-fn import_users(config: &Config, dry_run: bool) -> Result<(), String> {
-    use authgate::identity::keycloak::import::Outcome;
+struct ImportFlags {
+    dry_run: bool,
+    batch_size: Option<u16>,
+    concurrency: Option<u8>,
+    report: Option<std::path::PathBuf>,
+    restart: bool,
+    crash_at_batch: Option<u64>,
+}
+
+#[cfg(feature = "keycloak")]
+fn import_users(config: &Config, flags: ImportFlags) -> Result<(), String> {
+    use authgate::identity::keycloak::import::{ImportSettings, Importer};
     let (backend, _) = keycloak_backend(config)?;
+    let settings = ImportSettings {
+        batch_size: flags
+            .batch_size
+            .map_or(config.import.batch_size, usize::from),
+        concurrency: flags
+            .concurrency
+            .map_or(config.import.concurrency, usize::from),
+        dry_run: flags.dry_run,
+        restart: flags.restart,
+    };
     runtime()?.block_on(async {
         migrate(config, Duration::ZERO, false)
             .await
             .map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let report = backend
-            .import_users(dry_run, |done, total, username, outcome| {
-                let what = match outcome {
-                    Outcome::Imported if dry_run => "would import".to_string(),
-                    Outcome::Imported => "imported".to_string(),
-                    Outcome::Skipped => "skipped (already in Keycloak)".to_string(),
-                    Outcome::Failed(why) => format!("FAILED: {why}"),
-                };
-                eprintln!("[{done}/{total}] {username}: {what}");
-            })
+        let importer = Importer::new(&backend, settings).map_err(|e| e.to_string())?;
+        let view = Arc::new(import_view::ImportView::new(flags.crash_at_batch));
+        let stop = import_view::stop_on_signals(Arc::clone(&view))?;
+        let report = importer
+            .run(view.as_ref(), stop)
             .await
             .map_err(|e| e.to_string())?;
-        for (id, username, why) in &report.failed {
-            println!("failed: {username} (id {id}): {why}");
+        view.finish(&report);
+        if let Some(path) = &flags.report {
+            report
+                .write_json(path)
+                .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?;
         }
-        let mode = if dry_run {
-            " (dry run: nothing written)"
-        } else {
-            ""
-        };
-        println!(
-            "{}{mode} in {:.1}s",
-            report.summary(),
-            started.elapsed().as_secs_f64()
-        );
-        if report.failed.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} users could not be imported",
-                report.failed.len()
-            ))
-        }
+        import_view::print_report(&report, flags.report.as_deref());
+        import_view::verdict(&report)
     })
 }
 
@@ -288,7 +330,24 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&config),
         Command::GrantRole { user, role } => grant_role(&config, &user, &role),
         #[cfg(feature = "keycloak")]
-        Command::ImportUsers { dry_run } => import_users(&config, dry_run),
+        Command::ImportUsers {
+            dry_run,
+            batch_size,
+            concurrency,
+            report,
+            restart,
+            crash_at_batch,
+        } => import_users(
+            &config,
+            ImportFlags {
+                dry_run,
+                batch_size,
+                concurrency,
+                report,
+                restart,
+                crash_at_batch,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

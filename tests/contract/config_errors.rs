@@ -164,7 +164,7 @@ async fn migrate_shows_progress() {
     assert_steps(
         &stdout,
         "0001 legacy schema: applied in",
-        "0008 audit log: applied in",
+        "0009 import progress: applied in",
     );
 }
 

@@ -216,17 +216,29 @@ fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_authgate"))
 }
 
-/// Runs an `authgate` command to completion with the given environment.
-pub fn run_command(options: &Options, args: &[&str]) -> std::process::Output {
-    let workdir = std::env::temp_dir();
-    Command::new(binary())
+fn command(options: &Options, args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(&options.env)
-        .current_dir(workdir)
-        .output()
-        .expect("run authgate")
+        .current_dir(std::env::temp_dir());
+    command
+}
+
+/// Runs an `authgate` command to completion with the given environment.
+pub fn run_command(options: &Options, args: &[&str]) -> std::process::Output {
+    command(options, args).output().expect("run authgate")
+}
+
+/// Starts an `authgate` command with its stdout and stderr piped.
+pub fn spawn_command(options: &Options, args: &[&str]) -> Child {
+    command(options, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start authgate")
 }
 
 /// A running `authgate serve`, killed when dropped.

@@ -1,5 +1,6 @@
 //! What only keycloak mode has: no Keycloak call on the request path,
-//! Keycloak's own tokens, moving legacy users across, and Keycloak outages.
+//! Keycloak's own tokens, and Keycloak outages (moving legacy users across
+//! is `import_users`).
 
 use std::time::{Duration, Instant};
 
@@ -8,9 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::Env;
-use crate::harness::{
-    Gateway, Options, Relay, TestDb, env, legacy_vectors, run_command, unique_name,
-};
+use crate::harness::{Gateway, Relay, env};
 
 /// Calls to Keycloak the gateway has made, from its own `/metrics`.
 async fn keycloak_calls(gw: &Gateway) -> u64 {
@@ -188,109 +187,6 @@ async fn keycloak_down_gives_503_quickly_and_recovers() {
     // Nothing of the refused sign-up was created.
     let reply = gw.post("/users/signup", newcomer.signup_body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_users_moves_legacy_users_with_their_passwords() {
-    let db = TestDb::create().await;
-    let options = Options::keycloak(&db.url);
-    let out = run_command(&options, &["migrate"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // Legacy users with the old service's hashes, under fresh names and ids.
-    let vectors = legacy_vectors();
-    let base_id = 2_000_000 + (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as i64;
-    let mut people = Vec::new();
-    let mut sql = String::new();
-    for (i, entry) in vectors["password_hashes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-    {
-        let id = base_id + i as i64;
-        let name = unique_name("legacy");
-        let verified = i != 3;
-        sql.push_str(&format!(
-            "INSERT INTO users (id, username, email, password, is_verified, verification_attempts, \
-             created_at, updated_at, is_active, is_deleted) VALUES ({id}, '{name}', '{name}@example.com', \
-             '{}', {verified}, 0, now(), now(), true, false);\n",
-            entry["hash"].as_str().unwrap()
-        ));
-        people.push((
-            id,
-            name,
-            entry["password"].as_str().unwrap().to_string(),
-            verified,
-        ));
-    }
-    let broken = unique_name("broken");
-    sql.push_str(&format!(
-        "INSERT INTO users (id, username, email, password, is_verified, verification_attempts, \
-         created_at, updated_at, is_active, is_deleted) VALUES ({}, '{broken}', '{broken}@example.com', \
-         'not-a-hash', true, 0, now(), now(), true, false);\n",
-        base_id + 100
-    ));
-    sql.push_str(&format!(
-        "SELECT setval('users_id_seq', {});\n",
-        base_id + 1000
-    ));
-    db.run_script(&sql).await;
-
-    // Dry run: a report, nothing written.
-    let out = run_command(&options, &["import-users", "--dry-run"]);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        stdout.contains("imported 5, skipped 0, failed 1 (dry run: nothing written)"),
-        "{stdout}"
-    );
-    assert!(stdout.contains(&format!("failed: {broken}")), "{stdout}");
-    assert!(!out.status.success(), "a failure is a non-zero exit");
-
-    let out = run_command(&options, &["import-users"]);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        stdout.contains("imported 5, skipped 0, failed 1"),
-        "{stdout}\n{stderr}"
-    );
-    assert!(stderr.contains("[6/6]"), "progress is shown: {stderr}");
-
-    // Idempotent: the second run skips everyone it imported.
-    let out = run_command(&options, &["import-users"]);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        stdout.contains("imported 0, skipped 5, failed 1"),
-        "{stdout}"
-    );
-
-    // Everyone signs in with the password they already had, under their old id.
-    let mut options = options;
-    options.migrate = false;
-    let gw = Gateway::start(options).await;
-    for (id, name, password, verified) in &people {
-        let reply = gw.signin(name, password).await;
-        assert_eq!(reply.status, 200, "{name}: {}", reply.text);
-        if *verified {
-            let token = reply.json["access_token"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name}: {}", reply.text));
-            let me = gw.get_bearer("/users/me", token).await;
-            assert_eq!(
-                me.json,
-                json!({"username": name, "email": format!("{name}@example.com"), "id": id})
-            );
-        } else {
-            assert_eq!(reply.json["message"], "Please verify your email first");
-        }
-        gw.signin(name, "not the password")
-            .await
-            .assert_detail(401, "Invalid credentials");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ mod front_door;
 mod harness;
 mod hostile;
 mod hostile_set;
+mod import_users;
 mod kc_admin;
 mod keycloak_mode;
 mod legacy_db;

@@ -72,6 +72,46 @@ pub enum Created {
     Refused(String),
 }
 
+/// What Keycloak did with one user of a partial import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ImportAction {
+    Added,
+    /// A user with this username or e-mail address exists; left as it is.
+    Skipped,
+    Overwritten,
+}
+
+/// One line of a partial import's answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportResult {
+    pub action: ImportAction,
+    #[serde(default)]
+    pub resource_type: String,
+    /// The username sent.
+    pub resource_name: String,
+    /// The Keycloak id of the user added, or of the existing user that
+    /// made Keycloak skip it.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// What a partial import of users came to.
+#[derive(Debug)]
+pub enum PartialImport {
+    Done(Vec<ImportResult>),
+    /// 403: the service account lacks realm-management `manage-realm`.
+    Forbidden,
+    /// Keycloak refused the request as a whole and wrote nothing (it runs
+    /// in one transaction): 409 for two users of the request that collide,
+    /// 500 for a user whose address alone is taken, 400 for a malformed one.
+    Refused {
+        status: u16,
+        message: String,
+    },
+}
+
 #[derive(Debug)]
 pub struct Admin {
     http: Arc<KcHttp>,
@@ -106,6 +146,39 @@ impl Admin {
             StatusCode::CONFLICT => Ok(Created::Conflict(r.admin_error())),
             StatusCode::BAD_REQUEST => Ok(Created::Refused(r.admin_error())),
             _ => Err(r.unexpected("create_user", "unexpected status")),
+        }
+    }
+
+    /// Creates `users` (representations with credentials) in one request,
+    /// skipping each whose username or address already exists
+    /// (`POST /partialImport`, `ifResourceExists: SKIP`).
+    pub async fn partial_import(
+        &self,
+        users: &[Value],
+        timeout: std::time::Duration,
+    ) -> Result<PartialImport, KcError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            results: Vec<ImportResult>,
+        }
+        let body = json!({ "ifResourceExists": "SKIP", "users": users });
+        let r = self
+            .http
+            .admin_bulk("partial_import", "/partialImport", &body, timeout)
+            .await?;
+        match r.status {
+            StatusCode::OK => Ok(PartialImport::Done(
+                r.json::<Answer>("partial_import")?.results,
+            )),
+            StatusCode::FORBIDDEN => Ok(PartialImport::Forbidden),
+            StatusCode::CONFLICT | StatusCode::BAD_REQUEST | StatusCode::INTERNAL_SERVER_ERROR => {
+                Ok(PartialImport::Refused {
+                    status: r.status.as_u16(),
+                    message: r.admin_error(),
+                })
+            }
+            _ => Err(r.unexpected("partial_import", "unexpected status")),
         }
     }
 

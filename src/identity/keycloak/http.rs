@@ -88,6 +88,36 @@ impl KcResponse {
     }
 }
 
+/// How a 5xx answer reads.
+#[derive(Debug, Clone, Copy)]
+enum ServerErrors {
+    /// Every 5xx means Keycloak is unavailable.
+    Unavailable,
+    /// A 500 is an answer (Keycloak refused the request's content); other
+    /// 5xx mean unavailable.
+    InternalIsAnswer,
+}
+
+impl ServerErrors {
+    fn unavailable(self, status: StatusCode) -> bool {
+        match self {
+            Self::Unavailable => true,
+            Self::InternalIsAnswer => status != StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One Admin API request, as [`KcHttp::admin_call`] sends it.
+struct AdminCall<'a> {
+    method: Method,
+    path: &'a str,
+    body: Option<&'a serde_json::Value>,
+    query: &'a [(&'a str, &'a str)],
+    /// Instead of the client's `KEYCLOAK_TIMEOUT_MS`.
+    timeout: Option<Duration>,
+    server_errors: ServerErrors,
+}
+
 #[derive(Debug)]
 struct AdminToken {
     token: String,
@@ -125,6 +155,15 @@ impl KcHttp {
         })
     }
 
+    /// The same Keycloak and realm through another confidential client
+    /// (its own service account and token), counted in the same metrics.
+    pub fn for_client(&self, client_id: &str, client_secret: &str) -> Result<Self, reqwest::Error> {
+        let mut settings = self.settings.clone();
+        settings.client_id = client_id.to_string();
+        settings.client_secret = client_secret.to_string();
+        Self::new(&settings, std::sync::Arc::clone(&self.metrics))
+    }
+
     pub fn settings(&self) -> &KeycloakSettings {
         &self.settings
     }
@@ -144,6 +183,16 @@ impl KcHttp {
         &self,
         operation: &'static str,
         request: RequestBuilder,
+    ) -> Result<KcResponse, KcError> {
+        self.send_reading(operation, request, ServerErrors::Unavailable)
+            .await
+    }
+
+    async fn send_reading(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        server_errors: ServerErrors,
     ) -> Result<KcResponse, KcError> {
         let span = tracing::info_span!("keycloak", operation, status = tracing::field::Empty);
         let started = Instant::now();
@@ -166,7 +215,7 @@ impl KcHttp {
                     KcError::Unavailable(format!("{operation}: {}", describe(&err)))
                 })?;
                 tracing::Span::current().record("status", status.as_u16());
-                if status.is_server_error() {
+                if status.is_server_error() && server_errors.unavailable(status) {
                     return Err(KcError::Unavailable(format!("{operation}: HTTP {status}")));
                 }
                 Ok(KcResponse {
@@ -257,8 +306,6 @@ impl KcHttp {
         self.send(operation, self.client.get(url)).await
     }
 
-    /// An Admin REST API request under `/admin/realms/<realm>`, with the
-    /// service account's token.
     /// Deletes the Admin API resource at `path`; `false` when it was not there.
     pub async fn admin_delete(&self, operation: &'static str, path: &str) -> Result<bool, KcError> {
         let r = self
@@ -271,6 +318,8 @@ impl KcHttp {
         }
     }
 
+    /// An Admin REST API request under `/admin/realms/<realm>`, with the
+    /// service account's token.
     pub async fn admin(
         &self,
         operation: &'static str,
@@ -279,31 +328,89 @@ impl KcHttp {
         body: Option<&serde_json::Value>,
         query: &[(&str, &str)],
     ) -> Result<KcResponse, KcError> {
+        let call = AdminCall {
+            method,
+            path,
+            body,
+            query,
+            timeout: None,
+            server_errors: ServerErrors::Unavailable,
+        };
+        self.admin_call(operation, &call).await
+    }
+
+    /// An Admin API request doing bulk work (a partial import): bounded by
+    /// `timeout` instead of `KEYCLOAK_TIMEOUT_MS`, and a 500 answer is read
+    /// as Keycloak's refusal of the request's content (it fails the whole
+    /// request on one bad item), not as an outage; 502, 503 and 504 still are.
+    pub async fn admin_bulk(
+        &self,
+        operation: &'static str,
+        path: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<KcResponse, KcError> {
+        let call = AdminCall {
+            method: Method::POST,
+            path,
+            body: Some(body),
+            query: &[],
+            timeout: Some(timeout),
+            server_errors: ServerErrors::InternalIsAnswer,
+        };
+        self.admin_call(operation, &call).await
+    }
+
+    async fn admin_call(
+        &self,
+        operation: &'static str,
+        call: &AdminCall<'_>,
+    ) -> Result<KcResponse, KcError> {
         let token = self.admin_token().await?;
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.admin_base))
-            .bearer_auth(&token)
-            .query(query);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = self.send(operation, request).await?;
+        let response = self
+            .send_reading(
+                operation,
+                self.admin_request(call, &token),
+                call.server_errors,
+            )
+            .await?;
         if response.status == StatusCode::UNAUTHORIZED {
             // The token was revoked or the realm keys rotated: renew once.
             self.forget_admin_token().await;
             let token = self.admin_token().await?;
-            let mut request = self
-                .client
-                .request(method, format!("{}{path}", self.admin_base))
-                .bearer_auth(&token)
-                .query(query);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            return self.send(operation, request).await;
+            return self
+                .send_reading(
+                    operation,
+                    self.admin_request(call, &token),
+                    call.server_errors,
+                )
+                .await;
         }
         Ok(response)
+    }
+
+    fn admin_request(&self, call: &AdminCall<'_>, token: &str) -> RequestBuilder {
+        let mut request = self
+            .client
+            .request(
+                call.method.clone(),
+                format!("{}{}", self.admin_base, call.path),
+            )
+            .bearer_auth(token)
+            .query(call.query);
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        if let Some(timeout) = call.timeout {
+            request = request.timeout(timeout);
+        }
+        request
+    }
+
+    /// Whether the service account gets a token (client id and secret
+    /// accepted, service account enabled).
+    pub async fn check_service_account(&self) -> Result<(), KcError> {
+        self.admin_token().await.map(drop)
     }
 
     async fn forget_admin_token(&self) {

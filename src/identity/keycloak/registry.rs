@@ -163,6 +163,50 @@ impl Registry {
         Ok(())
     }
 
+    /// Records (or refreshes) many ids at once, as [`Registry::upsert`] does one.
+    pub async fn upsert_many(&self, identities: &[Identity]) -> Result<(), IdentityError> {
+        if identities.is_empty() {
+            return Ok(());
+        }
+        let legacy_ids: Vec<i32> = identities.iter().map(|i| i.legacy_id).collect();
+        let keycloak_ids: Vec<Uuid> = identities.iter().map(|i| i.keycloak_id).collect();
+        let usernames: Vec<&str> = identities.iter().map(|i| i.username.as_str()).collect();
+        let emails: Vec<&str> = identities.iter().map(|i| i.email.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, created_at, updated_at) \
+             SELECT legacy_id, keycloak_id, username, email, $5, $5 \
+             FROM UNNEST($1::int4[], $2::uuid[], $3::text[], $4::text[]) AS t(legacy_id, keycloak_id, username, email) \
+             ON CONFLICT (legacy_id) DO UPDATE SET keycloak_id = EXCLUDED.keycloak_id, \
+               username = EXCLUDED.username, email = EXCLUDED.email, updated_at = EXCLUDED.updated_at, \
+               deleted_at = NULL",
+        )
+        .bind(&legacy_ids)
+        .bind(&keycloak_ids)
+        .bind(&usernames)
+        .bind(&emails)
+        .bind(self.now())
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Which of these ids have an entry (a Keycloak user, or one deleted
+    /// since).
+    pub async fn known_legacy_ids(
+        &self,
+        legacy_ids: &[i32],
+    ) -> Result<std::collections::HashSet<i32>, IdentityError> {
+        let found: Vec<i32> = sqlx::query_scalar(
+            "SELECT legacy_id FROM authgate_identities WHERE legacy_id = ANY($1)",
+        )
+        .bind(legacy_ids)
+        .fetch_all(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        Ok(found.into_iter().collect())
+    }
+
     pub async fn by_legacy_id(&self, legacy_id: i64) -> Result<Option<Identity>, IdentityError> {
         let Ok(legacy_id) = i32::try_from(legacy_id) else {
             return Ok(None);
