@@ -259,7 +259,7 @@ fn verify_rs256(c: &mut Criterion) {
     // A Keycloak access token (~1 KB of claims) for user 42.
     let now = SystemClock.unix();
     let claims = serde_json::json!({
-        "exp": now + 86400,
+        "exp": now + 3600,
         "iat": now,
         "auth_time": now,
         "jti": "onrtac:3f1e5d7c-9b2a-4c6e-8f0d-1a3b5c7d9e2f",

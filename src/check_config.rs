@@ -68,6 +68,13 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
             "JWT_EMAIL_EXP_TIME_MINUTES",
             config.jwt.email_minutes.to_string(),
         ),
+        (
+            "JWT_EXP_CEILING_MINUTES / JWT_REFRESH_EXP_CEILING_MINUTES",
+            format!(
+                "{} / {}",
+                config.jwt.access_ceiling_minutes, config.jwt.refresh_ceiling_minutes
+            ),
+        ),
         ("PASSWORD_PBKDF2_ROUNDS", config.password_rounds.to_string()),
         (
             "COOKIE_SECURE / HTTPONLY / SAMESITE",

@@ -146,7 +146,16 @@ pub struct JwtSettings {
     pub access_minutes: u64,
     pub refresh_minutes: u64,
     pub email_minutes: u64,
+    /// Access tokens whose `exp` lies further ahead are refused.
+    pub access_ceiling_minutes: u64,
+    /// Refresh tokens whose `exp` lies further ahead are refused.
+    pub refresh_ceiling_minutes: u64,
 }
+
+/// How many lifetimes ahead an `exp` may lie by default (deliberate
+/// difference 14): room for tokens of a deployment with a longer lifetime
+/// and for clocks a little apart, none for a token that never expires.
+pub const CEILING_LIFETIMES: u64 = 4;
 
 impl std::fmt::Debug for JwtSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +164,8 @@ impl std::fmt::Debug for JwtSettings {
             .field("access_minutes", &self.access_minutes)
             .field("refresh_minutes", &self.refresh_minutes)
             .field("email_minutes", &self.email_minutes)
+            .field("access_ceiling_minutes", &self.access_ceiling_minutes)
+            .field("refresh_ceiling_minutes", &self.refresh_ceiling_minutes)
             .finish()
     }
 }
@@ -522,11 +533,24 @@ impl Config {
             _ => {}
         }
 
+        let access_minutes = src.number("JWT_EXP_TIME_MINUTES", 60u64, 1)?;
+        let refresh_minutes = src.number("JWT_REFRESH_EXP_TIME_MINUTES", 10080u64, 1)?;
         let jwt = JwtSettings {
             secret,
-            access_minutes: src.number("JWT_EXP_TIME_MINUTES", 60u64, 1)?,
-            refresh_minutes: src.number("JWT_REFRESH_EXP_TIME_MINUTES", 10080u64, 1)?,
+            access_minutes,
+            refresh_minutes,
             email_minutes: src.number("JWT_EMAIL_EXP_TIME_MINUTES", 1440u64, 1)?,
+            // A ceiling below the lifetime would refuse the tokens just minted.
+            access_ceiling_minutes: src.number(
+                "JWT_EXP_CEILING_MINUTES",
+                access_minutes.saturating_mul(CEILING_LIFETIMES),
+                access_minutes,
+            )?,
+            refresh_ceiling_minutes: src.number(
+                "JWT_REFRESH_EXP_CEILING_MINUTES",
+                refresh_minutes.saturating_mul(CEILING_LIFETIMES),
+                refresh_minutes,
+            )?,
         };
 
         let same_site = match src
@@ -1030,6 +1054,8 @@ mod tests {
         assert_eq!(config.jwt.access_minutes, 60);
         assert_eq!(config.jwt.refresh_minutes, 10080);
         assert_eq!(config.jwt.email_minutes, 1440);
+        assert_eq!(config.jwt.access_ceiling_minutes, 240);
+        assert_eq!(config.jwt.refresh_ceiling_minutes, 40320);
         assert!(config.cookies.http_only);
         assert!(!config.cookies.secure);
         assert_eq!(config.cookies.same_site, SameSite::Lax);
@@ -1046,6 +1072,31 @@ mod tests {
             Some(PathBuf::from("authgate-data/outbox"))
         );
         assert_eq!(config.notices.len(), 1);
+    }
+
+    #[test]
+    fn lifetime_ceilings_follow_the_lifetimes_and_stay_above_them() {
+        let mut map = base();
+        map.insert("JWT_EXP_TIME_MINUTES".into(), "15".into());
+        map.insert("JWT_REFRESH_EXP_TIME_MINUTES".into(), "1440".into());
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.jwt.access_ceiling_minutes, 60);
+        assert_eq!(config.jwt.refresh_ceiling_minutes, 5760);
+        map.insert("JWT_EXP_CEILING_MINUTES".into(), "15".into());
+        map.insert("JWT_REFRESH_EXP_CEILING_MINUTES".into(), "100000".into());
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.jwt.access_ceiling_minutes, 15);
+        assert_eq!(config.jwt.refresh_ceiling_minutes, 100_000);
+        for (name, value) in [
+            ("JWT_EXP_CEILING_MINUTES", "14"),
+            ("JWT_REFRESH_EXP_CEILING_MINUTES", "1439"),
+            ("JWT_EXP_CEILING_MINUTES", "forever"),
+        ] {
+            let mut map = map.clone();
+            map.insert(name.into(), value.into());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The deny-list of ended sessions, shared by every replica through Redis
-//! (`REDIS_URL`): a revoked session's id is written as
+//! (`REDIS_URL`): a revoked session's id (the UUID tokens carry as
+//! `device_id`, in keycloak mode too) is written as
 //! `authgate:deny:sid:<id>` for as long as an access token lives, and every
 //! replica refuses a token of that session at its next request.
 //!

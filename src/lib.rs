@@ -47,7 +47,7 @@ use crate::identity::native::{Database, Hashing, NativeBackend, StoreKind};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
-use crate::tokens::{Lifetimes, TokenService};
+use crate::tokens::{Ceilings, Lifetimes, TokenService};
 
 /// Why the gateway cannot start (one line, naming what is wrong).
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,16 @@ pub fn token_service(config: &Config, clock: Arc<dyn Clock>) -> Result<TokenServ
             email: minutes(config.jwt.email_minutes),
         },
         clock,
-    )?)
+    )?
+    .with_ceilings(ceilings(config)))
+}
+
+/// The lifetime ceilings of the configuration.
+pub fn ceilings(config: &Config) -> Ceilings {
+    Ceilings {
+        access: minutes(config.jwt.access_ceiling_minutes),
+        refresh: minutes(config.jwt.refresh_ceiling_minutes),
+    }
 }
 
 /// The native backend on the configured store (PostgreSQL or SQLite).
@@ -144,7 +153,7 @@ pub fn keycloak_backend(
             window: config.verification_mail_window,
         },
     );
-    let jwks = Arc::new(Jwks::new(Arc::clone(&http), clock));
+    let jwks = Arc::new(Jwks::new(Arc::clone(&http), clock).with_ceiling(ceilings(config).access));
     let backend = KeycloakBackend::new(http, registry).map_err(StartupError::Keycloak)?;
     Ok((backend, jwks))
 }

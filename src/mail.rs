@@ -68,7 +68,7 @@ impl MailKind {
         }
     }
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::Verification => "verification",
             Self::PasswordReset => "password_reset",

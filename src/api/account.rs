@@ -5,7 +5,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::session::SessionAnswer;
-use super::verification::{email_token_expiry, mail_verification_link};
+use super::verification::{email_token_expiry, verification_mail};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
 use crate::http::validate::{self, Field, Model};
@@ -78,7 +78,12 @@ pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
     tracing::info!(user_id = user.id, "signed up");
     app.audit(AuditEvent::success("signup").actor(user.id).from(req))
         .await;
-    mail_verification_link(app, &user, body.verification_url.as_deref(), &token);
+    app.mailer.send_in_background(verification_mail(
+        &app.config,
+        &user,
+        body.verification_url.as_deref(),
+        &token,
+    ));
     let subject = Subject {
         user_id: user.id,
         email: Some(user.email.clone()),

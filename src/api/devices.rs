@@ -68,7 +68,8 @@ impl Documented for SessionOut {
             .field(
                 "id",
                 Schema::string()
-                    .describe("The session's id (the tokens' `device_id`, Keycloak's `sid`)."),
+                    .format("uuid")
+                    .describe("The session's id: the tokens' `device_id`, a UUID of authgate's own (not Keycloak's `sid`)."),
             )
             .field(
                 "ip_address",
@@ -93,7 +94,7 @@ impl Documented for SessionOut {
 
     fn example() -> Self {
         Self {
-            id: "AxkkMuB3PsvHBgx0lrb6MwQA".into(),
+            id: "6f1c2a8e-3b7d-4e59-9a41-2c8d7f0b5e13".into(),
             ip_address: Some("203.0.113.7".into()),
             user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
             started_at: "2026-11-29T08:15:00Z".into(),

@@ -6,6 +6,7 @@
 mod account;
 mod audit;
 pub mod auth;
+mod deferred;
 mod devices;
 pub mod docs;
 mod email_test;
@@ -24,6 +25,7 @@ use std::time::Instant;
 use http::header::{ALLOW, CONTENT_LENGTH, HeaderValue, LOCATION};
 use http::{Method, StatusCode};
 
+use deferred::{Deferred, JobContext};
 pub use error::ApiError;
 
 /// The Prometheus text of the application's metrics.
@@ -45,19 +47,16 @@ use crate::tokens::{ExternalTokens, TokenService};
 impl App {
     /// Records an audit event; a failure to record is logged, never answered.
     pub async fn audit(&self, event: crate::audit::AuditEvent) {
-        tracing::info!(
-            target: "audit",
-            action = event.action,
-            outcome = event.outcome.as_str(),
-            actor = event.actor,
-            subject = event.subject,
-            ip = event.ip.as_deref(),
-            "audit"
-        );
-        if let Err(err) = self.audit_log.append(&event, self.clock.naive_utc()).await {
-            self.metrics.audit_failures.inc();
-            tracing::error!(error = %err, action = event.action, "audit event not stored");
-        }
+        self.jobs.audit(event).await;
+    }
+
+    /// Runs `work` after the answer ([`deferred`]), with what it needs.
+    async fn after_answer<W, F>(&self, work: W)
+    where
+        W: FnOnce(JobContext) -> F,
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.deferred.run(work(self.jobs.clone())).await;
     }
 
     /// `Err(429)` when `quota` (if configured) has no room for `key` under `name`.
@@ -99,6 +98,9 @@ pub struct App {
     pub external_tokens: Option<Arc<dyn ExternalTokens>>,
     /// The audit trail.
     pub audit_log: Arc<dyn AuditLog>,
+    /// The shared handles, for work done after the answer.
+    jobs: JobContext,
+    deferred: Deferred,
     router: Router,
 }
 
@@ -112,7 +114,18 @@ impl App {
         metrics: Arc<Metrics>,
         audit_log: Arc<dyn AuditLog>,
     ) -> Result<Self, matchit::InsertError> {
+        let jobs = JobContext {
+            config: Arc::clone(&config),
+            tokens: tokens.clone(),
+            backend: Arc::clone(&backend),
+            mailer: Arc::clone(&mailer),
+            clock: Arc::clone(&clock),
+            metrics: Arc::clone(&metrics),
+            audit_log: Arc::clone(&audit_log),
+        };
         Ok(Self {
+            jobs,
+            deferred: Deferred::default(),
             audit_log,
             limiter: Arc::new(RateLimiter::local_only()),
             sessions: auth::SessionCache::new(tokens.lifetimes().access),

@@ -3,11 +3,13 @@
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::verification::{email_token_expiry, link_with_token};
+use super::deferred::JobContext;
+use super::verification::{link_with_token, send_mail};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
+use crate::identity::IdentityError;
 use crate::mail::{Mail, MailKind};
 use crate::tokens::{EmailPurpose, TokenError};
 use serde_json::json;
@@ -43,44 +45,59 @@ pub async fn forgot(app: &App, req: &Request) -> Result<Response, ApiError> {
         &req.client_ip_text(),
     )
     .await?;
-    // Unknown addresses get the same answer (deliberate difference 3); the
-    // mail goes out in the background, so timing does not tell either.
-    if let Some(user) = app.backend.user_by_email(&body.email).await? {
-        let token = app
-            .tokens
-            .mint_email(&user.email, EmailPurpose::PasswordReset)
-            .map_err(ApiError::internal)?;
-        app.backend
-            .store_email_token(
-                user.id,
-                EmailPurpose::PasswordReset,
-                &token,
-                email_token_expiry(app),
-            )
-            .await?;
-        let base = body.reset_url.as_deref().unwrap_or(&app.config.app.url);
-        let link = link_with_token(
-            &format!("{}/reset-password", base.trim_end_matches('/')),
-            &token,
-        );
-        app.mailer.send_in_background(Mail {
-            kind: MailKind::PasswordReset,
-            to: user.email.clone(),
-            username: user.username.clone(),
-            link,
-        });
-        tracing::info!(user_id = user.id, "password reset mailed");
-        app.audit(
-            AuditEvent::success("password.reset_requested")
-                .actor(user.id)
-                .from(req),
-        )
-        .await;
-    }
+    // Unknown addresses get the same answer (deliberate difference 3), in
+    // the same time: the address is looked up after the answer, and a known
+    // one's token stored and mailed then.
+    let requested = AuditEvent::success("password.reset_requested").from(req);
+    app.after_answer(|jobs| async move {
+        if let Err(err) = mail_reset_link(&jobs, body, requested).await {
+            tracing::error!(error = %err, "password reset not mailed");
+        }
+    })
+    .await;
     Ok(Response::message(
         StatusCode::OK,
         "Password reset instructions have been sent to your email.",
     ))
+}
+
+/// Stores a reset token for a known address and mails its link; nothing
+/// for an unknown one.
+async fn mail_reset_link(
+    jobs: &JobContext,
+    body: ForgotBody,
+    requested: AuditEvent,
+) -> Result<(), IdentityError> {
+    let Some(user) = jobs.backend.user_by_email(&body.email).await? else {
+        return Ok(());
+    };
+    let token = jobs
+        .tokens
+        .mint_email(&user.email, EmailPurpose::PasswordReset)
+        .map_err(|err| IdentityError::Internal(err.to_string()))?;
+    jobs.backend
+        .store_email_token(
+            user.id,
+            EmailPurpose::PasswordReset,
+            &token,
+            jobs.email_token_expiry(),
+        )
+        .await?;
+    tracing::info!(user_id = user.id, "password reset mailed");
+    jobs.audit(requested.actor(user.id)).await;
+    let base = body.reset_url.as_deref().unwrap_or(&jobs.config.app.url);
+    let link = link_with_token(
+        &format!("{}/reset-password", base.trim_end_matches('/')),
+        &token,
+    );
+    let mail = Mail {
+        kind: MailKind::PasswordReset,
+        to: user.email.clone(),
+        username: user.username.clone(),
+        link,
+    };
+    send_mail(jobs, &mail).await;
+    Ok(())
 }
 
 pub async fn reset(app: &App, req: &Request) -> Result<Response, ApiError> {

@@ -12,7 +12,7 @@ use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
-use crate::identity::{CredentialCheck, DeviceInfo, Login, RefreshDenied};
+use crate::identity::{CredentialCheck, DeviceInfo, Login, MailQuota, RefreshDenied};
 use crate::tokens::Subject;
 use serde_json::json;
 
@@ -253,7 +253,13 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
                     .detail(json!({ "reason": "e-mail not verified" })),
             )
             .await;
-            send_verification(app, &user, None, true).await?;
+            // Over the limit no mail goes out; the answer is the same.
+            if let MailQuota::Exhausted { .. } = send_verification(app, &user, None).await? {
+                tracing::info!(
+                    user_id = user.id,
+                    "verification mail limit reached: none sent"
+                );
+            }
             Ok(Response::json(
                 StatusCode::OK,
                 &SessionAnswer {
@@ -365,7 +371,7 @@ pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
             )),
         };
     }
-    let claims = app
+    let mut claims = app
         .tokens
         .verify_refresh(&body.refresh_token)
         .map_err(|err| {
@@ -380,6 +386,9 @@ pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
             };
             ApiError::status(StatusCode::UNAUTHORIZED, detail)
         })?;
+    // A refresh token minted before sessions had UUIDs names Keycloak's
+    // sid: the new access token carries the session's UUID.
+    claims.device_id = auth::session_uuid(app, claims.user_id, claims.device_id).await?;
     let refreshed = match app.backend.refresh(&claims).await? {
         Ok(refreshed) => refreshed,
         Err(RefreshDenied::SessionEnded) => {

@@ -4,13 +4,15 @@
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::deferred::JobContext;
 use super::session::{device_info, open_session};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
+use crate::config::Config;
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
-use crate::identity::{MailQuota, User};
+use crate::identity::{IdentityError, MailQuota, User};
 use crate::mail::{Mail, MailKind};
 use crate::tokens::{EmailPurpose, TokenError};
 use serde_json::json;
@@ -49,52 +51,82 @@ pub fn link_with_token(base: &str, token: &str) -> String {
     format!("{base}{joiner}token={token}")
 }
 
-/// Mints, stores and mails a verification token. With `counted`, the mail
-/// counts toward the resend limit and is skipped when the limit is reached.
+/// Counts a verification mail toward the resend limit and, when the limit
+/// allows it, mints, stores and mails a token after the answer (so that the
+/// answer takes the time of an unknown address's, deliberate difference 3).
+/// Over the limit nothing is sent.
 pub async fn send_verification(
     app: &App,
     user: &User,
     verification_url: Option<&str>,
-    counted: bool,
 ) -> Result<MailQuota, ApiError> {
-    if counted {
-        let quota = app.backend.reserve_verification_mail(user.id).await?;
-        if quota != MailQuota::Granted {
-            return Ok(quota);
-        }
+    let quota = app.backend.reserve_verification_mail(user.id).await?;
+    if quota != MailQuota::Granted {
+        return Ok(quota);
     }
-    let token = app
+    let user = user.clone();
+    let verification_url = verification_url.map(str::to_string);
+    app.after_answer(|jobs| async move {
+        if let Err(err) = mail_verification_link(&jobs, &user, verification_url.as_deref()).await {
+            tracing::error!(user_id = user.id, error = %err, "verification link not mailed");
+        }
+    })
+    .await;
+    Ok(MailQuota::Granted)
+}
+
+/// Mints and stores a verification token, then mails its link.
+async fn mail_verification_link(
+    jobs: &JobContext,
+    user: &User,
+    verification_url: Option<&str>,
+) -> Result<(), IdentityError> {
+    let token = jobs
         .tokens
         .mint_email(&user.email, EmailPurpose::Verification)
-        .map_err(ApiError::internal)?;
-    app.backend
+        .map_err(|err| IdentityError::Internal(err.to_string()))?;
+    jobs.backend
         .store_email_token(
             user.id,
             EmailPurpose::Verification,
             &token,
-            email_token_expiry(app),
+            jobs.email_token_expiry(),
         )
         .await?;
-    mail_verification_link(app, user, verification_url, &token);
-    Ok(MailQuota::Granted)
+    send_mail(
+        jobs,
+        &verification_mail(&jobs.config, user, verification_url, &token),
+    )
+    .await;
+    Ok(())
 }
 
-/// Mails an already stored verification token.
-pub fn mail_verification_link(app: &App, user: &User, verification_url: Option<&str>, token: &str) {
-    let default_base = format!("{}/verify-email", app.config.app.url);
+/// Sends a mail from a job (already in the background), logging a failure.
+pub(super) async fn send_mail(jobs: &JobContext, mail: &Mail) {
+    if let Err(err) = jobs.mailer.send(mail).await {
+        tracing::error!(kind = mail.kind.label(), error = %err, "mail could not be sent");
+    }
+}
+
+/// The mail of a verification link (`<verification_url or APP_URL/verify-email>?token=`).
+pub fn verification_mail(
+    config: &Config,
+    user: &User,
+    verification_url: Option<&str>,
+    token: &str,
+) -> Mail {
+    let default_base = format!("{}/verify-email", config.app.url);
     let base = verification_url.unwrap_or(&default_base);
-    app.mailer.send_in_background(Mail {
+    Mail {
         kind: MailKind::Verification,
         to: user.email.clone(),
         username: user.username.clone(),
         link: link_with_token(base, token),
-    });
+    }
 }
 
 pub fn email_token_expiry(app: &App) -> chrono::DateTime<chrono::Utc> {
-    let lifetime = chrono::Duration::from_std(app.tokens.lifetimes().email)
-        .unwrap_or(chrono::Duration::days(1));
-    app.clock.now() + lifetime
+    app.jobs.email_token_expiry()
 }
 
 #[derive(Serialize)]
@@ -218,27 +250,29 @@ pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {
         &req.client_ip_text(),
     )
     .await?;
-    let sent = ResendAnswer {
-        message: "Verification email sent successfully",
-        retry_after: None,
+    // Unknown addresses answer exactly as known ones (deliberate difference
+    // 3), limit included, and do the same work before the answer: their
+    // mails (never sent) are counted by a digest of the address.
+    let quota = match app.backend.user_by_email(&body.email).await? {
+        None => app.backend.reserve_address_mail(&body.email).await?,
+        Some(user) if user.is_verified => {
+            return Err(ApiError::bad_request("Email already verified"));
+        }
+        Some(user) => send_verification(app, &user, body.verification_url.as_deref()).await?,
     };
-    // Unknown addresses answer exactly as known ones (deliberate difference 3).
-    let Some(user) = app.backend.user_by_email(&body.email).await? else {
-        return Ok(Response::json(StatusCode::OK, &sent));
-    };
-    if user.is_verified {
-        return Err(ApiError::bad_request("Email already verified"));
-    }
-    match send_verification(app, &user, body.verification_url.as_deref(), true).await? {
-        MailQuota::Granted => Ok(Response::json(StatusCode::OK, &sent)),
-        MailQuota::Exhausted { retry_after } => Ok(Response::json(
-            StatusCode::OK,
-            &ResendAnswer {
+    Ok(Response::json(
+        StatusCode::OK,
+        &match quota {
+            MailQuota::Granted => ResendAnswer {
+                message: "Verification email sent successfully",
+                retry_after: None,
+            },
+            MailQuota::Exhausted { retry_after } => ResendAnswer {
                 message: "Too many verification attempts",
                 retry_after: Some(retry_after),
             },
-        )),
-    }
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -10,5 +10,5 @@ pub mod router;
 pub mod schema;
 pub mod validate;
 
-pub use request::{Request, cookie_in};
+pub use request::{Request, cookie_in, cookies_in};
 pub use response::{Detail, Message, Response};

@@ -53,21 +53,53 @@ impl Request {
     }
 }
 
-/// The value of a cookie from the `Cookie` header(s).
+/// The value of a cookie from the `Cookie` header(s) (the first, when the
+/// browser sent several of that name).
 pub fn cookie_in(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookies_in(headers, name).next()
+}
+
+/// Every value of a cookie, in the order the `Cookie` header(s) list them:
+/// a browser sends one per matching domain and path (a stale cookie of a
+/// parent domain beside the current one).
+pub fn cookies_in<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == name)
+        .filter(move |c| c.name() == name)
         .map(|c| c.value_trimmed().to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_every_cookie_of_a_name_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "cookie",
+            "access_token=first; theme=dark;access_token=\"second\""
+                .parse()
+                .unwrap(),
+        );
+        headers.append("cookie", "access_token=; other=x=y".parse().unwrap());
+        headers.append("cookie", " access_token = third ".parse().unwrap());
+        assert_eq!(
+            cookies_in(&headers, "access_token").collect::<Vec<_>>(),
+            ["first", "second", "", "third"]
+        );
+        assert_eq!(cookies_in(&headers, "other").collect::<Vec<_>>(), ["x=y"]);
+        assert_eq!(cookies_in(&headers, "theme").collect::<Vec<_>>(), ["dark"]);
+        assert_eq!(cookies_in(&headers, "nothing").count(), 0);
+        assert_eq!(
+            cookie_in(&headers, "access_token").as_deref(),
+            Some("first")
+        );
+    }
 
     #[test]
     fn reads_cookies_and_query() {
@@ -80,6 +112,7 @@ mod tests {
         assert_eq!(req.cookie("access_token").as_deref(), Some("tok.en.x"));
         assert_eq!(req.cookie("b").as_deref(), Some("q"));
         assert_eq!(req.cookie("missing"), None);
+        assert_eq!(req.cookie("a").as_deref(), Some("1"));
         assert_eq!(req.query_param("offset").as_deref(), Some("5"));
         assert_eq!(req.query_param("limit").as_deref(), Some("a b"));
     }

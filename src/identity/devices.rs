@@ -14,7 +14,8 @@ use super::IdentityError;
 /// One open session of a user, as the device showed itself at sign-in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSession {
-    /// The session's id: the tokens' `device_id` (Keycloak's `sid`).
+    /// The session's id: the tokens' `device_id`, a UUID (mapped to
+    /// Keycloak's `sid` in keycloak mode).
     pub id: String,
     /// The client's address as the gateway saw it at sign-in (else the
     /// identity provider's view).

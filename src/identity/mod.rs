@@ -84,10 +84,12 @@ impl std::fmt::Debug for UpstreamTokens {
 #[derive(Debug, Clone)]
 pub struct Login {
     pub user: User,
-    /// The session's id: it becomes the tokens' `device_id`.
+    /// The session's id, a UUID: it becomes the tokens' `device_id`.
     pub device_id: String,
     /// The upstream session's tokens, when an upstream holds the session.
     pub upstream: Option<UpstreamTokens>,
+    /// The upstream's own id of the session (Keycloak's `sid`), when it has one.
+    pub upstream_session: Option<String>,
     /// The user's roles as the upstream granted them for this session
     /// (keycloak mode); they go into the access token.
     pub roles: Option<Vec<String>>,
@@ -160,6 +162,34 @@ impl MailLimit {
     }
 }
 
+/// When old rows were last removed: at most once per [`Pruning::EVERY`]
+/// seconds, in the background.
+#[derive(Debug, Default)]
+pub struct Pruning {
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl Pruning {
+    /// Seconds between two prunings.
+    pub const EVERY: i64 = 60;
+
+    /// True (once) when a pruning is due at `now` (Unix seconds).
+    pub fn due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let next = self.next.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now + Self::EVERY,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
 /// Whether another verification mail may go out now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MailQuota {
@@ -201,7 +231,8 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     async fn ready(&self) -> Result<(), IdentityError>;
 
     /// Creates an unverified user, and stores `token` with it atomically (the
-    /// sign-up's verification link). `EmailTaken` wins over `UsernameTaken`.
+    /// sign-up's verification link, counted as the first mail of the
+    /// verification-mail limit). `EmailTaken` wins over `UsernameTaken`.
     async fn register(
         &self,
         new: NewUser,
@@ -222,6 +253,7 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
             user: user.clone(),
             device_id: uuid::Uuid::new_v4().to_string(),
             upstream: None,
+            upstream_session: None,
             roles: None,
         })
     }
@@ -238,8 +270,19 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     async fn end_session(&self, user_id: i64, device_id: &str) -> Result<(), IdentityError>;
 
     /// True when the token's session was ended (sign-out), or all of the
-    /// user's sessions were (password reset, deletion).
+    /// user's sessions were (password reset, deletion), or the token was
+    /// issued before the user's last password reset.
     async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError>;
+
+    /// The UUID of a session a token names by another id (Keycloak's `sid`,
+    /// in Keycloak's own tokens); `None` where sessions have no other id.
+    async fn session_uuid(
+        &self,
+        _user_id: i64,
+        _session_id: &str,
+    ) -> Result<Option<String>, IdentityError> {
+        Ok(None)
+    }
 
     /// Whether a (legacy) refresh token may still be used; in keycloak mode
     /// this refreshes the wrapped Keycloak session.
@@ -304,6 +347,12 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     /// Counts a verification mail against the user's limit, if it allows one.
     async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError>;
 
+    /// Counts a verification mail asked for an address no user has, by the
+    /// same rule (none is sent): an unknown address gets the answers of a
+    /// known one, after the same work (deliberate difference 3). Counts
+    /// past the window are removed now and then.
+    async fn reserve_address_mail(&self, address: &str) -> Result<MailQuota, IdentityError>;
+
     // Enterprise capabilities (`/auth/...`): `None` where the backend has
     // none, which the api layer answers with `IdentityError::Unsupported`.
 
@@ -333,6 +382,16 @@ mod tests {
             .unwrap()
             .and_hms_opt(h, m, s)
             .unwrap()
+    }
+
+    #[test]
+    fn pruning_is_due_once_a_minute() {
+        let pruning = Pruning::default();
+        assert!(pruning.due(1_000));
+        assert!(!pruning.due(1_000));
+        assert!(!pruning.due(1_059));
+        assert!(pruning.due(1_060));
+        assert!(!pruning.due(1_061));
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! Tokens are written exactly as python-jose wrote them (header
 //! `{"alg":"HS256","typ":"JWT"}`, compact JSON, `exp` as a float, `iat` as an
 //! integer), and read leniently (`exp` float or integer). Expiry is checked
-//! against the injected [`Clock`], so tests control time.
+//! against the injected [`Clock`], so tests control time, and so is the
+//! lifetime ceiling: a token whose `exp` lies further ahead than
+//! [`Ceilings`] allow is refused like an expired one (deliberate difference
+//! 14: the old service accepted `exp` = 1e30 for ever).
 
 mod jwe;
 pub mod verified;
@@ -42,6 +45,8 @@ pub enum TokenError {
     Algorithm,
     #[error("token has expired")]
     Expired,
+    #[error("token expires further ahead than the lifetime ceiling")]
+    BeyondCeiling,
     #[error("token is of another scope")]
     Scope,
     #[error("token claims are missing or of the wrong type")]
@@ -60,6 +65,7 @@ impl TokenError {
             Self::Signature => "signature",
             Self::Algorithm => "algorithm",
             Self::Expired => "expired",
+            Self::BeyondCeiling => "beyond_ceiling",
             Self::Scope => "scope",
             Self::Claims => "claims",
             Self::KeyLength => "key_length",
@@ -194,6 +200,33 @@ pub struct Lifetimes {
     pub email: Duration,
 }
 
+/// How far ahead of now an `exp` may lie: further, and the token is refused
+/// as expired (`JWT_EXP_CEILING_MINUTES`, `JWT_REFRESH_EXP_CEILING_MINUTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceilings {
+    pub access: Duration,
+    pub refresh: Duration,
+}
+
+impl Ceilings {
+    /// [`crate::config::CEILING_LIFETIMES`] times each lifetime.
+    pub fn of(lifetimes: &Lifetimes) -> Self {
+        let times = u32::try_from(crate::config::CEILING_LIFETIMES).unwrap_or(u32::MAX);
+        Self {
+            access: lifetimes.access.saturating_mul(times),
+            refresh: lifetimes.refresh.saturating_mul(times),
+        }
+    }
+}
+
+/// The ceiling check: `exp` at most `ceiling` ahead of `now` (Unix seconds).
+pub fn within_ceiling(exp: f64, now: i64, ceiling: Duration) -> Result<(), TokenError> {
+    if exp > now as f64 + ceiling.as_secs_f64() {
+        return Err(TokenError::BeyondCeiling);
+    }
+    Ok(())
+}
+
 /// Mints and verifies every legacy token.
 #[derive(Clone)]
 pub struct TokenService {
@@ -202,6 +235,7 @@ pub struct TokenService {
     validation: Validation,
     jwe: DirA256Gcm,
     lifetimes: Lifetimes,
+    ceilings: Ceilings,
     clock: Arc<dyn Clock>,
     /// Access tokens that passed [`TokenService::verify_access`].
     verified: Option<VerifiedTokens<SessionClaims>>,
@@ -211,12 +245,14 @@ impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenService")
             .field("lifetimes", &self.lifetimes)
+            .field("ceilings", &self.ceilings)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenService {
-    /// `secret` is `SECRET_KEY`; it must be 32 bytes for the JWE.
+    /// `secret` is `SECRET_KEY`; it must be 32 bytes for the JWE. The
+    /// ceilings are the default ones ([`Ceilings::of`] the lifetimes).
     pub fn new(
         secret: &[u8],
         lifetimes: Lifetimes,
@@ -234,6 +270,7 @@ impl TokenService {
             decoding,
             validation,
             jwe: DirA256Gcm::new(secret)?,
+            ceilings: Ceilings::of(&lifetimes),
             lifetimes,
             clock,
             verified: Some(VerifiedTokens::default()),
@@ -248,8 +285,18 @@ impl TokenService {
         self
     }
 
+    /// Refuses tokens whose `exp` lies further ahead than these.
+    pub fn with_ceilings(mut self, ceilings: Ceilings) -> Self {
+        self.ceilings = ceilings;
+        self
+    }
+
     pub fn lifetimes(&self) -> Lifetimes {
         self.lifetimes
+    }
+
+    pub fn ceilings(&self) -> Ceilings {
+        self.ceilings
     }
 
     /// Seconds an access token lives (the `expires_in` of the contract).
@@ -278,16 +325,17 @@ impl TokenService {
         self.jwe.encrypt(inner.as_bytes())
     }
 
-    /// Verifies an access token: signature, expiry and `scope = access_token`.
-    /// A token presented again is answered from [`verified`] until its
-    /// expiry.
+    /// Verifies an access token: signature, expiry, the lifetime ceiling and
+    /// `scope = access_token`. A token presented again is answered from
+    /// [`verified`] until its expiry; only a token that passed every check
+    /// is kept there.
     pub fn verify_access(&self, token: &str) -> Result<SessionClaims, TokenError> {
         let verified = self.verified.as_ref();
         if let Some(claims) = verified.and_then(|v| v.get(token, self.clock.unix())) {
             return Ok(claims);
         }
         let claims: SessionClaims = self.verify_jwt(token)?;
-        let claims = self.check_session(claims, ACCESS_SCOPE)?;
+        let claims = self.check_session(claims, ACCESS_SCOPE, self.ceilings.access)?;
         if let Some(verified) = verified {
             verified.insert(token, claims.clone(), claims.exp);
         }
@@ -299,7 +347,7 @@ impl TokenService {
         let inner = self.jwe.decrypt(token)?;
         let inner = std::str::from_utf8(&inner).map_err(|_| TokenError::Malformed)?;
         let claims: SessionClaims = self.verify_jwt(inner)?;
-        self.check_session(claims, REFRESH_SCOPE)
+        self.check_session(claims, REFRESH_SCOPE, self.ceilings.refresh)
     }
 
     pub fn mint_email(&self, address: &str, purpose: EmailPurpose) -> Result<String, TokenError> {
@@ -379,8 +427,10 @@ impl TokenService {
         &self,
         claims: SessionClaims,
         scope: &str,
+        ceiling: Duration,
     ) -> Result<SessionClaims, TokenError> {
         self.check_expiry(claims.exp)?;
+        within_ceiling(claims.exp, self.clock.unix(), ceiling)?;
         if claims.scope.as_deref() != Some(scope) {
             return Err(TokenError::Scope);
         }
@@ -551,6 +601,104 @@ mod tests {
         );
     }
 
+    /// Deliberate difference 14: an `exp` further ahead than the ceiling is
+    /// refused (the old service accepted 1e30), and never kept as verified.
+    #[test]
+    fn exp_beyond_the_ceiling_is_refused_and_never_kept() {
+        let now = 1_800_000_000;
+        let clock = Arc::new(ManualClock::at(now));
+        let tokens = service(clock.clone());
+        assert_eq!(
+            tokens.ceilings(),
+            Ceilings {
+                access: Duration::from_secs(4 * 3600),
+                refresh: Duration::from_secs(4 * 7 * 86400),
+            }
+        );
+        let access = |exp: f64| {
+            tokens
+                .sign(&SessionClaimsOut {
+                    user_id: 7,
+                    email: None,
+                    device_id: None,
+                    exp,
+                    iat: now,
+                    scope: ACCESS_SCOPE,
+                    kc_rt: None,
+                    roles: None,
+                })
+                .unwrap()
+        };
+        let at_ceiling = access((now + 4 * 3600) as f64);
+        assert!(tokens.verify_access(&at_ceiling).is_ok());
+        for exp in [(now + 4 * 3600 + 1) as f64, 4_102_444_800.0, 1e30, f64::MAX] {
+            let token = access(exp);
+            for _ in 0..2 {
+                assert_eq!(
+                    tokens.verify_access(&token),
+                    Err(TokenError::BeyondCeiling),
+                    "exp {exp}"
+                );
+            }
+            // Once the clock has caught up with it, the same token is fine:
+            // the refusal was not remembered either.
+        }
+        let later = access((now + 5 * 3600) as f64);
+        assert_eq!(tokens.verify_access(&later), Err(TokenError::BeyondCeiling));
+        clock.advance(3600);
+        assert!(tokens.verify_access(&later).is_ok());
+
+        let refresh = |exp: f64| {
+            let inner = tokens
+                .sign(&SessionClaimsOut {
+                    user_id: 7,
+                    email: None,
+                    device_id: None,
+                    exp,
+                    iat: now,
+                    scope: REFRESH_SCOPE,
+                    kc_rt: None,
+                    roles: None,
+                })
+                .unwrap();
+            tokens.jwe.encrypt(inner.as_bytes()).unwrap()
+        };
+        let now = clock.unix();
+        assert!(
+            tokens
+                .verify_refresh(&refresh((now + 27 * 86400) as f64))
+                .is_ok()
+        );
+        assert_eq!(
+            tokens.verify_refresh(&refresh((now + 29 * 86400) as f64)),
+            Err(TokenError::BeyondCeiling)
+        );
+        assert_eq!(
+            tokens.verify_refresh(&refresh(1e30)),
+            Err(TokenError::BeyondCeiling)
+        );
+
+        // Configured ceilings replace the default ones.
+        let tight = service(clock.clone()).with_ceilings(Ceilings {
+            access: Duration::from_secs(3600),
+            refresh: Duration::from_secs(7 * 86400),
+        });
+        let minted = tight
+            .mint_access(&Subject {
+                user_id: 7,
+                email: None,
+                device_id: None,
+                upstream_refresh: None,
+                roles: None,
+            })
+            .unwrap();
+        assert!(tight.verify_access(&minted).is_ok());
+        assert_eq!(
+            tight.verify_access(&access((now + 2 * 3600) as f64)),
+            Err(TokenError::BeyondCeiling)
+        );
+    }
+
     #[test]
     fn email_tokens_are_unique_within_a_second() {
         let tokens = service(Arc::new(ManualClock::at(1_800_000_000)));
@@ -582,9 +730,23 @@ mod tests {
             serde_json::from_str(include_str!("../../tests/fixtures/legacy.json")).unwrap();
         let secret = vectors["secret_key"].as_str().unwrap();
         assert_eq!(secret.as_bytes(), SECRET);
-        let tokens = service(Arc::new(ManualClock::at(1_800_000_000)));
         let access = &vectors["access_tokens"];
         let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+        // The valid vectors expire in 2100, beyond the default ceilings.
+        let bounded = service(Arc::new(ManualClock::at(1_800_000_000)));
+        assert_eq!(
+            bounded.verify_access(&text(&access["valid_signin"])),
+            Err(TokenError::BeyondCeiling)
+        );
+        assert_eq!(
+            bounded.verify_refresh(&text(&vectors["refresh_tokens"]["valid"])),
+            Err(TokenError::BeyondCeiling)
+        );
+        let century = Duration::from_secs(100 * 365 * 86400);
+        let tokens = service(Arc::new(ManualClock::at(1_800_000_000))).with_ceilings(Ceilings {
+            access: century,
+            refresh: century,
+        });
 
         let signin = tokens
             .verify_access(&text(&access["valid_signin"]))

@@ -147,14 +147,14 @@ async fn migrate_shows_progress() {
     assert_steps(
         &stdout,
         "0001 schema: applied in",
-        "0002 audit log: applied in",
+        "0004 address mail counts: applied in",
     );
     let out = run_command(&options, &["migrate"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_steps(
         &stdout,
         "0001 schema: already applied",
-        "0002 audit log: already applied",
+        "0004 address mail counts: already applied",
     );
 
     let db = crate::harness::TestDb::create().await;
@@ -164,7 +164,7 @@ async fn migrate_shows_progress() {
     assert_steps(
         &stdout,
         "0001 legacy schema: applied in",
-        "0009 import progress: applied in",
+        "0012 address mail counts: applied in",
     );
 }
 

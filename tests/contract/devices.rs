@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::Env;
 use crate::harness::{Gateway, Options, Reply, TestUser, env};
+use crate::kc_admin::KcAdmin;
 use crate::upstream::Upstream;
 
 const INVALID: &str = "Invalid token or expired token.";
@@ -435,8 +436,11 @@ async fn with_redis_down_revocations_fall_back_to_the_registry() {
     );
 }
 
+/// With `TOKEN_FORMAT=keycloak` the tokens are Keycloak's own and name
+/// their session by Keycloak's `sid`; authgate shows and revokes the
+/// session under its UUID all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keycloak_tokens_are_denied_by_their_sid() {
+async fn keycloak_tokens_are_denied_through_their_session_uuid() {
     let env_ = keycloak_env(|o| {
         o.set("TOKEN_FORMAT", "keycloak")
             .set("REDIS_URL", &redis_url())
@@ -445,19 +449,35 @@ async fn keycloak_tokens_are_denied_by_their_sid() {
     let gw = &env_.gw;
     let user = gw.verified_user(&env_.mail, "kcsid").await;
     let other = sign_in_from(gw, &user, "kc-device/1.0", "203.0.113.60").await;
+    assert!(
+        uuid::Uuid::parse_str(&other.sid).is_err(),
+        "Keycloak's own token carries its sid: {}",
+        other.sid
+    );
     let list = sessions(gw, &user.access_token).await;
-    let first = sid_of(&user.access_token);
-    assert_eq!(ids(&list), sorted(vec![first.clone(), other.sid.clone()]));
-    let of = |sid: &str| list.iter().find(|s| s["id"] == sid).unwrap().clone();
-    assert_eq!(of(&first)["current"], true);
-    assert_eq!(of(&other.sid)["current"], false);
-    assert_eq!(of(&other.sid)["user_agent"], "kc-device/1.0");
+    assert_eq!(list.len(), 2, "{list:?}");
+    for session in &list {
+        let id = session["id"].as_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id} is not a UUID");
+    }
+    let current: Vec<&Value> = list.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{list:?}");
+    let others: Vec<&Value> = list.iter().filter(|s| s["current"] == false).collect();
+    assert_eq!(others[0]["user_agent"], "kc-device/1.0");
+    let other_id = others[0]["id"].as_str().unwrap().to_string();
+    // The other device sees the same ids, its own current.
+    let seen = sessions(gw, &other.access).await;
+    assert_eq!(ids(&seen), ids(&list));
+    assert!(
+        seen.iter()
+            .any(|s| s["id"] == other_id.as_str() && s["current"] == true)
+    );
 
     let b = env_.sibling(|o| o).await;
     assert_eq!(b.get_bearer("/users/me", &other.access).await.status, 200);
     let reply = delete_bearer(
         gw,
-        &format!("/auth/sessions/{}", other.sid),
+        &format!("/auth/sessions/{other_id}"),
         &user.access_token,
     )
     .await;
@@ -474,6 +494,230 @@ async fn keycloak_tokens_are_denied_by_their_sid() {
         200
     );
     assert_eq!(refresh(gw, &user.refresh_token).await.status, 200);
+    // Signing out with Keycloak's token ends its Keycloak session too.
+    let kc_id = KcAdmin::connect()
+        .await
+        .user_id(&user.username.to_lowercase())
+        .await;
+    assert_eq!(
+        gw.post_bearer("/users/signout", &user.access_token, json!({}))
+            .await
+            .status,
+        200
+    );
+    assert!(keycloak_sids(&kc_id).await.is_empty());
+}
+
+/// The user's open sessions in Keycloak (their `sid`s), sorted.
+async fn keycloak_sids(keycloak_id: &str) -> Vec<String> {
+    let admin = KcAdmin::connect().await;
+    let open = admin.get(&format!("/users/{keycloak_id}/sessions")).await;
+    let mut sids: Vec<String> = open
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    sids.sort();
+    sids
+}
+
+/// The registry of keycloak mode on the test's database, as authgate opens it.
+fn registry_of(env_: &Env) -> authgate::identity::keycloak::registry::Registry {
+    let crate::Store::Postgres(db) = &env_.store else {
+        panic!("keycloak mode keeps its registry in PostgreSQL");
+    };
+    let settings = authgate::config::DatabaseSettings {
+        url: db.url.clone(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+        migrate_on_start: false,
+    };
+    authgate::identity::keycloak::registry::Registry::new(
+        std::sync::Arc::new(authgate::identity::native::Database::new(&settings).unwrap()),
+        std::sync::Arc::new(authgate::clock::SystemClock),
+        authgate::identity::MailLimit {
+            count: 3,
+            window: Duration::from_secs(3600),
+        },
+    )
+}
+
+/// Keycloak 26's session ids are not UUIDs: every session gets a UUID of
+/// authgate's own (the tokens' `device_id`), mapped to Keycloak's `sid`
+/// wherever one is needed from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_ids_are_uuids_mapped_to_keycloak_sessions() {
+    let env_ = keycloak_env(|o| o).await;
+    let gw = &env_.gw;
+    let user = gw.verified_user(&env_.mail, "uuidmap").await;
+    let first = crate::harness::uuid_device_id(&user.access_token);
+    let phone = sign_in_from(gw, &user, "phone-app/1.0", "203.0.113.70").await;
+    let phone_id = crate::harness::uuid_device_id(&phone.access);
+    assert_ne!(first, phone_id);
+    let kc_id = KcAdmin::connect()
+        .await
+        .user_id(&user.username.to_lowercase())
+        .await;
+    let sids = keycloak_sids(&kc_id).await;
+    assert_eq!(sids.len(), 2, "{sids:?}");
+    assert!(sids.iter().all(|sid| uuid::Uuid::parse_str(sid).is_err()));
+
+    // The lookups a back-channel logout needs: sid -> UUID, user -> UUIDs.
+    let registry = registry_of(&env_);
+    let mut mapped = Vec::new();
+    for sid in &sids {
+        let device = registry
+            .device_of_session(sid)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no device for {sid}"));
+        mapped.push(device.to_string());
+    }
+    assert_eq!(
+        sorted(mapped),
+        sorted(vec![first.clone(), phone_id.clone()])
+    );
+    assert_eq!(
+        registry.device_of_session("no-such-sid").await.unwrap(),
+        None
+    );
+    let of_user: Vec<String> = registry
+        .devices_of_user(uuid::Uuid::parse_str(&kc_id).unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .map(uuid::Uuid::to_string)
+        .collect();
+    assert_eq!(
+        sorted(of_user),
+        sorted(vec![first.clone(), phone_id.clone()])
+    );
+    assert!(
+        registry
+            .devices_of_user(uuid::Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Listed under the UUIDs.
+    let list = sessions(gw, &phone.access).await;
+    assert_eq!(ids(&list), sorted(vec![first.clone(), phone_id.clone()]));
+    let current: Vec<&Value> = list.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current[0]["id"], phone_id.as_str());
+
+    // Sign-out ends the Keycloak session behind the UUID.
+    assert_eq!(
+        gw.post_bearer("/users/signout", &phone.access, json!({}))
+            .await
+            .status,
+        200
+    );
+    let left = keycloak_sids(&kc_id).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        registry
+            .device_of_session(&left[0])
+            .await
+            .unwrap()
+            .map(|d| d.to_string()),
+        Some(first.clone())
+    );
+    refresh(gw, &phone.refresh)
+        .await
+        .assert_detail(401, "Session has ended");
+
+    // Ending a session by its UUID ends it in Keycloak.
+    let laptop = sign_in_from(gw, &user, "laptop/1.0", "203.0.113.71").await;
+    let laptop_id = crate::harness::uuid_device_id(&laptop.access);
+    assert_eq!(keycloak_sids(&kc_id).await.len(), 2);
+    let reply = delete_bearer(
+        gw,
+        &format!("/auth/sessions/{laptop_id}"),
+        &user.access_token,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(keycloak_sids(&kc_id).await, left);
+    gw.get_bearer("/users/me", &laptop.access)
+        .await
+        .assert_detail(403, INVALID);
+    // Keycloak's sid is not an id of the API.
+    delete_bearer(
+        gw,
+        &format!("/auth/sessions/{}", left[0]),
+        &user.access_token,
+    )
+    .await
+    .assert_detail(404, "Session not found");
+    assert_eq!(
+        gw.get_bearer("/users/me", &user.access_token).await.status,
+        200
+    );
+}
+
+/// A legacy token minted before sessions had UUIDs names its session by
+/// Keycloak's `sid`: it is read as that session's UUID everywhere (the
+/// current session, sign-out, refresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_naming_a_keycloak_sid_are_read_as_its_uuid() {
+    let env_ = keycloak_env(|o| o).await;
+    let gw = &env_.gw;
+    let user = gw.verified_user(&env_.mail, "oldsid").await;
+    let first = crate::harness::uuid_device_id(&user.access_token);
+    let kc_id = KcAdmin::connect()
+        .await
+        .user_id(&user.username.to_lowercase())
+        .await;
+    let sids = keycloak_sids(&kc_id).await;
+    assert_eq!(sids.len(), 1, "{sids:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |scope: &str| {
+        json!({"user_id": user.id, "email": user.email, "device_id": sids[0],
+               "exp": (now + 1800) as f64, "iat": now, "scope": scope})
+    };
+    let secret = jsonwebtoken::EncodingKey::from_secret(crate::harness::SECRET.as_bytes()).unwrap();
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let old_access = jsonwebtoken::encode(&header, &claims("access_token"), &secret).unwrap();
+    let old_refresh = authgate::tokens::DirA256Gcm::new(crate::harness::SECRET.as_bytes())
+        .unwrap()
+        .encrypt(
+            jsonwebtoken::encode(&header, &claims("refresh_token"), &secret)
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+
+    assert_eq!(gw.get_bearer("/users/me", &old_access).await.status, 200);
+    let list = sessions(gw, &old_access).await;
+    assert_eq!(ids(&list), vec![first.clone()]);
+    assert_eq!(list[0]["current"], true);
+    // A refresh hands out a token with the session's UUID.
+    let renewed = refresh(gw, &old_refresh).await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text);
+    assert_eq!(
+        crate::harness::uuid_device_id(renewed.json["access_token"].as_str().unwrap()),
+        first
+    );
+    // Signing out with the old token ends the session, whichever id names it.
+    assert_eq!(
+        gw.post_bearer("/users/signout", &old_access, json!({}))
+            .await
+            .status,
+        200
+    );
+    assert!(keycloak_sids(&kc_id).await.is_empty());
+    for token in [&old_access, &user.access_token] {
+        gw.get_bearer("/users/me", token)
+            .await
+            .assert_detail(403, INVALID);
+    }
+    assert_eq!(refresh(gw, &old_refresh).await.status, 401);
+    assert_eq!(refresh(gw, &user.refresh_token).await.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -529,6 +529,31 @@ impl Reply {
     }
 }
 
+/// The claims of a JWT (not verified: the test reads what it was given).
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64url"),
+    )
+    .expect("JSON claims")
+}
+
+/// The `device_id` of an access token, checked to be a UUID string.
+pub fn uuid_device_id(token: &str) -> String {
+    let claims = claims_of(token);
+    let device_id = claims["device_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no device_id in {claims}"));
+    assert!(
+        uuid::Uuid::parse_str(device_id).is_ok(),
+        "device_id {device_id:?} is not a UUID"
+    );
+    device_id.to_string()
+}
+
 /// The `token` query parameter of a link.
 pub fn token_of(link: &str) -> String {
     let url = url::Url::parse(link).expect("link is a URL");

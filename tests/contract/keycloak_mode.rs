@@ -139,6 +139,55 @@ async fn keycloak_token_format_hands_out_keycloaks_tokens() {
     assert_eq!(reply.status, 401, "{}", reply.text);
 }
 
+/// Keycloak's own tokens, verified in-process, get the access tokens'
+/// lifetime ceiling too: the dev realm's live 5 minutes, beyond the 4
+/// minutes of a gateway whose access tokens live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_tokens_beyond_the_lifetime_ceiling_are_refused() {
+    let env = Env::keycloak_with(|o| o.set("TOKEN_FORMAT", "keycloak")).await;
+    let user = env.gw.verified_user(&env.mail, "kcceiling").await;
+    assert_eq!(header_alg(&user.access_token), "RS256");
+    let exp = crate::harness::claims_of(&user.access_token)["exp"]
+        .as_f64()
+        .unwrap();
+    let iat = crate::harness::claims_of(&user.access_token)["iat"]
+        .as_f64()
+        .unwrap();
+    assert!(exp - iat > 240.0, "the realm's tokens live {} s", exp - iat);
+    let tight = env.sibling(|o| o.set("JWT_EXP_TIME_MINUTES", "1")).await;
+    for _ in 0..2 {
+        tight
+            .get_bearer("/users/me", &user.access_token)
+            .await
+            .assert_detail(403, "Invalid token or expired token.");
+    }
+    let metrics = crate::edge::metrics(&tight).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("authgate_token_rejections_total{")
+                && l.contains(r#"reason="beyond_ceiling""#)
+                && l.ends_with(" 2")),
+        "{metrics}"
+    );
+    // A ceiling that reaches them: accepted there too.
+    let roomy = env
+        .sibling(|o| {
+            o.set("JWT_EXP_TIME_MINUTES", "1")
+                .set("JWT_EXP_CEILING_MINUTES", "10")
+        })
+        .await;
+    let me = roomy.get_bearer("/users/me", &user.access_token).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(
+        env.gw
+            .get_bearer("/users/me", &user.access_token)
+            .await
+            .status,
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keycloak_down_gives_503_quickly_and_recovers() {
     let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();

@@ -126,7 +126,13 @@ async fn adopts_a_legacy_database_and_keeps_every_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_tokens_and_rows_keep_working() {
     let db = legacy_db().await;
-    let gw = Gateway::start(Options::native(&db.url)).await;
+    // The vectors expire in 2100: the lifetime ceiling must reach that far.
+    let gw = Gateway::start(
+        Options::native(&db.url)
+            .set("JWT_EXP_CEILING_MINUTES", "60000000")
+            .set("JWT_REFRESH_EXP_CEILING_MINUTES", "60000000"),
+    )
+    .await;
     let vectors = legacy_vectors();
     let text = |p: &str| vectors.pointer(p).unwrap().as_str().unwrap().to_string();
 

@@ -276,6 +276,7 @@ async fn totp_enrolment_signin_and_removal() {
     fits(gw, "POST", "/users/signin", &signed_in).await;
     assert_eq!(signed_in.set_cookies().len(), 2);
     let access = signed_in.json["access_token"].as_str().unwrap();
+    crate::harness::uuid_device_id(access);
     let me = gw.get_bearer("/users/me", access).await;
     assert_eq!(me.json["id"], ada.id);
     // Keycloak takes a code once: the same code again is wrong.

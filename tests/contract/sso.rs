@@ -371,6 +371,8 @@ async fn first_login_provisions_an_id_and_the_next_keeps_it() {
         .gateway_cookie("refresh_token")
         .expect("refresh_token cookie");
 
+    // The session's device_id is a UUID of authgate's, not Keycloak's sid.
+    let device_id = crate::harness::uuid_device_id(&access);
     let first = me(gw, &access).await;
     assert_eq!(first.status, 200, "{}", first.text);
     let id = first.json["id"].as_i64().expect("integer id");
@@ -396,6 +398,10 @@ async fn first_login_provisions_an_id_and_the_next_keeps_it() {
         .post("/users/refresh-token", json!({"refresh_token": refresh}))
         .await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.text);
+    assert_eq!(
+        crate::harness::uuid_device_id(refreshed.json["access_token"].as_str().unwrap()),
+        device_id
+    );
 
     // Again, in a fresh browser (the login form once more): the same id.
     let mut second = Browser::new();

@@ -424,9 +424,10 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             )),
         Route::ResendVerification if post => Operation::new("resendVerification", Tag::Account, "Mail a new verification link")
             .describe(
-                "Unknown addresses get the same answer as known ones. After `VERIFICATION_MAIL_LIMIT` \
-                 mails within `VERIFICATION_MAIL_WINDOW_SECONDS` the answer says so and gives \
-                 `retry_after`.",
+                "Unknown addresses get the same answers as known ones, in the same time. After \
+                 `VERIFICATION_MAIL_LIMIT` mails within `VERIFICATION_MAIL_WINDOW_SECONDS` of the \
+                 last one (the sign-up mail and those of unverified sign-ins count) the answer says \
+                 so and gives `retry_after`.",
             )
             .body(body::<ResendBody>())
             .limited()
@@ -435,7 +436,8 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
         Route::ForgotPassword if post => Operation::new("forgotPassword", Tag::Account, "Mail a password-reset link")
             .describe(
                 "Mails `<reset_url or APP_URL>/reset-password?token=...` to a known address; unknown \
-                 addresses get the same answer.",
+                 addresses get the same answer, in the same time (the address is looked up after \
+                 the answer).",
             )
             .body(body::<ForgotBody>())
             .limited()

@@ -1,6 +1,8 @@
 //! Local verification of the tokens Keycloak signs (RS256): the realm's
 //! JWKS is fetched once, kept in a moka cache, refreshed in the background,
 //! and fetched again on an unknown `kid`, at most once per floor interval.
+//! Tokens whose `exp` lies further ahead than the access tokens' ceiling
+//! (`JWT_EXP_CEILING_MINUTES`) are refused like the legacy ones.
 //! A token presented again is answered from the verified tokens until its
 //! expiry (see [`crate::tokens::verified`]).
 
@@ -19,12 +21,15 @@ use crate::clock::Clock;
 use crate::tokens::verified::VerifiedTokens;
 use crate::tokens::{
     ACCESS_SCOPE, ExternalCaller, ExternalTokens, ServiceClaims, SessionClaims, TokenError,
+    within_ceiling,
 };
 
 /// How often the keys are fetched again while nothing asks for a new one.
 const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// Least time between two fetches caused by unknown `kid`s.
 const REFETCH_FLOOR: Duration = Duration::from_secs(10);
+/// The ceiling unless told another: that of `JWT_EXP_TIME_MINUTES`' default.
+const DEFAULT_CEILING: Duration = Duration::from_secs(3600 * crate::config::CEILING_LIFETIMES);
 
 #[derive(Debug)]
 pub struct Jwks {
@@ -34,6 +39,8 @@ pub struct Jwks {
     refresher_started: AtomicBool,
     issuer: String,
     clock: Arc<dyn Clock>,
+    /// How far ahead an `exp` may lie.
+    ceiling: Duration,
     /// Tokens that passed [`Jwks::verify`].
     verified: Option<VerifiedTokens<KcClaims>>,
 }
@@ -49,9 +56,16 @@ impl Jwks {
             http,
             last_fetch: Mutex::new(None),
             refresher_started: AtomicBool::new(false),
+            ceiling: DEFAULT_CEILING,
             clock,
             verified: Some(VerifiedTokens::default()),
         }
+    }
+
+    /// Refuses tokens whose `exp` lies further ahead than `ceiling`.
+    pub fn with_ceiling(mut self, ceiling: Duration) -> Self {
+        self.ceiling = ceiling;
+        self
     }
 
     /// Checks every token in full, each time it is presented (benchmarks of
@@ -88,9 +102,11 @@ impl Jwks {
             })?
             .claims;
         let exp = claims.exp.ok_or(TokenError::Claims)?;
-        if !exp.is_finite() || exp <= self.clock.unix() as f64 {
+        let now = self.clock.unix();
+        if !exp.is_finite() || exp <= now as f64 {
             return Err(TokenError::Expired);
         }
+        within_ceiling(exp, now, self.ceiling)?;
         if claims.typ.as_deref().is_some_and(|t| t != "Bearer") {
             return Err(TokenError::Scope);
         }

@@ -17,6 +17,7 @@ pub mod jwks;
 mod mfa;
 pub mod oidc;
 pub mod registry;
+mod session_ids;
 mod sso;
 mod sso_logins;
 
@@ -165,15 +166,53 @@ impl KeycloakBackend {
 
     /// Ends every session of a user, in Keycloak and for the gateway's
     /// checks (tokens of the gateway's own sessions included); returns the
-    /// ids of the Keycloak sessions that were open.
-    async fn end_all_sessions(&self, identity: &Identity) -> Result<Vec<String>, IdentityError> {
+    /// Keycloak sessions that were open (UUID and `sid`).
+    async fn end_all_sessions(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<(Uuid, String)>, IdentityError> {
         let keycloak_id = identity.keycloak_id.to_string();
-        let sessions = self.admin.user_sessions(&keycloak_id).await?;
+        let open = self.admin.user_sessions(&keycloak_id).await?;
+        let sessions = self.session_uuids(identity, open).await?;
         let legacy_id = i64::from(identity.legacy_id);
         self.registry.end_sessions(&sessions, legacy_id).await?;
         self.registry.revoke_all(identity.legacy_id).await?;
         self.admin.logout_user(&keycloak_id).await?;
         Ok(sessions)
+    }
+
+    /// Keycloak sessions of a user (`sid`s, in their order) with their UUIDs.
+    async fn session_uuids(
+        &self,
+        identity: &Identity,
+        sids: Vec<String>,
+    ) -> Result<Vec<(Uuid, String)>, IdentityError> {
+        let uuids = self
+            .registry
+            .devices_for_sessions(&sids, i64::from(identity.legacy_id))
+            .await?;
+        sids.into_iter()
+            .map(|sid| match uuids.get(&sid) {
+                Some(uuid) => Ok((*uuid, sid)),
+                None => Err(IdentityError::Internal("session id not recorded".into())),
+            })
+            .collect()
+    }
+
+    /// The session a login opened: its UUID (the tokens' `device_id`) and
+    /// Keycloak's `sid`. The same `sid` always gets the same UUID.
+    async fn session_of_login(
+        &self,
+        sid: Option<String>,
+        user_id: i64,
+    ) -> Result<(String, Option<String>), IdentityError> {
+        match sid {
+            Some(sid) => {
+                let uuid = self.registry.device_for_session(&sid, user_id).await?;
+                Ok((uuid.to_string(), Some(sid)))
+            }
+            None => Ok((Uuid::new_v4().to_string(), None)),
+        }
     }
 
     async fn user_of(&self, kc: &KcUser) -> Result<Option<User>, IdentityError> {
@@ -233,14 +272,13 @@ impl KeycloakBackend {
                 if let Ok(keycloak_id) = Uuid::parse_str(&claims.sub) {
                     self.registry.set_roles(keycloak_id, &roles).await?;
                 }
-                let device_id = claims
-                    .sid
-                    .clone()
-                    .unwrap_or_else(|| Uuid::new_v4().to_string());
+                let (device_id, upstream_session) =
+                    self.session_of_login(claims.sid.clone(), user.id).await?;
                 Ok(CredentialCheck::Valid(Login {
                     user,
                     device_id,
                     upstream: Some(tokens),
+                    upstream_session,
                     roles: Some(roles),
                 }))
             }
@@ -359,6 +397,7 @@ impl IdentityBackend for KeycloakBackend {
                         pending.expires_at,
                     )
                     .await?;
+                self.registry.count_signup_mail(&mut tx, legacy_id).await?;
             }
             tx.commit().await.map_err(super::native::db::db_error)
         }
@@ -399,18 +438,46 @@ impl IdentityBackend for KeycloakBackend {
         // Keycloak holds the session but not the user agent, and sees the
         // gateway's address: keep the device as the gateway saw it. Sessions
         // of the gateway's own (verification links) are not Keycloak's.
-        if login.upstream.is_some() {
+        if let Some(sid) = &login.upstream_session {
             self.registry
-                .record_device(&login.device_id, login.user.id, device)
+                .record_device(sid, login.user.id, device)
                 .await?;
         }
         Ok(())
     }
 
+    /// Sign-out: the session (named by its UUID) is refused from now on,
+    /// and its Keycloak session, if it has one, ended.
     async fn end_session(&self, user_id: i64, device_id: &str) -> Result<(), IdentityError> {
-        self.registry.end_session(device_id, user_id).await?;
-        self.admin.delete_session(device_id).await?;
+        let sid = match Uuid::try_parse(device_id) {
+            Ok(uuid) => self.registry.session_of_device(uuid).await?,
+            // Not a UUID: a token minted before sessions had UUIDs names its sid.
+            Err(_) => Some(device_id.to_string()),
+        };
+        self.registry
+            .end_session(device_id, sid.as_deref(), user_id)
+            .await?;
+        if let Some(sid) = sid {
+            self.admin.delete_session(&sid).await?;
+        }
         Ok(())
+    }
+
+    async fn session_uuid(
+        &self,
+        user_id: i64,
+        session_id: &str,
+    ) -> Result<Option<String>, IdentityError> {
+        if i32::try_from(user_id).is_err() {
+            // No user of the registry: nothing to map.
+            return Ok(None);
+        }
+        Ok(Some(
+            self.registry
+                .device_for_session(session_id, user_id)
+                .await?
+                .to_string(),
+        ))
     }
 
     async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
@@ -469,7 +536,17 @@ impl IdentityBackend for KeycloakBackend {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, IdentityError> {
         match self.admin.find_by_email(email).await? {
             Some(kc) if kc.enabled => self.user_of(&kc).await,
-            _ => Ok(None),
+            // The registry is asked in either case, so that an unknown
+            // address costs what a known one does (deliberate difference 3);
+            // here it tells of an entry whose Keycloak user is gone.
+            _ => {
+                if self.registry.has_email(email).await? {
+                    tracing::info!(
+                        "an address of the registry has no enabled Keycloak user (deleted or disabled there)"
+                    );
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -619,6 +696,10 @@ impl IdentityBackend for KeycloakBackend {
 
     async fn reserve_verification_mail(&self, user_id: i64) -> Result<MailQuota, IdentityError> {
         self.registry.reserve_verification_mail(user_id).await
+    }
+
+    async fn reserve_address_mail(&self, address: &str) -> Result<MailQuota, IdentityError> {
+        self.registry.reserve_address_mail(address).await
     }
 
     fn sso(&self) -> Option<&dyn crate::identity::sso::Sso> {

@@ -1,6 +1,7 @@
 //! What keycloak mode keeps in PostgreSQL (migration 0003): integer ids and
 //! their Keycloak users, single-use e-mail tokens, verification-mail
-//! counters, and signed-out sessions.
+//! counters, and signed-out sessions; beside it the devices seen at sign-in
+//! (`device_rows`) and the sessions' UUIDs (`session_ids`).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::identity::native::{Database, db::db_error};
-use crate::identity::{IdentityError, MailLimit, MailQuota, SessionRef, User};
+use crate::identity::{IdentityError, MailLimit, MailQuota, Pruning, SessionRef, User};
 use crate::tokens::{EmailPurpose, digest};
 
 /// A row of `authgate_identities`.
@@ -46,6 +47,8 @@ pub struct Registry {
     db: Arc<Database<Postgres>>,
     clock: Arc<dyn Clock>,
     mail_limit: MailLimit,
+    /// Of the counts of mails to unknown addresses.
+    pruning: Pruning,
 }
 
 impl Registry {
@@ -54,6 +57,7 @@ impl Registry {
             db,
             clock,
             mail_limit,
+            pruning: Pruning::default(),
         }
     }
 
@@ -235,6 +239,18 @@ impl Registry {
         .map_err(db_error)
     }
 
+    /// Whether a live entry has this address (regardless of case).
+    pub async fn has_email(&self, email: &str) -> Result<bool, IdentityError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM authgate_identities \
+             WHERE lower(email) = lower($1) AND deleted_at IS NULL)",
+        )
+        .bind(email)
+        .fetch_one(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
     pub async fn mark_deleted(&self, legacy_id: i32) -> Result<(), IdentityError> {
         sqlx::query(
             "UPDATE authgate_identities SET deleted_at = $2, updated_at = $2 WHERE legacy_id = $1",
@@ -294,23 +310,35 @@ impl Registry {
         Ok(())
     }
 
+    /// Records sessions as ended, each under its UUID and its Keycloak
+    /// `sid` (tokens name a session by either).
     pub async fn end_sessions(
         &self,
-        session_ids: &[String],
+        sessions: &[(Uuid, String)],
         legacy_id: i64,
     ) -> Result<(), IdentityError> {
-        for session_id in session_ids {
-            self.end_session(session_id, legacy_id).await?;
+        for (device_id, session_id) in sessions {
+            self.end_session(&device_id.to_string(), Some(session_id), legacy_id)
+                .await?;
         }
         Ok(())
     }
 
-    pub async fn end_session(&self, session_id: &str, legacy_id: i64) -> Result<(), IdentityError> {
+    /// Records a session as ended: its UUID (`device_id`) and, for a
+    /// Keycloak session, its `sid`.
+    pub async fn end_session(
+        &self,
+        device_id: &str,
+        session_id: Option<&str>,
+        legacy_id: i64,
+    ) -> Result<(), IdentityError> {
+        let ids: Vec<&str> = std::iter::once(device_id).chain(session_id).collect();
         sqlx::query(
-            "INSERT INTO authgate_ended_sessions (session_id, legacy_id, ended_at) VALUES ($1, $2, $3) \
+            "INSERT INTO authgate_ended_sessions (session_id, legacy_id, ended_at) \
+             SELECT id, $2, $3 FROM unnest($1::varchar[]) AS id \
              ON CONFLICT (session_id) DO NOTHING",
         )
-        .bind(session_id)
+        .bind(&ids)
         .bind(i32::try_from(legacy_id).unwrap_or(i32::MAX))
         .bind(self.now())
         .execute(self.pool().await)
@@ -319,22 +347,27 @@ impl Registry {
         Ok(())
     }
 
-    /// Ended by a sign-out, of a deleted user, or issued before the user's
-    /// `not_before`.
+    /// Ended by a sign-out (under the token's session id, or under the
+    /// `sid` its UUID maps to: sessions ended before they had UUIDs), of a
+    /// deleted user, or issued before the user's `not_before`.
     pub async fn revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
         let issued_at = session
             .issued_at
             .and_then(|iat| DateTime::from_timestamp(iat, 0))
             .map(|at| at.naive_utc());
+        let device_uuid = session.device_id.and_then(|id| Uuid::try_parse(id).ok());
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM authgate_ended_sessions WHERE session_id = $1) \
+            "SELECT EXISTS (SELECT 1 FROM authgate_ended_sessions WHERE session_id = $1 \
+                              OR session_id = (SELECT m.session_id FROM authgate_session_ids m \
+                                                WHERE m.device_id = $4)) \
                  OR EXISTS (SELECT 1 FROM authgate_identities WHERE legacy_id = $2 \
                               AND (deleted_at IS NOT NULL \
-                                   OR (not_before IS NOT NULL AND $3 < not_before)))",
+                                   OR (not_before IS NOT NULL AND ($3 IS NULL OR $3 < not_before))))",
         )
         .bind(session.device_id.unwrap_or_default())
         .bind(i32::try_from(session.user_id).unwrap_or(i32::MAX))
-        .bind(issued_at.unwrap_or(NaiveDateTime::MIN))
+        .bind(issued_at)
+        .bind(device_uuid)
         .fetch_one(self.pool().await)
         .await
         .map_err(db_error)
@@ -398,6 +431,24 @@ impl Registry {
         .map_err(db_error)
     }
 
+    /// Counts the sign-up's mail as the first verification mail of the limit.
+    pub async fn count_signup_mail(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        legacy_id: i32,
+    ) -> Result<(), IdentityError> {
+        sqlx::query(
+            "UPDATE authgate_identities SET verification_attempts = 1, verification_sent_at = $2 \
+             WHERE legacy_id = $1",
+        )
+        .bind(legacy_id)
+        .bind(self.now())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Counts a verification mail against the legacy resend rule.
     pub async fn reserve_verification_mail(
         &self,
@@ -432,6 +483,55 @@ impl Registry {
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
+        Ok(MailQuota::Granted)
+    }
+
+    /// Counts a verification mail asked for an address no user has (none
+    /// is sent), by the same rule and with the same work as a user's.
+    pub async fn reserve_address_mail(&self, address: &str) -> Result<MailQuota, IdentityError> {
+        let key = digest(&address.to_lowercase());
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let state: Option<(i32, NaiveDateTime)> = sqlx::query_as(
+            "SELECT attempts, sent_at FROM authgate_address_mail_counts \
+             WHERE address_digest = $1 FOR UPDATE",
+        )
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let (attempts, sent_at) = state.map_or((0, None), |(n, at)| (n, Some(at)));
+        let attempts = match self.mail_limit.next_attempt(attempts, sent_at, now) {
+            Ok(attempts) => attempts,
+            Err(quota) => return Ok(quota),
+        };
+        sqlx::query(
+            "INSERT INTO authgate_address_mail_counts (address_digest, attempts, sent_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (address_digest) \
+             DO UPDATE SET attempts = EXCLUDED.attempts, sent_at = EXCLUDED.sent_at",
+        )
+        .bind(&key)
+        .bind(attempts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        if self.pruning.due(self.clock.unix()) {
+            let window = chrono::Duration::from_std(self.mail_limit.window)
+                .unwrap_or(chrono::Duration::hours(1));
+            let pool = self.pool().await.clone();
+            tokio::spawn(async move {
+                let pruned =
+                    sqlx::query("DELETE FROM authgate_address_mail_counts WHERE sent_at < $1")
+                        .bind(now - window)
+                        .execute(&pool)
+                        .await;
+                if let Err(err) = pruned {
+                    tracing::warn!(error = %err, "old mail counts of unknown addresses not removed");
+                }
+            });
+        }
         Ok(MailQuota::Granted)
     }
 }

@@ -175,14 +175,15 @@ impl Sso for KeycloakBackend {
         {
             self.registry.set_roles(keycloak_id, roles).await?;
         }
-        let device_id = claims
-            .and_then(|c| c.sid)
-            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        let (device_id, upstream_session) = self
+            .session_of_login(claims.and_then(|c| c.sid), user.id)
+            .await?;
         Ok(Ok(SsoLogin {
             login: Login {
                 user,
                 device_id,
                 upstream: Some(tokens),
+                upstream_session,
                 roles,
             },
             provider: pending.provider,

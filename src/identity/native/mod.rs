@@ -5,6 +5,9 @@
 //! It reads and writes the old service's tables as they are (`users`,
 //! `device_sessions`, `temporary_tokens`), tolerating the NULLs the old
 //! SQLAlchemy defaults may have left, and supplies every column on insert.
+//! What the legacy schema has no place for lives in tables of authgate's
+//! own: roles, and the instant before which a user's tokens are refused
+//! (`authgate_user_not_before`, written by a password reset).
 
 pub mod db;
 mod hashing;
@@ -26,7 +29,7 @@ pub use hashing::Hashing;
 use self::db::db_error;
 use super::{
     CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailLimit, MailQuota,
-    NewUser, PendingToken, RefreshDenied, Refreshed, SessionRef, User, UserPatch,
+    NewUser, PendingToken, Pruning, RefreshDenied, Refreshed, SessionRef, User, UserPatch,
 };
 use crate::clock::Clock;
 use crate::tokens::{EmailPurpose, SessionClaims, digest};
@@ -77,6 +80,8 @@ pub struct NativeBackend<DB: Dialect> {
     hashing: Hashing,
     clock: Arc<dyn Clock>,
     mail_limit: MailLimit,
+    /// Of the counts of mails to unknown addresses.
+    pruning: Pruning,
 }
 
 /// `users` rows that still count: not deleted, not deactivated.
@@ -84,6 +89,25 @@ macro_rules! alive {
     () => {
         "NOT COALESCE(is_deleted, false) AND COALESCE(is_active, true)"
     };
+}
+
+/// A token's session is over (parameters: `$1` user id, `$2` the token's
+/// `iat`, NULL when it has none, `$3` its device id, NULL when it has none).
+macro_rules! session_ended {
+    () => {
+        "EXISTS (SELECT 1 FROM authgate_user_not_before WHERE user_id = $1 \
+           AND ($2 IS NULL OR $2 < not_before)) \
+         OR EXISTS (SELECT 1 FROM device_sessions WHERE device_id = $3 \
+           AND (NOT COALESCE(is_active, true) OR COALESCE(is_deleted, false)))"
+    };
+}
+
+/// The instant a token was issued (whole seconds), as the store keeps time.
+fn issued_at(session: &SessionRef<'_>) -> Option<NaiveDateTime> {
+    session
+        .issued_at
+        .and_then(|iat| DateTime::from_timestamp(iat, 0))
+        .map(|at| at.naive_utc())
 }
 
 macro_rules! user_columns {
@@ -122,6 +146,7 @@ where
     Option<bool>: Value<DB>,
     Option<String>: Value<DB>,
     Option<NaiveDateTime>: Value<DB>,
+    Option<Uuid>: Value<DB>,
 {
     pub fn new(
         db: Arc<Database<DB>>,
@@ -134,6 +159,7 @@ where
             hashing,
             clock,
             mail_limit,
+            pruning: Pruning::default(),
         }
     }
 
@@ -289,19 +315,35 @@ where
         .map_err(db_error)
     }
 
-    /// True when the device session exists and was ended.
-    async fn device_ended(&self, device_id: &str) -> Result<bool, IdentityError> {
-        let Ok(device_id) = Uuid::parse_str(device_id) else {
-            return Ok(false);
-        };
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM device_sessions WHERE device_id = $1 \
-               AND (NOT COALESCE(is_active, true) OR COALESCE(is_deleted, false)))",
+    /// True when the token's device session exists and was ended, or the
+    /// token was issued before the user's `not_before` (a password reset).
+    async fn session_ended(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
+        sqlx::query_scalar(concat!("SELECT ", session_ended!(),))
+            .bind(session.user_id)
+            .bind(issued_at(session))
+            .bind(session.device_id.and_then(|id| Uuid::parse_str(id).ok()))
+            .fetch_one(self.pool().await)
+            .await
+            .map_err(db_error)
+    }
+
+    /// Refuses every token of the user issued before now (whole seconds, as
+    /// tokens' `iat`: a token issued in the same second stays usable).
+    async fn revoke_all(
+        tx: &mut Transaction<'static, DB>,
+        user_id: i64,
+        cutoff: NaiveDateTime,
+    ) -> Result<(), IdentityError> {
+        sqlx::query(
+            "INSERT INTO authgate_user_not_before (user_id, not_before) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET not_before = EXCLUDED.not_before",
         )
-        .bind(device_id)
-        .fetch_one(self.pool().await)
+        .bind(user_id)
+        .bind(cutoff)
+        .execute(&mut **tx)
         .await
-        .map_err(db_error)
+        .map_err(db_error)?;
+        Ok(())
     }
 
     async fn insert_role(&self, user_id: i64, role: &str) -> Result<(), IdentityError> {
@@ -388,6 +430,7 @@ where
     Option<bool>: Value<DB>,
     Option<String>: Value<DB>,
     Option<NaiveDateTime>: Value<DB>,
+    Option<Uuid>: Value<DB>,
 {
     async fn ready(&self) -> Result<(), IdentityError> {
         sqlx::query("SELECT 1")
@@ -419,15 +462,22 @@ where
         if username_taken {
             return Err(IdentityError::UsernameTaken);
         }
+        // The sign-up's mail is the first verification mail of the limit.
+        let (mails, mailed_at) = match &token {
+            Some(_) => (1, Some(now)),
+            None => (0, None),
+        };
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO users (username, email, password, is_verified, verification_attempts, \
                verification_sent_at, created_at, updated_at, deleted_at, is_active, is_deleted) \
-             VALUES ($1, $2, $3, false, 0, NULL, $4, $4, NULL, true, false) RETURNING CAST(id AS BIGINT)",
+             VALUES ($1, $2, $3, false, $5, $6, $4, $4, NULL, true, false) RETURNING CAST(id AS BIGINT)",
         )
         .bind(&new.username)
         .bind(&new.email)
         .bind(&password_hash)
         .bind(now)
+        .bind(mails)
+        .bind(mailed_at)
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -490,6 +540,7 @@ where
             user,
             device_id: Uuid::new_v4().to_string(),
             upstream: None,
+            upstream_session: None,
             roles: None,
         }))
     }
@@ -540,28 +591,30 @@ where
 
     async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
         // A deleted or deactivated user's tokens stop working, whether they
-        // belong to a device session or not (sign-up tokens have none).
-        if self.user_gone(session.user_id).await? {
-            return Ok(true);
-        }
-        let Some(device_id) = session.device_id else {
-            return Ok(false);
-        };
-        self.device_ended(device_id).await
+        // belong to a device session or not (sign-up tokens have none), and
+        // so do those issued before a password reset: one round trip.
+        sqlx::query_scalar(concat!(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND NOT (",
+            alive!(),
+            ")) OR ",
+            session_ended!(),
+        ))
+        .bind(session.user_id)
+        .bind(issued_at(session))
+        .bind(session.device_id.and_then(|id| Uuid::parse_str(id).ok()))
+        .fetch_one(self.pool().await)
+        .await
+        .map_err(db_error)
     }
 
     async fn refresh(
         &self,
         claims: &SessionClaims,
     ) -> Result<Result<Refreshed, RefreshDenied>, IdentityError> {
-        let user_id = claims.user_id;
-        let device_id = claims.device_id.as_deref();
-        if self.user_gone(user_id).await? {
+        if self.user_gone(claims.user_id).await? {
             return Ok(Err(RefreshDenied::UserGone));
         }
-        if let Some(device_id) = device_id
-            && self.device_ended(device_id).await?
-        {
+        if self.session_ended(&SessionRef::of(claims)).await? {
             return Ok(Err(RefreshDenied::SessionEnded));
         }
         Ok(Ok(Refreshed::default()))
@@ -788,6 +841,9 @@ where
             return Ok(None);
         };
         Self::end_all_sessions(&mut tx, user_id, now).await?;
+        let cutoff =
+            DateTime::from_timestamp(self.clock.unix(), 0).map_or(now, |at| at.naive_utc());
+        Self::revoke_all(&mut tx, user_id, cutoff).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(row.into()))
     }
@@ -818,6 +874,53 @@ where
         .await
         .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
+        Ok(MailQuota::Granted)
+    }
+
+    async fn reserve_address_mail(&self, address: &str) -> Result<MailQuota, IdentityError> {
+        let key = digest(&address.to_lowercase());
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        Self::lock_key(&mut tx, "address", &key).await?;
+        let state: Option<(i32, NaiveDateTime)> = sqlx::query_as(
+            "SELECT attempts, sent_at FROM authgate_address_mail_counts WHERE address_digest = $1",
+        )
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let (attempts, sent_at) = state.map_or((0, None), |(n, at)| (n, Some(at)));
+        let attempts = match self.mail_limit.next_attempt(attempts, sent_at, now) {
+            Ok(attempts) => attempts,
+            Err(quota) => return Ok(quota),
+        };
+        sqlx::query(
+            "INSERT INTO authgate_address_mail_counts (address_digest, attempts, sent_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (address_digest) \
+             DO UPDATE SET attempts = EXCLUDED.attempts, sent_at = EXCLUDED.sent_at",
+        )
+        .bind(&key)
+        .bind(attempts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        if self.pruning.due(self.clock.unix()) {
+            let window = chrono::Duration::from_std(self.mail_limit.window)
+                .unwrap_or(chrono::Duration::hours(1));
+            let pool = self.pool().await.clone();
+            tokio::spawn(async move {
+                let pruned =
+                    sqlx::query("DELETE FROM authgate_address_mail_counts WHERE sent_at < $1")
+                        .bind(now - window)
+                        .execute(&pool)
+                        .await;
+                if let Err(err) = pruned {
+                    tracing::warn!(error = %err, "old mail counts of unknown addresses not removed");
+                }
+            });
+        }
         Ok(MailQuota::Granted)
     }
 }

@@ -174,6 +174,45 @@ pub async fn unknown_addresses_answer_like_known_ones(env: &Env) {
     assert_eq!(env.mail.count_settled(&unknown, RESET).await, 0);
     assert_eq!(env.mail.count_settled(&unknown, VERIFY).await, 0);
     assert_eq!(env.mail.count_settled(&known.email, RESET).await, 1);
+
+    // The limit holds for unknown addresses too (in any case): three
+    // "mails" (none sent), then the limit's answer, like a known address.
+    for _ in 0..2 {
+        let reply = gw
+            .post(
+                "/users/resend-verification",
+                json!({"email": unknown.to_uppercase()}),
+            )
+            .await;
+        assert_eq!(
+            reply.json,
+            json!({"message": "Verification email sent successfully", "retry_after": null})
+        );
+    }
+    assert_too_many(
+        &gw.post("/users/resend-verification", json!({"email": unknown}))
+            .await,
+    );
+    assert_eq!(env.mail.count_settled(&unknown, VERIFY).await, 0);
+}
+
+/// The answer of a sign-in with the right password and an unverified address.
+fn verify_first() -> serde_json::Value {
+    json!({
+        "access_token": null,
+        "refresh_token": null,
+        "expires_in": null,
+        "fallback_url": "/verify-email",
+        "message": "Please verify your email first",
+    })
+}
+
+/// Asserts the limit's answer, with an hour (less the test's seconds) to wait.
+fn assert_too_many(reply: &crate::harness::Reply) {
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["message"], "Too many verification attempts");
+    let retry_after = reply.json["retry_after"].as_u64().unwrap();
+    assert!((3500..=3600).contains(&retry_after), "{retry_after}");
 }
 
 pub async fn resend_limit_and_retry_after(env: &Env) {
@@ -183,8 +222,7 @@ pub async fn resend_limit_and_retry_after(env: &Env) {
         gw.post("/users/signup", user.signup_body()).await.status,
         200
     );
-    // The unverified sign-in's mail counts toward the limit.
-    assert_eq!(gw.signin(&user.username, &user.password).await.status, 200);
+    // The sign-up mail counts: two resends make three mails.
     for _ in 0..2 {
         let reply = gw
             .post("/users/resend-verification", json!({"email": user.email}))
@@ -194,16 +232,46 @@ pub async fn resend_limit_and_retry_after(env: &Env) {
             json!({"message": "Verification email sent successfully", "retry_after": null})
         );
     }
-    let reply = gw
-        .post("/users/resend-verification", json!({"email": user.email}))
-        .await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.json["message"], "Too many verification attempts");
-    let retry_after = reply.json["retry_after"].as_u64().unwrap();
-    assert!((3500..=3600).contains(&retry_after), "{retry_after}");
-    // Sign-up mail + sign-in mail + two resends; the refused one sent nothing.
-    assert_eq!(env.mail.count_settled(&user.email, VERIFY).await, 4);
+    // The third resend would be a fourth mail: refused, nothing sent.
+    assert_too_many(
+        &gw.post("/users/resend-verification", json!({"email": user.email}))
+            .await,
+    );
+    assert_eq!(env.mail.count_settled(&user.email, VERIFY).await, 3);
     // Every mailed link is stored and works (deliberate difference 5).
+    let mails = env.mail.mails(&user.email, VERIFY).await;
+    let last = token_of(&crate::harness::link_in(mails.last().unwrap()));
+    assert_eq!(
+        gw.post("/users/verify-email", json!({"token": last}))
+            .await
+            .status,
+        200
+    );
+}
+
+pub async fn unverified_signins_count_toward_the_limit(env: &Env) {
+    let gw = &env.gw;
+    let user = TestUser::new("signinlimit");
+    assert_eq!(
+        gw.post("/users/signup", user.signup_body()).await.status,
+        200
+    );
+    // Sign-up mail, then one mail per unverified sign-in: three.
+    for _ in 0..2 {
+        let reply = gw.signin(&user.username, &user.password).await;
+        assert_eq!((reply.status, &reply.json), (200, &verify_first()));
+    }
+    assert_too_many(
+        &gw.post("/users/resend-verification", json!({"email": user.email}))
+            .await,
+    );
+    // A sign-in over the limit still answers as the contract says, sets no
+    // cookie, and mails nothing.
+    let reply = gw.signin(&user.email, &user.password).await;
+    assert_eq!((reply.status, &reply.json), (200, &verify_first()));
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(env.mail.count_settled(&user.email, VERIFY).await, 3);
+    // The three mailed links work (the last one verifies the address).
     let mails = env.mail.mails(&user.email, VERIFY).await;
     let last = token_of(&crate::harness::link_in(mails.last().unwrap()));
     assert_eq!(
@@ -254,4 +322,69 @@ pub async fn reset_ends_sessions(env: &Env) {
         )
         .await;
     assert_eq!(reply.status, 401);
+}
+
+/// Deliberate difference 15: a reset ends every token of the user issued
+/// before it, the sign-up's too (they name no device session).
+pub async fn reset_ends_signup_tokens(env: &Env) {
+    let gw = &env.gw;
+    let user = TestUser::new("resetsignup");
+    let signup = gw.post("/users/signup", user.signup_body()).await;
+    assert_eq!(signup.status, 200, "{}", signup.text);
+    let access = signup.json["access_token"].as_str().unwrap().to_string();
+    let refresh = signup.json["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(gw.get_bearer("/users/me", &access).await.status, 200);
+    let verify = token_of(&env.mail.wait_for_link(&user.email, VERIFY).await);
+    assert_eq!(
+        gw.post("/users/verify-email", json!({"token": verify}))
+            .await
+            .status,
+        200
+    );
+    // Tokens say when they were issued in whole seconds: the reset comes
+    // in a later second than the sign-up.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        gw.post("/users/forgot-password", json!({"email": user.email}))
+            .await
+            .status,
+        200
+    );
+    let reset = token_of(&env.mail.wait_for_link(&user.email, RESET).await);
+    let reply = gw
+        .post(
+            "/users/reset-password",
+            json!({"token": reset, "new_password": "a brand new pw"}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    gw.get_bearer("/users/me", &access)
+        .await
+        .assert_detail(403, "Invalid token or expired token.");
+    let cookie = gw
+        .send(
+            gw.http
+                .get(gw.url("/users/me"))
+                .header("cookie", format!("access_token={access}")),
+        )
+        .await;
+    cookie.assert_detail(403, "Invalid token or expired token.");
+    let refused = gw
+        .post("/users/refresh-token", json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+
+    // Tokens issued after the reset work.
+    let signin = gw.signin(&user.username, "a brand new pw").await;
+    assert_eq!(signin.status, 200, "{}", signin.text);
+    let fresh = signin.json["access_token"].as_str().unwrap();
+    assert_eq!(gw.get_bearer("/users/me", fresh).await.status, 200);
+    let refreshed = gw
+        .post(
+            "/users/refresh-token",
+            json!({"refresh_token": signin.json["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text);
 }
