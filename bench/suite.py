@@ -899,6 +899,9 @@ http {{
   client_body_temp_path {out}/nginx-tls-tmp/body;
   proxy_temp_path {out}/nginx-tls-tmp/proxy;
   upstream app {{ server {upstream}; keepalive 64; }}
+  # Not the default 1 000: a GOAWAY every 1 000 requests cuts the HTTP/2
+  # streams in flight, which the load generator counts as errors.
+  keepalive_requests 1000000;
   server {{
     listen {listen};
     listen {tls_listen} ssl http2;
