@@ -29,9 +29,11 @@ pub mod progress;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod reload;
 pub mod routes;
 pub mod secret_file;
 pub mod server;
+pub mod tls;
 pub mod tokens;
 pub mod totp;
 

@@ -39,6 +39,13 @@ pub struct Metrics {
     pub client_write_timeouts: IntCounter,
 }
 
+/// See [`Metrics::tls`].
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    pub reload_failures: IntCounter,
+    pub expiry: IntGauge,
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -184,6 +191,25 @@ impl Metrics {
                 counter
             },
             registry,
+        })
+    }
+
+    /// The metrics of TLS termination, registered once when the main
+    /// listener serves HTTPS (a gateway without TLS exports none of them).
+    pub fn tls(&self) -> Result<TlsMetrics, MetricsError> {
+        let reload_failures = IntCounter::new(
+            "tls_reload_failures_total",
+            "Certificate pairs that could not replace the one served (unreadable, key not matching, expired); the old pair stays.",
+        )?;
+        self.registry.register(Box::new(reload_failures.clone()))?;
+        let expiry = IntGauge::new(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate being served expires (its notAfter), in seconds since the epoch.",
+        )?;
+        self.registry.register(Box::new(expiry.clone()))?;
+        Ok(TlsMetrics {
+            reload_failures,
+            expiry,
         })
     }
 

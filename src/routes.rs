@@ -12,6 +12,7 @@
 //! read_timeout_ms = 30000                   # optional
 //! case_insensitive = false                  # optional: match the prefix ignoring ASCII case
 //! forward_access_token = true               # optional: false keeps the access token here
+//! upstream_h2 = false                       # optional: HTTP/2 (h2c) to the upstream, for gRPC
 //! ```
 //!
 //! Prefixes are matched against the request's policy path (canonical,
@@ -66,6 +67,9 @@ pub struct RouteConfig {
     /// The client's access token (bearer header, `access_token` cookie)
     /// goes upstream (other services verify it with `SECRET_KEY`).
     pub forward_access_token: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c) to the upstreams, as gRPC
+    /// servers need (pingora's proxy path; trailers pass); HTTP/1.1 else.
+    pub upstream_h2: bool,
 }
 
 impl RouteConfig {
@@ -111,6 +115,8 @@ struct RouteSpec {
     case_insensitive: bool,
     #[serde(default = "yes")]
     forward_access_token: bool,
+    #[serde(default)]
+    upstream_h2: bool,
 }
 
 fn yes() -> bool {
@@ -199,6 +205,7 @@ pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
             read_timeout: Duration::from_millis(spec.read_timeout_ms.unwrap_or(60_000)),
             case_insensitive: spec.case_insensitive,
             forward_access_token: spec.forward_access_token,
+            upstream_h2: spec.upstream_h2,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderValue, STRICT_TRANSPORT_SECURITY};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::modules::http::HttpModules;
@@ -35,7 +35,10 @@ use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
 use crate::proxy::{Identity, admit, identify};
+use crate::reload::{HangupSignals, Reloads};
 use crate::routes::{Policy, RouteConfig};
+use crate::tls::Tls;
+use crate::tls::redirect::Redirect;
 
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,9 +47,10 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TUNNEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often upstreams are probed.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
-/// Client connections read straight into the HTTP parser's own buffer (no
-/// TLS here to batch small reads for): pingora's default 64 KiB read buffer
-/// per connection made 10 000 idle keep-alive connections cost 780 MB.
+/// Client connections read straight into the HTTP parser's own buffer (or,
+/// over TLS, into rustls's, which batches records itself): pingora's
+/// default 64 KiB read buffer per connection made 10 000 idle keep-alive
+/// connections cost 780 MB.
 const CLIENT_READ_BUFFER: usize = 0;
 const REQUEST_ID: &str = "x-request-id";
 
@@ -68,6 +72,12 @@ pub struct Ctx {
     peer_ip: Option<IpAddr>,
     /// The peer is one of `TRUSTED_PROXIES`.
     trusted_peer: bool,
+    /// The request came over TLS; its answers carry this
+    /// `Strict-Transport-Security`, when configured.
+    tls: bool,
+    hsts: Option<HeaderValue>,
+    /// A gRPC call: the gateway's own answers go in gRPC's shape.
+    grpc: bool,
     /// Set when the request is forwarded: the route's index and who it is for.
     forward: Option<(usize, Option<Identity>)>,
     upstream_started: Option<Instant>,
@@ -81,18 +91,38 @@ pub struct Gateway {
     metrics_only: bool,
     /// The lean path for requests without a body.
     forwarder: Forwarder,
+    /// `HSTS_MAX_AGE_SECONDS`, for answers over TLS.
+    hsts: Option<HeaderValue>,
+    /// The plain listener beside HTTPS: probes here, the rest redirected.
+    redirect: Option<Redirect>,
 }
 
 impl Gateway {
     pub fn new(app: Arc<App>, upstreams: Arc<Vec<Upstream>>, metrics_only: bool) -> Self {
         let max_body = app.config.app.max_body_bytes;
+        let hsts = app
+            .config
+            .edge
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.hsts_max_age)
+            .and_then(|age| HeaderValue::from_str(&format!("max-age={age}")).ok());
         Self {
             app,
             upstreams,
             max_body,
             metrics_only,
             forwarder: Forwarder::default(),
+            hsts,
+            redirect: None,
         }
+    }
+
+    /// The gateway of the plain listener beside HTTPS: health probes
+    /// answered, everything else redirected (see [`crate::tls::redirect`]).
+    pub fn redirecting(mut self, redirect: Redirect) -> Self {
+        self.redirect = Some(redirect);
+        self
     }
 
     fn route_for(&self, path: &str) -> Option<usize> {
@@ -159,7 +189,7 @@ impl Gateway {
             .instrument(span.clone())
             .await?;
         self.observe_upstream_answer(ctx, header.status);
-        header.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        stamp(&mut header, ctx)?;
         let empty = exchange.is_empty();
         session
             .write_response_header(Box::new(header), empty)
@@ -193,7 +223,7 @@ impl Gateway {
             .instrument(span.clone())
             .await?;
         self.observe_upstream_answer(ctx, header.status);
-        header.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        stamp(&mut header, ctx)?;
         match upgrade {
             Upgrade::Refused(exchange) => {
                 session.set_keepalive(None);
@@ -262,6 +292,9 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             peer_ip: None,
             trusted_peer: false,
+            tls: false,
+            hsts: None,
+            grpc: false,
             forward: None,
             upstream_started: None,
         }
@@ -274,6 +307,13 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(SocketAddr::ip);
+        ctx.tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        if ctx.tls {
+            ctx.hsts.clone_from(&self.hsts);
+        }
+        ctx.grpc = crate::http::grpc::is_grpc(&session.req_header().headers);
         let trusted = &self.app.config.edge.trusted_proxies;
         ctx.trusted_peer = ctx
             .peer_ip
@@ -308,7 +348,7 @@ impl ProxyHttp for Gateway {
                 ctx.span
                     .in_scope(|| tracing::info!(reason = refusal.reason(), "request refused"));
                 session.set_keepalive(None);
-                write_response(session, refusal.response(), &ctx.request_id).await?;
+                write_response(session, refusal.response(), ctx).await?;
                 return Ok(true);
             }
         };
@@ -322,7 +362,17 @@ impl ProxyHttp for Gateway {
             } else {
                 Response::detail(StatusCode::NOT_FOUND, "Not Found")
             };
-            write_response(session, response, &ctx.request_id).await?;
+            write_response(session, response, ctx).await?;
+            return Ok(true);
+        }
+
+        if let Some(redirect) = &self.redirect
+            && !Redirect::answers_here(&method, &canonical.path)
+        {
+            let header = session.req_header();
+            let response =
+                redirect.response(header.headers.get(http::header::HOST), header.raw_path());
+            write_response(session, response, ctx).await?;
             return Ok(true);
         }
 
@@ -360,15 +410,17 @@ impl ProxyHttp for Gateway {
                             request_id: &ctx.request_id,
                             peer: ctx.peer_ip,
                             trusted_peer: ctx.trusted_peer,
-                            scheme: "http",
+                            scheme: if ctx.tls { "https" } else { "http" },
                         },
                     )?;
                     ctx.forward = Some((index, identity));
-                    if tunnel {
+                    // The lean path and its tunnels speak HTTP/1.1 upstream.
+                    let upstream_h1 = !upstream.config.upstream_h2;
+                    if tunnel && upstream_h1 {
                         self.forward_tunnel(session, ctx, recheck).await?;
                         return Ok(true);
                     }
-                    if Forwarder::takes(session) {
+                    if upstream_h1 && Forwarder::takes(session) {
                         self.forward_lean(session, ctx).await?;
                         return Ok(true);
                     }
@@ -376,7 +428,7 @@ impl ProxyHttp for Gateway {
                 }
                 Err(response) => {
                     ctx.forward = Some((index, None));
-                    write_response(session, response, &ctx.request_id).await?;
+                    write_response(session, response, ctx).await?;
                     Ok(true)
                 }
             };
@@ -386,7 +438,7 @@ impl ProxyHttp for Gateway {
             Ok(req) => self.app.handle(req).instrument(ctx.span.clone()).await,
             Err(response) => response,
         };
-        write_response(session, response, &ctx.request_id).await?;
+        write_response(session, response, ctx).await?;
         Ok(true)
     }
 
@@ -401,6 +453,10 @@ impl ProxyHttp for Gateway {
         peer.options.connection_timeout = Some(upstream.config.connect_timeout);
         peer.options.total_connection_timeout = Some(upstream.config.connect_timeout);
         peer.options.read_timeout = Some(upstream.config.read_timeout);
+        if upstream.config.upstream_h2 {
+            // HTTP/2 with prior knowledge (h2c): gRPC, whose trailers pass.
+            peer.options.set_http_version(2, 2);
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -421,8 +477,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        Ok(())
+        stamp(response, ctx)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -441,10 +496,7 @@ impl ProxyHttp for Gateway {
                 session.set_keepalive(None);
                 let response =
                     Response::detail(StatusCode::BAD_REQUEST, "Request body could not be read");
-                if write_response(session, response, &ctx.request_id)
-                    .await
-                    .is_ok()
-                {
+                if write_response(session, response, ctx).await.is_ok() {
                     code = StatusCode::BAD_REQUEST.as_u16();
                 }
             }
@@ -478,7 +530,7 @@ impl ProxyHttp for Gateway {
         let mut code = status.as_u16();
         if session.response_written().is_none() {
             session.set_keepalive(None);
-            if write_response(session, Response::detail(status, detail), &ctx.request_id)
+            if write_response(session, Response::detail(status, detail), ctx)
                 .await
                 .is_err()
             {
@@ -585,11 +637,32 @@ async fn read_request(
     Ok(req)
 }
 
+/// What the gateway adds to every answer: the request id, and over TLS
+/// `Strict-Transport-Security` when configured (an upstream's own is kept).
+fn stamp(header: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> {
+    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+        header.insert_header(REQUEST_ID, value)?;
+    }
+    if let Some(hsts) = &ctx.hsts
+        && !header.headers.contains_key(STRICT_TRANSPORT_SECURITY)
+    {
+        header.insert_header(STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+    }
+    Ok(())
+}
+
+/// Writes an answer of the gateway's own (in gRPC's shape to a gRPC call;
+/// the body left out for HEAD).
 async fn write_response(
     session: &mut Session,
     response: Response,
-    request_id: &str,
+    ctx: &Ctx,
 ) -> pingora::Result<()> {
+    let response = if ctx.grpc {
+        crate::http::grpc::answer(response)
+    } else {
+        response
+    };
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
     for (name, value) in &response.headers {
         header.append_header(name.clone(), value.clone())?;
@@ -597,10 +670,8 @@ async fn write_response(
     if !response.headers.contains_key(CONTENT_LENGTH) {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
     }
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        header.insert_header(REQUEST_ID, value)?;
-    }
-    let no_body = response.body.is_empty();
+    stamp(&mut header, ctx)?;
+    let no_body = response.body.is_empty() || session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), no_body)
         .await?;
@@ -653,16 +724,50 @@ pub fn run(
         "drain",
         Drain::new(in_flight.clone(), app.config.edge.shutdown_grace),
     ));
+    // SIGHUP reloads (crate::reload): whatever can reload subscribes.
+    let reloads = Reloads::new();
+    server.add_service(background_service(
+        "reload signals",
+        HangupSignals::new(reloads.clone()),
+    ));
+    let tls = match &app.config.edge.tls {
+        Some(settings) => {
+            let tls = Tls::new(settings, Arc::clone(&app.clock), &app.metrics)
+                .map_err(|err| err.to_string())?;
+            server.add_service(background_service("tls certificate", tls.watch(&reloads)));
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
     let mut service = lean_service(
         &server,
         "authgate",
         Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
         clients.clone(),
         in_flight.clone(),
+        tls.clone(),
     );
     service.add_listener(listener(addr));
     // Listens once every upstream has been probed once.
     server.add_service(service).add_dependencies(&first_checks);
+    if let Some(port) = app.config.edge.tls.as_ref().and_then(|t| t.redirect_port) {
+        let plain_addr = SocketAddr::new(addr.ip(), port);
+        let gateway =
+            Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false).redirecting(Redirect {
+                https_port: addr.port(),
+            });
+        let mut plain = lean_service(
+            &server,
+            "authgate redirect",
+            gateway,
+            clients.clone(),
+            in_flight.clone(),
+            None,
+        );
+        plain.add_listener(listener(plain_addr));
+        server.add_service(plain);
+        tracing::info!(%plain_addr, "plain listener: probes, and redirects to HTTPS");
+    }
     if let Some(metrics_addr) = app.config.edge.metrics_addr {
         let mut metrics = lean_service(
             &server,
@@ -670,12 +775,19 @@ pub fn run(
             Gateway::new(Arc::clone(&app), upstreams, true),
             clients,
             in_flight,
+            None,
         );
         metrics.add_listener(listener(metrics_addr));
         server.add_service(metrics);
         tracing::info!(%metrics_addr, "metrics listener");
     }
-    tracing::info!(%addr, workers, routes = app.config.edge.routes.len(), "authgate listening");
+    tracing::info!(
+        %addr,
+        workers,
+        routes = app.config.edge.routes.len(),
+        tls = tls.is_some(),
+        "authgate listening"
+    );
     server.run(RunArgs {
         shutdown_signal: Box::new(StopSignals),
     });
@@ -684,18 +796,19 @@ pub fn run(
 
 /// The gateway as a pingora service whose client connections are held to
 /// `clients` and whose idle keep-alive connections cost little (see
-/// [`crate::keepalive`]).
+/// [`crate::keepalive`]), over `tls` when given.
 fn lean_service(
     server: &Server,
     name: &str,
     gateway: Gateway,
     clients: ClientPolicy,
     in_flight: InFlight,
+    tls: Option<Arc<Tls>>,
 ) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     Service::new(
         name.to_string(),
-        LeanKeepalive::new(proxy, clients, in_flight),
+        LeanKeepalive::new(proxy, clients, in_flight, tls),
     )
 }
 

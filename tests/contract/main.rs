@@ -27,6 +27,7 @@ mod roles;
 mod slow_clients;
 mod smtp;
 mod sso;
+mod tls;
 mod upstream;
 
 use harness::{Gateway, Mailbox, Options, TempDir, TestDb, TestUser};
