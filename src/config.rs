@@ -226,8 +226,16 @@ pub struct SsoSettings {
 /// Where the gateway stands in the network.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeSettings {
-    /// Upstream routes (`ROUTES_FILE`), longest prefix first.
+    /// Upstream routes (`ROUTES_FILE`), longest prefix first, as read at start.
     pub routes: Vec<crate::routes::RouteConfig>,
+    /// `ROUTES_FILE`: read again on SIGHUP and when it changes.
+    pub routes_file: Option<PathBuf>,
+    /// `ROUTES_WATCH_SECONDS`: how often the routes file is looked at for a
+    /// change; `None` (0): on SIGHUP only.
+    pub routes_watch: Option<Duration>,
+    /// `FORWARD_AUTH_DEFAULT_POLICY`: what forward-auth applies to a path
+    /// no route matches.
+    pub forward_auth_default: crate::routes::Policy,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `REDIS_URL`: shared rate limits; in-process limits without it.
@@ -663,10 +671,21 @@ fn postgres_url(src: &Source<'_>) -> String {
 }
 
 fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
-    let routes = match src.optional("ROUTES_FILE") {
-        Some(path) => crate::routes::load(std::path::Path::new(&path))?,
+    let routes_file = src.optional("ROUTES_FILE").map(PathBuf::from);
+    let routes = match &routes_file {
+        Some(path) => crate::routes::load(path)?,
         None => Vec::new(),
     };
+    let routes_watch = match src.number("ROUTES_WATCH_SECONDS", 5u64, 0)? {
+        0 => None,
+        seconds => Some(Duration::from_secs(seconds)),
+    };
+    let default_policy = src.string("FORWARD_AUTH_DEFAULT_POLICY", "authenticated");
+    let forward_auth_default = crate::routes::Policy::parse(&default_policy).ok_or_else(|| {
+        problem(format!(
+            "FORWARD_AUTH_DEFAULT_POLICY must be public, authenticated or role:<name> (got {default_policy:?})"
+        ))
+    })?;
     let mut trusted_proxies = Vec::new();
     for item in src
         .optional("TRUSTED_PROXIES")
@@ -704,6 +723,9 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
     };
     Ok(EdgeSettings {
         routes,
+        routes_file,
+        routes_watch,
+        forward_auth_default,
         trusted_proxies,
         redis_url,
         metrics_addr,

@@ -29,6 +29,7 @@ pub mod progress;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod reload_signal;
 pub mod routes;
 pub mod secret_file;
 pub mod server;

@@ -167,6 +167,9 @@ async fn migrate(config: &Config, patience: Duration, verbose: bool) -> Result<(
 }
 
 fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
+    // SIGHUP reloads the routes file: watched from the start, so that it
+    // never ends the process (its default), even during the migrations.
+    authgate::reload_signal::install().map_err(|err| format!("cannot watch SIGHUP: {err}"))?;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     if let Err(err) = std::net::TcpListener::bind(addr) {
         return Err(format!("APP_HOST/APP_PORT {addr} cannot be bound: {err}"));

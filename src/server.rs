@@ -25,8 +25,7 @@ use pingora::services::listening::Service;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
-use crate::api::App;
-use crate::balance::Balancer;
+use crate::api::{App, forward_auth};
 use crate::conn::ClientPolicy;
 use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
@@ -35,7 +34,9 @@ use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
 use crate::proxy::{Identity, admit, identify};
-use crate::routes::{Policy, RouteConfig};
+use crate::routes::Policy;
+use crate::routes::reload::RoutesService;
+use crate::routes::table::{Route, RouteTable};
 
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,14 +51,6 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
 const CLIENT_READ_BUFFER: usize = 0;
 const REQUEST_ID: &str = "x-request-id";
 
-/// A configured route and its upstreams.
-pub struct Upstream {
-    pub config: RouteConfig,
-    pub balancer: Arc<Balancer>,
-    /// The route's name in metrics and logs: `proxy:<prefix>`.
-    pub label: String,
-}
-
 /// Per-request state across pingora's phases.
 pub struct Ctx {
     request_id: String,
@@ -68,14 +61,14 @@ pub struct Ctx {
     peer_ip: Option<IpAddr>,
     /// The peer is one of `TRUSTED_PROXIES`.
     trusted_peer: bool,
-    /// Set when the request is forwarded: the route's index and who it is for.
-    forward: Option<(usize, Option<Identity>)>,
+    /// Set when the request is forwarded: its route (kept whatever reloads
+    /// happen meanwhile) and who it is for.
+    forward: Option<(Arc<Route>, Option<Identity>)>,
     upstream_started: Option<Instant>,
 }
 
 pub struct Gateway {
     app: Arc<App>,
-    upstreams: Arc<Vec<Upstream>>,
     max_body: usize,
     /// A listener that serves `/metrics` and nothing else.
     metrics_only: bool,
@@ -84,49 +77,42 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(app: Arc<App>, upstreams: Arc<Vec<Upstream>>, metrics_only: bool) -> Self {
+    pub fn new(app: Arc<App>, metrics_only: bool) -> Self {
         let max_body = app.config.app.max_body_bytes;
         Self {
             app,
-            upstreams,
             max_body,
             metrics_only,
             forwarder: Forwarder::default(),
         }
     }
 
-    fn route_for(&self, path: &str) -> Option<usize> {
-        self.upstreams.iter().position(|u| u.config.matches(path))
-    }
-
-    fn route_label(&self, ctx: &Ctx) -> &str {
+    fn route_label(ctx: &Ctx) -> &str {
         match &ctx.forward {
-            Some((index, _)) => self
-                .upstreams
-                .get(*index)
-                .map_or("proxy", |u| u.label.as_str()),
+            Some((route, _)) => route.label.as_str(),
             None => "unmatched",
         }
     }
 
     /// The chosen route and an upstream address for it (see
     /// [`crate::balance`]: a healthy one, any when none is).
-    fn pick_upstream(&self, ctx: &Ctx) -> pingora::Result<(&Upstream, SocketAddr)> {
-        let upstream = ctx
+    fn pick_upstream(ctx: &Ctx) -> pingora::Result<(Arc<Route>, SocketAddr)> {
+        let route = ctx
             .forward
             .as_ref()
-            .and_then(|(index, _)| self.upstreams.get(*index))
+            .map(|(route, _)| Arc::clone(route))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let addr = upstream
+        let addr = route
             .balancer
-            .pick()
+            .as_ref()
+            .and_then(|balancer| balancer.pick())
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
-        Ok((upstream, addr))
+        Ok((route, addr))
     }
 
     /// Counts an upstream answer and the time it took.
     fn observe_upstream_answer(&self, ctx: &Ctx, status: StatusCode) {
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         if let Some(started) = ctx.upstream_started {
             self.app
                 .metrics
@@ -144,7 +130,7 @@ impl Gateway {
     /// Forwards a request without a body on the lean path (see
     /// [`crate::forward`]) and streams the answer back.
     async fn forward_lean(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         let target = Target {
             addr,
             connect_timeout: upstream.config.connect_timeout,
@@ -179,7 +165,7 @@ impl Gateway {
         ctx: &mut Ctx,
         credentials: Option<http::HeaderMap>,
     ) -> pingora::Result<()> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         let target = Target {
             addr,
             connect_timeout: upstream.config.connect_timeout,
@@ -291,6 +277,9 @@ impl ProxyHttp for Gateway {
             client_id = tracing::field::Empty
         );
 
+        // An ext_authz check names the original target after
+        // `/auth/forward/`: taken raw, before the head is settled.
+        let forwarded_target = forward_auth::forwarded_target(session.req_header().raw_path());
         // One canonical request head, before anything reads it.
         let settled = edge::settle(
             session.req_header_mut(),
@@ -326,18 +315,21 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
-        if !self.app.serves(&method, &canonical.path)
-            && let Some(index) = self.route_for(&canonical.policy)
-        {
-            let upstream = &self.upstreams[index];
-            // A path that other upstreams read under another route (a `;`
-            // that is a parameter to some and a character to others) must
-            // pass that route's policy too.
-            let also = (canonical.literal != canonical.policy)
-                .then(|| self.route_for(&canonical.literal))
-                .flatten()
-                .filter(|other| *other != index)
-                .and_then(|other| self.upstreams.get(other));
+        // The routes in force now: this request keeps its route whatever
+        // reloads happen while it runs. A route without upstreams only
+        // states a policy for forward-auth: it is never forwarded.
+        let routed = (forwarded_target.is_none() && !self.app.serves(&method, &canonical.path))
+            .then(|| {
+                let table = self.app.routes.load();
+                let readings = table.readings(&canonical);
+                let route = readings.policy.filter(|r| r.balancer.is_some()).cloned()?;
+                // A path that other upstreams read under another route (a
+                // `;` that is a parameter to some and a character to
+                // others) must pass that route's policy too.
+                Some((route, readings.other().cloned()))
+            })
+            .flatten();
+        if let Some((upstream, also)) = routed {
             let headers = &session.req_header().headers;
             let admitted = async {
                 if let Some(other) = also {
@@ -363,7 +355,7 @@ impl ProxyHttp for Gateway {
                             scheme: "http",
                         },
                     )?;
-                    ctx.forward = Some((index, identity));
+                    ctx.forward = Some((upstream, identity));
                     if tunnel {
                         self.forward_tunnel(session, ctx, recheck).await?;
                         return Ok(true);
@@ -375,14 +367,14 @@ impl ProxyHttp for Gateway {
                     Ok(false)
                 }
                 Err(response) => {
-                    ctx.forward = Some((index, None));
+                    ctx.forward = Some((upstream, None));
                     write_response(session, response, &ctx.request_id).await?;
                     Ok(true)
                 }
             };
         }
 
-        let response = match read_request(session, self.max_body, ctx.client_ip).await {
+        let response = match read_request(session, self.max_body, ctx, forwarded_target).await {
             Ok(req) => self.app.handle(req).instrument(ctx.span.clone()).await,
             Err(response) => response,
         };
@@ -395,7 +387,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         // A resolved SocketAddr: HttpPeer::new's lookup cannot fail.
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.config.connect_timeout);
@@ -467,7 +459,7 @@ impl ProxyHttp for Gateway {
             }
             _ => (StatusCode::BAD_GATEWAY, "Bad Gateway", "other"),
         };
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         self.app
             .metrics
             .upstream_errors
@@ -503,7 +495,7 @@ impl ProxyHttp for Gateway {
             return;
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         let method = session.req_header().method.as_str();
         let elapsed = ctx.started.elapsed();
         self.app
@@ -532,24 +524,32 @@ fn header_text<'a>(header: &'a RequestHeader, name: &str) -> Option<&'a str> {
 }
 
 /// The request, its body read whole; or the answer to give instead
-/// (413 for a body over the limit, 400 for one that cannot be read).
+/// (413 for a body over the limit, 400 for one that cannot be read). An
+/// ext_authz check (`forwarded_target`) goes to forward-auth whatever its
+/// target reads as once settled.
 async fn read_request(
     session: &mut Session,
     max_body: usize,
-    client_ip: Option<IpAddr>,
+    ctx: &Ctx,
+    forwarded_target: Option<Bytes>,
 ) -> Result<Request, Response> {
     let header = session.req_header();
     let uri = &header.uri;
-    let path = percent_encoding::percent_decode_str(uri.path())
-        .decode_utf8_lossy()
-        .into_owned();
+    let path = match forwarded_target {
+        Some(_) => forward_auth::PATH.to_string(),
+        None => percent_encoding::percent_decode_str(uri.path())
+            .decode_utf8_lossy()
+            .into_owned(),
+    };
     let mut req = Request {
         method: header.method.clone(),
         path,
         query: uri.query().map(str::to_string),
         headers: header.headers.clone(),
         body: Bytes::new(),
-        client_ip,
+        client_ip: ctx.client_ip,
+        from_trusted_proxy: ctx.trusted_peer,
+        forwarded_target,
     };
     let too_large = || Response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
     let declared = req
@@ -631,21 +631,30 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut upstreams = Vec::new();
-    let mut first_checks = Vec::new();
-    for route in &app.config.edge.routes {
-        let balancer = Arc::new(
-            Balancer::new(&route.upstreams, HEALTH_CHECK_EVERY)
-                .map_err(|err| format!("ROUTES_FILE route {}: {err}", route.prefix))?,
-        );
-        first_checks.push(server.add_service(balancer.health_checks(&route.prefix)));
-        upstreams.push(Upstream {
-            config: route.clone(),
-            balancer,
-            label: format!("proxy:{}", route.prefix),
-        });
+    // The first route table; the routes service probes its upstreams
+    // before the listener opens, keeps checking them, and swaps in the
+    // table of a reloaded routes file.
+    let (table, _) = RouteTable::build(
+        &app.config.edge.routes,
+        &RouteTable::default(),
+        HEALTH_CHECK_EVERY,
+    )
+    .map_err(|err| format!("ROUTES_FILE {err}"))?;
+    let route_count = table.len();
+    app.routes.replace(Arc::new(table));
+    if let Err(err) = crate::reload_signal::install() {
+        tracing::warn!(error = %err, "cannot watch SIGHUP: the routes file is reloaded when it changes only");
     }
-    let upstreams = Arc::new(upstreams);
+    let routes = server.add_service(background_service(
+        "routes",
+        RoutesService::new(
+            Arc::clone(&app.routes),
+            Arc::clone(&app.metrics),
+            app.config.edge.routes_file.clone(),
+            app.config.edge.routes_watch,
+            HEALTH_CHECK_EVERY,
+        ),
+    ));
     let clients = ClientPolicy::new(&app.config.edge, &app.metrics);
 
     let in_flight = InFlight::default();
@@ -656,18 +665,18 @@ pub fn run(
     let mut service = lean_service(
         &server,
         "authgate",
-        Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+        Gateway::new(Arc::clone(&app), false),
         clients.clone(),
         in_flight.clone(),
     );
     service.add_listener(listener(addr));
     // Listens once every upstream has been probed once.
-    server.add_service(service).add_dependencies(&first_checks);
+    server.add_service(service).add_dependencies(&[routes]);
     if let Some(metrics_addr) = app.config.edge.metrics_addr {
         let mut metrics = lean_service(
             &server,
             "authgate metrics",
-            Gateway::new(Arc::clone(&app), upstreams, true),
+            Gateway::new(Arc::clone(&app), true),
             clients,
             in_flight,
         );
@@ -675,7 +684,7 @@ pub fn run(
         server.add_service(metrics);
         tracing::info!(%metrics_addr, "metrics listener");
     }
-    tracing::info!(%addr, workers, routes = app.config.edge.routes.len(), "authgate listening");
+    tracing::info!(%addr, workers, routes = route_count, "authgate listening");
     server.run(RunArgs {
         shutdown_signal: Box::new(StopSignals),
     });
