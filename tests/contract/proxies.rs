@@ -163,3 +163,42 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// A configuration's directives: comments dropped, words and `;`, `{`, `}`
+/// apart, whatever the layout.
+fn directives(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = match line.find('#') {
+            Some(at) if at == 0 || line[..at].ends_with(char::is_whitespace) => &line[..at],
+            _ => line,
+        };
+        let spaced = line
+            .replace(';', " ; ")
+            .replace('{', " { ")
+            .replace('}', " } ");
+        out.extend(spaced.split_whitespace().map(str::to_string));
+    }
+    out
+}
+
+/// The first fenced block of `language` in the README.
+fn readme_block(language: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let fence = format!("```{language}\n");
+    let start = readme.find(&fence).expect("the README's block") + fence.len();
+    let end = readme[start..].find("```").expect("its end") + start;
+    readme[start..end].to_string()
+}
+
+#[test]
+fn the_readme_gives_the_configurations_the_tests_run() {
+    assert_eq!(
+        directives(&readme_block("nginx")),
+        directives(NGINX_EXAMPLE)
+    );
+    assert_eq!(
+        directives(&readme_block("caddyfile")),
+        directives(CADDY_EXAMPLE)
+    );
+}
