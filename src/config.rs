@@ -1181,6 +1181,16 @@ mod tests {
                 "mysql://x",
                 "DATABASE_URL must be a postgres:// or sqlite:// URL",
             ),
+            (
+                "ROUTES_WATCH_SECONDS",
+                "often",
+                "ROUTES_WATCH_SECONDS must be a number",
+            ),
+            (
+                "FORWARD_AUTH_DEFAULT_POLICY",
+                "role:",
+                "FORWARD_AUTH_DEFAULT_POLICY must be public, authenticated or role:<name>",
+            ),
         ];
         for (name, value, expected) in cases {
             let mut map = base();
@@ -1198,6 +1208,27 @@ mod tests {
             err.0
                 .starts_with("AUTH_BACKEND=keycloak keeps its registry in PostgreSQL")
         );
+    }
+
+    #[test]
+    fn routes_reload_and_forward_auth_settings() {
+        let edge = Config::from_map(&base()).unwrap().edge;
+        assert_eq!(edge.routes_watch, Some(Duration::from_secs(5)));
+        assert_eq!(
+            edge.forward_auth_default,
+            crate::routes::Policy::Authenticated
+        );
+        assert_eq!(edge.routes_file, None);
+        let mut map = base();
+        map.insert("ROUTES_WATCH_SECONDS".into(), "0".into());
+        map.insert("FORWARD_AUTH_DEFAULT_POLICY".into(), "role:staff".into());
+        let edge = Config::from_map(&map).unwrap().edge;
+        assert_eq!(edge.routes_watch, None);
+        assert_eq!(
+            edge.forward_auth_default,
+            crate::routes::Policy::Role("staff".into())
+        );
+        assert_eq!(edge.forward_auth_default.to_string(), "role:staff");
     }
 
     #[test]
