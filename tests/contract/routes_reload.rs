@@ -366,3 +366,28 @@ async fn a_watched_configmap_swap_applies_and_health_checks_follow_the_routes() 
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(routes_loaded(gw).await, 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_a_routes_file_changes_nothing() {
+    let env = Env::native().await;
+    let gw = &env.gw;
+    let pid = i32::try_from(gw.pid()).expect("pid");
+    for _ in 0..2 {
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "SIGHUP");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        gw.get("/health").await.status,
+        200,
+        "SIGHUP ended the process"
+    );
+    assert!(
+        gw.log_text().contains("no ROUTES_FILE to reload"),
+        "{}",
+        gw.log_text()
+    );
+    assert_eq!(
+        reloads(gw, "applied").await + reloads(gw, "invalid").await,
+        0.0
+    );
+}
