@@ -165,6 +165,17 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         },
     ));
     lines.push((
+        "ROUTES_WATCH_SECONDS",
+        edge.routes_watch.map_or_else(
+            || "0: the routes file is read again on SIGHUP only".to_string(),
+            |every| every.as_secs().to_string(),
+        ),
+    ));
+    lines.push((
+        "FORWARD_AUTH_DEFAULT_POLICY",
+        edge.forward_auth_default.to_string(),
+    ));
+    lines.push((
         "METRICS_ADDR",
         edge.metrics_addr.map_or_else(
             || "not set: /metrics on the main listener".to_string(),

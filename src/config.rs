@@ -237,8 +237,16 @@ pub struct SsoSettings {
 /// Where the gateway stands in the network.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeSettings {
-    /// Upstream routes (`ROUTES_FILE`), longest prefix first.
+    /// Upstream routes (`ROUTES_FILE`), longest prefix first, as read at start.
     pub routes: Vec<crate::routes::RouteConfig>,
+    /// `ROUTES_FILE`: read again on SIGHUP and when it changes.
+    pub routes_file: Option<PathBuf>,
+    /// `ROUTES_WATCH_SECONDS`: how often the routes file is looked at for a
+    /// change; `None` (0): on SIGHUP only.
+    pub routes_watch: Option<Duration>,
+    /// `FORWARD_AUTH_DEFAULT_POLICY`: what forward-auth applies to a path
+    /// no route matches.
+    pub forward_auth_default: crate::routes::Policy,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `REDIS_URL`: shared rate limits; in-process limits without it.
@@ -715,10 +723,21 @@ fn postgres_url(src: &Source<'_>) -> String {
 }
 
 fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
-    let routes = match src.optional("ROUTES_FILE") {
-        Some(path) => crate::routes::load(std::path::Path::new(&path))?,
+    let routes_file = src.optional("ROUTES_FILE").map(PathBuf::from);
+    let routes = match &routes_file {
+        Some(path) => crate::routes::load(path)?,
         None => Vec::new(),
     };
+    let routes_watch = match src.number("ROUTES_WATCH_SECONDS", 5u64, 0)? {
+        0 => None,
+        seconds => Some(Duration::from_secs(seconds)),
+    };
+    let default_policy = src.string("FORWARD_AUTH_DEFAULT_POLICY", "authenticated");
+    let forward_auth_default = crate::routes::Policy::parse(&default_policy).ok_or_else(|| {
+        problem(format!(
+            "FORWARD_AUTH_DEFAULT_POLICY must be public, authenticated or role:<name> (got {default_policy:?})"
+        ))
+    })?;
     let mut trusted_proxies = Vec::new();
     for item in src
         .optional("TRUSTED_PROXIES")
@@ -756,6 +775,9 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
     };
     Ok(EdgeSettings {
         routes,
+        routes_file,
+        routes_watch,
+        forward_auth_default,
         trusted_proxies,
         redis_url,
         metrics_addr,
@@ -1288,6 +1310,16 @@ mod tests {
                 "mysql://x",
                 "DATABASE_URL must be a postgres:// or sqlite:// URL",
             ),
+            (
+                "ROUTES_WATCH_SECONDS",
+                "often",
+                "ROUTES_WATCH_SECONDS must be a number",
+            ),
+            (
+                "FORWARD_AUTH_DEFAULT_POLICY",
+                "role:",
+                "FORWARD_AUTH_DEFAULT_POLICY must be public, authenticated or role:<name>",
+            ),
         ];
         for (name, value, expected) in cases {
             let mut map = base();
@@ -1305,6 +1337,27 @@ mod tests {
             err.0
                 .starts_with("AUTH_BACKEND=keycloak keeps its registry in PostgreSQL")
         );
+    }
+
+    #[test]
+    fn routes_reload_and_forward_auth_settings() {
+        let edge = Config::from_map(&base()).unwrap().edge;
+        assert_eq!(edge.routes_watch, Some(Duration::from_secs(5)));
+        assert_eq!(
+            edge.forward_auth_default,
+            crate::routes::Policy::Authenticated
+        );
+        assert_eq!(edge.routes_file, None);
+        let mut map = base();
+        map.insert("ROUTES_WATCH_SECONDS".into(), "0".into());
+        map.insert("FORWARD_AUTH_DEFAULT_POLICY".into(), "role:staff".into());
+        let edge = Config::from_map(&map).unwrap().edge;
+        assert_eq!(edge.routes_watch, None);
+        assert_eq!(
+            edge.forward_auth_default,
+            crate::routes::Policy::Role("staff".into())
+        );
+        assert_eq!(edge.forward_auth_default.to_string(), "role:staff");
     }
 
     #[test]

@@ -167,7 +167,7 @@ async fn migrate(config: &Config, patience: Duration, verbose: bool) -> Result<(
 }
 
 fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
-    // SIGHUP reloads (the TLS certificate, ...), never stops: taken over
+    // SIGHUP reloads (the TLS certificate, the routes file), never stops: taken over
     // before anything else can be interrupted by it.
     authgate::reload::keep_running_on_hangup()
         .map_err(|err| format!("cannot take SIGHUP over: {err}"))?;

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub requests_refused: IntCounterVec,
     pub tunnels_ended: IntCounterVec,
+    pub routes_reloads: IntCounterVec,
+    pub routes_loaded: IntGauge,
+    pub forward_auth: IntCounterVec,
     pub redis_up: IntGauge,
     pub ratelimit_fallbacks: IntCounter,
     pub audit_failures: IntCounter,
@@ -133,6 +136,24 @@ impl Metrics {
                 "tunnels_ended_total",
                 "Upgraded connections (WebSocket) ended, by why: closed, idle, refused (session revoked or token expired).",
                 &["reason"],
+            )?,
+            routes_reloads: counter(
+                "routes_reloads_total",
+                "Reloads of ROUTES_FILE (SIGHUP, or the file changed), by outcome: applied, unchanged, invalid (the routes in force stay).",
+                &["outcome"],
+            )?,
+            routes_loaded: {
+                let gauge = IntGauge::new(
+                    "routes_loaded",
+                    "Routes in force (the last valid ROUTES_FILE).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            forward_auth: counter(
+                "forward_auth_decisions_total",
+                "Forward-auth answers (/auth/forward), by outcome: allowed, refused (no or bad token), forbidden (role), invalid (unsettled or ambiguous original request), limited, untrusted (not a TRUSTED_PROXIES peer), error.",
+                &["outcome"],
             )?,
             redis_up: {
                 let gauge = IntGauge::new(

@@ -25,8 +25,7 @@ use pingora::services::listening::Service;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
-use crate::api::App;
-use crate::balance::Balancer;
+use crate::api::{App, forward_auth};
 use crate::conn::ClientPolicy;
 use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
@@ -36,7 +35,9 @@ use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
 use crate::proxy::{Identity, admit, identify};
 use crate::reload::{HangupSignals, Reloads};
-use crate::routes::{Policy, RouteConfig};
+use crate::routes::Policy;
+use crate::routes::reload::RoutesService;
+use crate::routes::table::{Route, RouteTable};
 use crate::tls::Tls;
 use crate::tls::redirect::Redirect;
 
@@ -54,14 +55,6 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
 const CLIENT_READ_BUFFER: usize = 0;
 const REQUEST_ID: &str = "x-request-id";
 
-/// A configured route and its upstreams.
-pub struct Upstream {
-    pub config: RouteConfig,
-    pub balancer: Arc<Balancer>,
-    /// The route's name in metrics and logs: `proxy:<prefix>`.
-    pub label: String,
-}
-
 /// Per-request state across pingora's phases.
 pub struct Ctx {
     request_id: String,
@@ -78,14 +71,14 @@ pub struct Ctx {
     hsts: Option<HeaderValue>,
     /// A gRPC call: the gateway's own answers go in gRPC's shape.
     grpc: bool,
-    /// Set when the request is forwarded: the route's index and who it is for.
-    forward: Option<(usize, Option<Identity>)>,
+    /// Set when the request is forwarded: its route (kept whatever reloads
+    /// happen meanwhile) and who it is for.
+    forward: Option<(Arc<Route>, Option<Identity>)>,
     upstream_started: Option<Instant>,
 }
 
 pub struct Gateway {
     app: Arc<App>,
-    upstreams: Arc<Vec<Upstream>>,
     max_body: usize,
     /// A listener that serves `/metrics` and nothing else.
     metrics_only: bool,
@@ -98,7 +91,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(app: Arc<App>, upstreams: Arc<Vec<Upstream>>, metrics_only: bool) -> Self {
+    pub fn new(app: Arc<App>, metrics_only: bool) -> Self {
         let max_body = app.config.app.max_body_bytes;
         let hsts = app
             .config
@@ -109,7 +102,6 @@ impl Gateway {
             .and_then(|age| HeaderValue::from_str(&format!("max-age={age}")).ok());
         Self {
             app,
-            upstreams,
             max_body,
             metrics_only,
             forwarder: Forwarder::default(),
@@ -125,38 +117,32 @@ impl Gateway {
         self
     }
 
-    fn route_for(&self, path: &str) -> Option<usize> {
-        self.upstreams.iter().position(|u| u.config.matches(path))
-    }
-
-    fn route_label(&self, ctx: &Ctx) -> &str {
+    fn route_label(ctx: &Ctx) -> &str {
         match &ctx.forward {
-            Some((index, _)) => self
-                .upstreams
-                .get(*index)
-                .map_or("proxy", |u| u.label.as_str()),
+            Some((route, _)) => route.label.as_str(),
             None => "unmatched",
         }
     }
 
     /// The chosen route and an upstream address for it (see
     /// [`crate::balance`]: a healthy one, any when none is).
-    fn pick_upstream(&self, ctx: &Ctx) -> pingora::Result<(&Upstream, SocketAddr)> {
-        let upstream = ctx
+    fn pick_upstream(ctx: &Ctx) -> pingora::Result<(Arc<Route>, SocketAddr)> {
+        let route = ctx
             .forward
             .as_ref()
-            .and_then(|(index, _)| self.upstreams.get(*index))
+            .map(|(route, _)| Arc::clone(route))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let addr = upstream
+        let addr = route
             .balancer
-            .pick()
+            .as_ref()
+            .and_then(|balancer| balancer.pick())
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
-        Ok((upstream, addr))
+        Ok((route, addr))
     }
 
     /// Counts an upstream answer and the time it took.
     fn observe_upstream_answer(&self, ctx: &Ctx, status: StatusCode) {
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         if let Some(started) = ctx.upstream_started {
             self.app
                 .metrics
@@ -174,7 +160,7 @@ impl Gateway {
     /// Forwards a request without a body on the lean path (see
     /// [`crate::forward`]) and streams the answer back.
     async fn forward_lean(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         let target = Target {
             addr,
             connect_timeout: upstream.config.connect_timeout,
@@ -209,7 +195,7 @@ impl Gateway {
         ctx: &mut Ctx,
         credentials: Option<http::HeaderMap>,
     ) -> pingora::Result<()> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         let target = Target {
             addr,
             connect_timeout: upstream.config.connect_timeout,
@@ -331,6 +317,9 @@ impl ProxyHttp for Gateway {
             client_id = tracing::field::Empty
         );
 
+        // An ext_authz check names the original target after
+        // `/auth/forward/`: taken raw, before the head is settled.
+        let forwarded_target = forward_auth::forwarded_target(session.req_header().raw_path());
         // One canonical request head, before anything reads it.
         let settled = edge::settle(
             session.req_header_mut(),
@@ -376,18 +365,21 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
-        if !self.app.serves(&method, &canonical.path)
-            && let Some(index) = self.route_for(&canonical.policy)
-        {
-            let upstream = &self.upstreams[index];
-            // A path that other upstreams read under another route (a `;`
-            // that is a parameter to some and a character to others) must
-            // pass that route's policy too.
-            let also = (canonical.literal != canonical.policy)
-                .then(|| self.route_for(&canonical.literal))
-                .flatten()
-                .filter(|other| *other != index)
-                .and_then(|other| self.upstreams.get(other));
+        // The routes in force now: this request keeps its route whatever
+        // reloads happen while it runs. A route without upstreams only
+        // states a policy for forward-auth: it is never forwarded.
+        let routed = (forwarded_target.is_none() && !self.app.serves(&method, &canonical.path))
+            .then(|| {
+                let table = self.app.routes.load();
+                let readings = table.readings(&canonical);
+                let route = readings.policy.filter(|r| r.balancer.is_some()).cloned()?;
+                // A path that other upstreams read under another route (a
+                // `;` that is a parameter to some and a character to
+                // others) must pass that route's policy too.
+                Some((route, readings.other().cloned()))
+            })
+            .flatten();
+        if let Some((upstream, also)) = routed {
             let headers = &session.req_header().headers;
             let admitted = async {
                 if let Some(other) = also {
@@ -413,9 +405,9 @@ impl ProxyHttp for Gateway {
                             scheme: if ctx.tls { "https" } else { "http" },
                         },
                     )?;
-                    ctx.forward = Some((index, identity));
                     // The lean path and its tunnels speak HTTP/1.1 upstream.
                     let upstream_h1 = !upstream.config.upstream_h2;
+                    ctx.forward = Some((upstream, identity));
                     if tunnel && upstream_h1 {
                         self.forward_tunnel(session, ctx, recheck).await?;
                         return Ok(true);
@@ -427,14 +419,14 @@ impl ProxyHttp for Gateway {
                     Ok(false)
                 }
                 Err(response) => {
-                    ctx.forward = Some((index, None));
+                    ctx.forward = Some((upstream, None));
                     write_response(session, response, ctx).await?;
                     Ok(true)
                 }
             };
         }
 
-        let response = match read_request(session, self.max_body, ctx.client_ip).await {
+        let response = match read_request(session, self.max_body, ctx, forwarded_target).await {
             Ok(req) => self.app.handle(req).instrument(ctx.span.clone()).await,
             Err(response) => response,
         };
@@ -447,7 +439,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         // A resolved SocketAddr: HttpPeer::new's lookup cannot fail.
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.config.connect_timeout);
@@ -519,7 +511,7 @@ impl ProxyHttp for Gateway {
             }
             _ => (StatusCode::BAD_GATEWAY, "Bad Gateway", "other"),
         };
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         self.app
             .metrics
             .upstream_errors
@@ -555,7 +547,7 @@ impl ProxyHttp for Gateway {
             return;
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         let method = session.req_header().method.as_str();
         let elapsed = ctx.started.elapsed();
         self.app
@@ -584,24 +576,32 @@ fn header_text<'a>(header: &'a RequestHeader, name: &str) -> Option<&'a str> {
 }
 
 /// The request, its body read whole; or the answer to give instead
-/// (413 for a body over the limit, 400 for one that cannot be read).
+/// (413 for a body over the limit, 400 for one that cannot be read). An
+/// ext_authz check (`forwarded_target`) goes to forward-auth whatever its
+/// target reads as once settled.
 async fn read_request(
     session: &mut Session,
     max_body: usize,
-    client_ip: Option<IpAddr>,
+    ctx: &Ctx,
+    forwarded_target: Option<Bytes>,
 ) -> Result<Request, Response> {
     let header = session.req_header();
     let uri = &header.uri;
-    let path = percent_encoding::percent_decode_str(uri.path())
-        .decode_utf8_lossy()
-        .into_owned();
+    let path = match forwarded_target {
+        Some(_) => forward_auth::PATH.to_string(),
+        None => percent_encoding::percent_decode_str(uri.path())
+            .decode_utf8_lossy()
+            .into_owned(),
+    };
     let mut req = Request {
         method: header.method.clone(),
         path,
         query: uri.query().map(str::to_string),
         headers: header.headers.clone(),
         body: Bytes::new(),
-        client_ip,
+        client_ip: ctx.client_ip,
+        from_trusted_proxy: ctx.trusted_peer,
+        forwarded_target,
     };
     let too_large = || Response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
     let declared = req
@@ -702,33 +702,40 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut upstreams = Vec::new();
-    let mut first_checks = Vec::new();
-    for route in &app.config.edge.routes {
-        let balancer = Arc::new(
-            Balancer::new(&route.upstreams, HEALTH_CHECK_EVERY)
-                .map_err(|err| format!("ROUTES_FILE route {}: {err}", route.prefix))?,
-        );
-        first_checks.push(server.add_service(balancer.health_checks(&route.prefix)));
-        upstreams.push(Upstream {
-            config: route.clone(),
-            balancer,
-            label: format!("proxy:{}", route.prefix),
-        });
-    }
-    let upstreams = Arc::new(upstreams);
+    // The first route table; the routes service probes its upstreams
+    // before the listener opens, keeps checking them, and swaps in the
+    // table of a reloaded routes file.
+    let (table, _) = RouteTable::build(
+        &app.config.edge.routes,
+        &RouteTable::default(),
+        HEALTH_CHECK_EVERY,
+    )
+    .map_err(|err| format!("ROUTES_FILE {err}"))?;
+    let route_count = table.len();
+    app.routes.replace(Arc::new(table));
+    // SIGHUP reloads (crate::reload): whatever can reload subscribes.
+    let reloads = Reloads::new();
+    server.add_service(background_service(
+        "reload signals",
+        HangupSignals::new(reloads.clone()),
+    ));
+    let routes = server.add_service(background_service(
+        "routes",
+        RoutesService::new(
+            Arc::clone(&app.routes),
+            Arc::clone(&app.metrics),
+            reloads.clone(),
+            app.config.edge.routes_file.clone(),
+            app.config.edge.routes_watch,
+            HEALTH_CHECK_EVERY,
+        ),
+    ));
     let clients = ClientPolicy::new(&app.config.edge, &app.metrics);
 
     let in_flight = InFlight::default();
     server.add_service(background_service(
         "drain",
         Drain::new(in_flight.clone(), app.config.edge.shutdown_grace),
-    ));
-    // SIGHUP reloads (crate::reload): whatever can reload subscribes.
-    let reloads = Reloads::new();
-    server.add_service(background_service(
-        "reload signals",
-        HangupSignals::new(reloads.clone()),
     ));
     let tls = match &app.config.edge.tls {
         Some(settings) => {
@@ -742,20 +749,19 @@ pub fn run(
     let mut service = lean_service(
         &server,
         "authgate",
-        Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+        Gateway::new(Arc::clone(&app), false),
         clients.clone(),
         in_flight.clone(),
         tls.clone(),
     );
     service.add_listener(listener(addr));
     // Listens once every upstream has been probed once.
-    server.add_service(service).add_dependencies(&first_checks);
+    server.add_service(service).add_dependencies(&[routes]);
     if let Some(port) = app.config.edge.tls.as_ref().and_then(|t| t.redirect_port) {
         let plain_addr = SocketAddr::new(addr.ip(), port);
-        let gateway =
-            Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false).redirecting(Redirect {
-                https_port: addr.port(),
-            });
+        let gateway = Gateway::new(Arc::clone(&app), false).redirecting(Redirect {
+            https_port: addr.port(),
+        });
         let mut plain = lean_service(
             &server,
             "authgate redirect",
@@ -772,7 +778,7 @@ pub fn run(
         let mut metrics = lean_service(
             &server,
             "authgate metrics",
-            Gateway::new(Arc::clone(&app), upstreams, true),
+            Gateway::new(Arc::clone(&app), true),
             clients,
             in_flight,
             None,
@@ -784,7 +790,7 @@ pub fn run(
     tracing::info!(
         %addr,
         workers,
-        routes = app.config.edge.routes.len(),
+        routes = route_count,
         tls = tls.is_some(),
         "authgate listening"
     );

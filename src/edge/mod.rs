@@ -11,7 +11,8 @@
 //!
 //! May import: `http` (responses, cookies), `proxy` (the identity it
 //! writes), `routes` (a route's options). Nothing imports it but the
-//! server.
+//! server and forward-auth (`api::forward_auth`, which judges a proxy's
+//! request as a route would and answers with the same identity headers).
 
 pub mod headers;
 pub mod path;

@@ -38,6 +38,8 @@ pub enum Route {
     SsoCallback,
     Totp,
     TotpConfirm,
+    /// Forward-auth: a proxy asks whether a request may pass (any method).
+    ForwardAuth,
 }
 
 impl Route {
@@ -61,6 +63,17 @@ impl Route {
             Self::Session | Self::UserSessions => &[Method::DELETE],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Totp => &[Method::GET, Method::HEAD, Method::POST, Method::DELETE],
+            // The original request's method: any is answered (these are
+            // the ones documented).
+            Self::ForwardAuth => &[
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ],
             Self::Signup
             | Self::Signin
             | Self::RefreshToken
@@ -72,6 +85,11 @@ impl Route {
             | Self::EmailTest
             | Self::TotpConfirm => POST,
         }
+    }
+
+    /// Answers every method, those of [`Self::methods`] and any other.
+    pub fn any_method(self) -> bool {
+        self == Self::ForwardAuth
     }
 
     /// A label for logs and metrics (the path template).
@@ -112,6 +130,8 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/auth/callback", Route::SsoCallback),
     ("/auth/mfa/totp", Route::Totp),
     ("/auth/mfa/totp/confirm", Route::TotpConfirm),
+    ("/auth/forward", Route::ForwardAuth),
+    ("/auth/forward/{*original}", Route::ForwardAuth),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +161,7 @@ impl Router {
     pub fn resolve(&self, method: &Method, path: &str) -> Resolution {
         if let Ok(found) = self.inner.at(path) {
             let route = *found.value;
-            if !route.methods().contains(method) {
+            if !route.methods().contains(method) && !route.any_method() {
                 let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
                 return Resolution::WrongMethod(allow.join(", "));
             }
@@ -216,6 +236,15 @@ mod tests {
         assert_eq!(
             router.resolve(&Method::HEAD, "/health"),
             Resolution::Found(Route::Health, None)
+        );
+        let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+        assert_eq!(
+            router.resolve(&propfind, "/auth/forward"),
+            Resolution::Found(Route::ForwardAuth, None)
+        );
+        assert_eq!(
+            router.resolve(&Method::POST, "/auth/forward/admin/x"),
+            Resolution::Found(Route::ForwardAuth, Some("admin/x".into()))
         );
     }
 }
