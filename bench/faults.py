@@ -210,6 +210,7 @@ class Matrix:
             sess_missing = sum(1 for _, d in m.signins if d not in sessions)
             sess_not_ended = sum(1 for d in outs if sessions.get(d))
         return {"mode": self.mode, "rows": rows, "failovers": m.failovers,
+                "sessions_refused": m.ended_sessions,
                 "half_written_total": len(half), "sessions_missing": sess_missing,
                 "sessions_not_ended": sess_not_ended, "requests": len(m.records),
                 "skipped_ticks": m.skipped}
@@ -218,24 +219,33 @@ class Matrix:
         return [em for em, t in self.m.signup_times.items() if t0 <= t < t1]
 
 
-def table(results, machine, command, started, args):
-    lines = [
-        "## Fault matrix",
-        "",
-        f"Run of {started} with `{command}` on {machine['cores']} cores ({machine['cpu']}), "
-        f"Linux {machine['kernel']}; load average before {machine['load_before'][0]:.2f}. "
-        "The machine was shared with other work during the run. The mix of bench/mix.py at "
-        f"{args.rate} requests/s, round robin over two authgate replicas (a replica that "
+def table(runs):
+    """The fault matrix of one or more runs (one per mode): dicts with
+    result, machine, command, started and settings."""
+    lines = ["## Fault matrix", ""]
+    for run in runs:
+        machine, st = run["machine"], run["settings"]
+        lines.append(
+            f"{run['result']['mode'].capitalize()} mode: run of {run['started']} with "
+            f"`{run['command']}` on {machine['cores']} cores ({machine['cpu']}), Linux "
+            f"{machine['kernel']}; load average before {machine['load_before'][0]:.2f}; "
+            f"authgate {run.get('binary', 'built from this tree')}.")
+        lines.append("")
+    st = runs[0]["settings"]
+    lines += [
+        "The machine was shared with other work during the runs. The mix of bench/mix.py at "
+        f"{st['rate']:.0f} requests/s, round robin over two authgate replicas (a replica that "
         "refuses the connection is skipped, as a load balancer does), each on servers of its "
-        f"own; each neighbour stopped for {args.down:.0f} s, then started again, and "
-        f"{args.settle:.0f} s watched after its return. A request without an answer within "
-        f"{args.timeout:.0f} s counts as hung.",
+        f"own; each neighbour stopped for {st['down']:.0f} s (plus the time it takes to stop "
+        f"and start), then started again, and {st['settle']:.0f} s watched after its return. "
+        f"A request without an answer within {st['timeout']:.0f} s counts as hung.",
         "",
         "| mode | fault | down s | answers | non-2xx answers seen | outside the contract | "
         "hung | good again after (s) | users lost / half-written / written though refused | "
         "mails lost / twice (of sign-ups with 200) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    results = [run["result"] for run in runs]
     for res in results:
         for r in res["rows"]:
             extra = f" (drain {r['drain_s']:.1f} s)" if r.get("drain_s") else ""
@@ -251,6 +261,8 @@ def table(results, machine, command, started, args):
     for res in results:
         s = (f"{res['mode']} mode, whole run: {res['requests']} requests, "
              f"{res['failovers']} connections refused by a stopped replica and sent to the other, "
+             f"{res.get('sessions_refused', 0)} sessions refused (401/403) and dropped by their "
+             "client, "
              f"{res['half_written_total']} users half-written")
         if res["sessions_missing"] is not None:
             s += (f", {res['sessions_missing']} sign-ins without their session row, "
@@ -286,6 +298,7 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--publish", action="store_true")
     ap.add_argument("--command", default="bench/faults.sh")
+    ap.add_argument("--binary-note", default="built from this tree")
     args = ap.parse_args()
     out = Path(args.out)
     only = set(filter(None, args.only.split(",")))
@@ -312,8 +325,7 @@ def main():
                 st.term_gw(i)
             res = mx.report()
             results.append(res)
-            (out / f"faults-{mode}.json").write_text(json.dumps(
-                {"result": res, "events": mx.events}, indent=1))
+            (out / f"events-{mode}.json").write_text(json.dumps(mx.events, indent=1))
             for r in res["rows"]:
                 log(f"{mode} {r['fault']}: {json.dumps(r)}")
     finally:
@@ -324,13 +336,26 @@ def main():
             except Exception as e:  # noqa: BLE001
                 log(f"stopping Keycloak: {e}")
         st.stop_services()
-    text = table(results, machine, args.command, started, args)
+    settings = {"rate": args.rate, "down": args.down, "settle": args.settle,
+                "timeout": args.timeout}
+    runs = [{"result": res, "machine": machine, "command": args.command, "started": started,
+             "settings": settings, "binary": args.binary_note} for res in results]
+    for run in runs:
+        (out / f"faults-{run['result']['mode']}.json").write_text(json.dumps(run, indent=1))
+    text = table(runs)
     (out / "faults.md").write_text(text)
     print(text)
     if args.publish and results:
+        bench = Path(args.repo) / "bench"
+        for run in runs:
+            (bench / f"faults-{run['result']['mode']}.json").write_text(json.dumps(run, indent=1))
+        # The table shows every mode published so far (a run of one mode
+        # leaves the other's last rows in place).
+        allruns = [json.loads((bench / f"faults-{mode}.json").read_text())
+                   for mode in ("native", "keycloak") if (bench / f"faults-{mode}.json").exists()]
         soak.write_marked(Path(args.repo) / "RELIABILITY.md", "<!-- faults:begin -->",
-                          "<!-- faults:end -->", text, soak.INTRO)
-        log("published: RELIABILITY.md (fault matrix)")
+                          "<!-- faults:end -->", table(allruns), soak.INTRO)
+        log("published: RELIABILITY.md (fault matrix), bench/faults-*.json")
     bad = [(res["mode"], r["fault"]) for res in results for r in res["rows"]
            if r["outside_contract"] or r["hung"] or r["recovery_s"] >= 5 or r["users_lost"]
            or r["users_half_written"]]

@@ -51,6 +51,8 @@ fi
 BIN=$REPO/target/$PROFILE
 mkdir -p "$OUT"
 
+# The command as run, with the settings given in the environment.
+settings=$(env | grep -E '^(FAULTS_|SOAK_)[A-Z_]*=' | grep -v '_BIN=' | sort | tr '\n' ' ' || true)
 AUTHGATE_BIN=${AUTHGATE_BIN:-$BIN/authgate}
 UPSTREAM_BIN=${UPSTREAM_BIN:-$BIN/examples/upstream}
 
@@ -60,4 +62,5 @@ exec python3 bench/faults.py --out "$OUT" --repo "$REPO" --state "$STATE" \
   --rate "${FAULTS_RATE:-40}" --down "${FAULTS_DOWN:-10}" --settle "${FAULTS_SETTLE:-20}" \
   --timeout "${FAULTS_TIMEOUT:-10}" --base-port "${FAULTS_BASE_PORT:-47500}" \
   --pbkdf2-rounds "${SOAK_PBKDF2_ROUNDS:-0}" \
-  --command "bench/faults.sh $*" "${args[@]}"
+  --binary-note "${FAULTS_BINARY_NOTE:-$PROFILE build of $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' with changes')}" \
+  --command "${settings}bench/faults.sh $*" "${args[@]}"

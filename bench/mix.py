@@ -121,6 +121,7 @@ class Mix:
         self.signouts = []                  # (email, device_id) of 200 sign-outs
         self.skipped = 0                    # ticks skipped: max_inflight reached
         self.failovers = 0
+        self.ended_sessions = 0             # sessions dropped after a 401/403
         self.inflight = 0
         self.rr = 0
         self.local = threading.local()
@@ -289,24 +290,30 @@ class Mix:
         with self.lock:
             self.sessions.append(s)
 
+    def give_back_unless_ended(self, s, status):
+        """A session refused (401/403: ended, as after a Keycloak restart
+        that lost it) is dropped, as a client would sign in again; the
+        sign-ins of the mix make new ones."""
+        if status in (401, 403):
+            with self.lock:
+                self.ended_sessions += 1
+            return
+        self.give_back(s)
+
     def op_me(self):
         s = self.take_session()
         if s is None:
             return self.op_public()
-        try:
-            self.request("me", "GET", "/users/me/", token=s["access"])
-        finally:
-            self.give_back(s)
+        status, _ = self.request("me", "GET", "/users/me/", token=s["access"])
+        self.give_back_unless_ended(s, status)
 
     def op_private(self):
         s = self.take_session()
         if s is None:
             return self.op_public()
-        try:
-            self.request("private", "GET", "/api/soak?i=" + str(self.rng.randrange(1000)),
-                         token=s["access"])
-        finally:
-            self.give_back(s)
+        status, _ = self.request("private", "GET", "/api/soak?i=" + str(self.rng.randrange(1000)),
+                                 token=s["access"])
+        self.give_back_unless_ended(s, status)
 
     def op_public(self):
         self.request("public", "GET", "/pub/soak?i=" + str(self.rng.randrange(1000)))
@@ -315,14 +322,12 @@ class Mix:
         s = self.take_session()
         if s is None:
             return self.op_public()
-        try:
-            status, answer = self.request("refresh", "POST", "/users/refresh-token",
-                                          {"refresh_token": s["refresh"]})
-            if status == 200 and isinstance(answer, dict) and answer.get("access_token"):
-                s["access"] = answer["access_token"]
-                s["refresh"] = answer.get("refresh_token") or s["refresh"]
-        finally:
-            self.give_back(s)
+        status, answer = self.request("refresh", "POST", "/users/refresh-token",
+                                      {"refresh_token": s["refresh"]})
+        if status == 200 and isinstance(answer, dict) and answer.get("access_token"):
+            s["access"] = answer["access_token"]
+            s["refresh"] = answer.get("refresh_token") or s["refresh"]
+        self.give_back_unless_ended(s, status)
 
     def op_signout(self):
         with self.lock:
@@ -335,7 +340,7 @@ class Mix:
             with self.lock:
                 self.signouts.append((s["email"], s["device"]))
         else:
-            self.give_back(s)
+            self.give_back_unless_ended(s, status)
 
     def pick(self):
         r = self.rng.random()

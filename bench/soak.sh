@@ -48,6 +48,8 @@ fi
 BIN=$REPO/target/$PROFILE
 mkdir -p "$OUT"
 
+# The command as run, with the settings given in the environment.
+settings=$(env | grep -E '^(SOAK_)[A-Z_]*=' | grep -v '_BIN=' | sort | tr '\n' ' ' || true)
 AUTHGATE_BIN=${AUTHGATE_BIN:-$BIN/authgate}
 UPSTREAM_BIN=${UPSTREAM_BIN:-$BIN/examples/upstream}
 
@@ -57,4 +59,4 @@ exec python3 bench/soak.py --out "$OUT" --repo "$REPO" --state "$STATE" \
   --rate "${SOAK_RATE:-40}" --warmup "${SOAK_WARMUP:-60}" --timeout "${SOAK_TIMEOUT:-10}" \
   --base-port "${SOAK_BASE_PORT:-47000}" --pbkdf2-rounds "${SOAK_PBKDF2_ROUNDS:-0}" \
   --keycloak-url "${SOAK_KEYCLOAK_URL:-}" --profile "$PROFILE" \
-  --command "bench/soak.sh $*" "${args[@]}"
+  --command "${settings}bench/soak.sh $*" "${args[@]}"
