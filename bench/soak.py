@@ -117,9 +117,9 @@ def analyse(windows, warmup):
 
 
 def pool_conns(st, conns):
-    """authgate's connections to the database, Redis, the upstreams and
-    Keycloak (its HTTP client's pool)."""
-    ports = tuple(f":{st.ports[k]}" for k in ("postgres", "redis", "up0", "up1"))
+    """authgate's connections to the database, Redis, the upstreams, the SMTP
+    server and Keycloak (the pools of their clients)."""
+    ports = tuple(f":{st.ports[k]}" for k in ("postgres", "redis", "smtp", "up0", "up1"))
     if st.keycloak_url:
         ports += (":" + st.keycloak_url.rstrip("/").rsplit(":", 1)[-1],)
     return sum(1 for c in conns if c[0] == "ESTAB" and c[2].endswith(ports))
@@ -365,7 +365,7 @@ def section(results):
               "after the load, once the clients closed their connections, descriptors (other "
               "than the pools' connections) and threads back to their level before the load and no client connection open "
               "(`ss`); the pools are authgate's connections to the database, Redis, the "
-              "upstreams and Keycloak, each bounded."]
+              "upstreams, the SMTP server and Keycloak, each bounded."]
     for r in results:
         if r["non2xx"]:
             lines.append("")
