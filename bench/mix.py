@@ -426,8 +426,11 @@ class Mix:
         for th in self.threads:
             th.join()
         self.pool.shutdown(wait=True)
-        self.mailbox.poll()
         self.close_connections()
+        # Mail goes out after the sign-up's answer: give the last ones a
+        # moment to reach the mailbox before its last reading.
+        time.sleep(3)
+        self.mailbox.poll()
 
     def close_connections(self):
         with self.lock:
