@@ -279,13 +279,25 @@ def table(runs):
     return "\n".join(lines) + "\n"
 
 
+def publish_all(repo):
+    """The table shows every mode published so far (a run of one mode leaves
+    the other's last rows in place)."""
+    bench = repo / "bench"
+    allruns = [json.loads((bench / f"faults-{mode}.json").read_text())
+               for mode in ("native", "keycloak") if (bench / f"faults-{mode}.json").exists()]
+    if allruns:
+        soak.write_marked(repo / "RELIABILITY.md", "<!-- faults:begin -->",
+                          "<!-- faults:end -->", table(allruns), soak.INTRO)
+        log("published: RELIABILITY.md (fault matrix), bench/faults-*.json")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", default="")
     ap.add_argument("--repo", required=True)
-    ap.add_argument("--state", required=True)
-    ap.add_argument("--authgate", required=True)
-    ap.add_argument("--upstream-bin", required=True)
+    ap.add_argument("--state", default="")
+    ap.add_argument("--authgate", default="")
+    ap.add_argument("--upstream-bin", default="")
     ap.add_argument("--modes", default="native,keycloak")
     ap.add_argument("--only", default="")
     ap.add_argument("--rate", type=float, default=40)
@@ -299,7 +311,12 @@ def main():
     ap.add_argument("--publish", action="store_true")
     ap.add_argument("--command", default="bench/faults.sh")
     ap.add_argument("--binary-note", default="built from this tree")
+    ap.add_argument("--render", action="store_true",
+                    help="only write RELIABILITY.md's fault matrix again from bench/faults-*.json")
     args = ap.parse_args()
+    if args.render:
+        publish_all(Path(args.repo))
+        return
     out = Path(args.out)
     only = set(filter(None, args.only.split(",")))
     st = stack.Stack(args.repo, args.state, out, args.authgate, args.upstream_bin,
@@ -349,13 +366,7 @@ def main():
         bench = Path(args.repo) / "bench"
         for run in runs:
             (bench / f"faults-{run['result']['mode']}.json").write_text(json.dumps(run, indent=1))
-        # The table shows every mode published so far (a run of one mode
-        # leaves the other's last rows in place).
-        allruns = [json.loads((bench / f"faults-{mode}.json").read_text())
-                   for mode in ("native", "keycloak") if (bench / f"faults-{mode}.json").exists()]
-        soak.write_marked(Path(args.repo) / "RELIABILITY.md", "<!-- faults:begin -->",
-                          "<!-- faults:end -->", table(allruns), soak.INTRO)
-        log("published: RELIABILITY.md (fault matrix), bench/faults-*.json")
+        publish_all(Path(args.repo))
     bad = [(res["mode"], r["fault"]) for res in results for r in res["rows"]
            if r["outside_contract"] or r["hung"] or r["recovery_s"] >= 5 or r["users_lost"]
            or r["users_half_written"]]

@@ -52,7 +52,7 @@ BIN=$REPO/target/$PROFILE
 mkdir -p "$OUT"
 
 # The command as run, with the settings given in the environment.
-settings=$(env | grep -E '^(FAULTS_|SOAK_)[A-Z_]*=' | grep -v '_BIN=' | sort | tr '\n' ' ' || true)
+settings=$(env | grep -E '^(FAULTS_|SOAK_)[A-Z0-9_]*=' | grep -v -e '_BIN=' -e '^FAULTS_BINARY_NOTE=' | sort | tr '\n' ' ' || true)
 AUTHGATE_BIN=${AUTHGATE_BIN:-$BIN/authgate}
 UPSTREAM_BIN=${UPSTREAM_BIN:-$BIN/examples/upstream}
 
