@@ -142,6 +142,7 @@ def soak(args, mode, st):
         f"(before: {before})")
     m.start()
     sampler.start()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     end = time.monotonic() + args.seconds
     next_note = time.monotonic() + 60
     while time.monotonic() < end:
@@ -202,7 +203,8 @@ def soak(args, mode, st):
         "authgate still running": alive,
     }
     result = {
-        "mode": mode, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "mode": mode, "started": started,
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": args.command, "seconds": round(duration), "rate": args.rate,
         "warmup_s": args.warmup, "machine": suite.machine(),
         "requests": len(m.records), "skipped_ticks": m.skipped,
@@ -311,7 +313,8 @@ def section(results):
     for r in results:
         m = r["machine"]
         lines += [
-            f"{r['mode'].capitalize()} mode: run of {r['started']} with `{r['command'].strip()}` "
+            f"{r['mode'].capitalize()} mode: run from {r['started']} to "
+            f"{r.get('finished', '?')[11:]} with `{r['command'].strip()}` "
             f"on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
             f"load average before {m['load_before'][0]:.2f}; authgate built with the "
             f"`{r['profile']}` profile"
@@ -347,7 +350,7 @@ def section(results):
             f"| {r['mode']} | {r['seconds']} s | {r['rate']}/s | {r['requests']} "
             f"({r['signups']} sign-ups, {r['verified']} verified, {r['signins']} sign-ins, "
             f"{r['signouts']} sign-outs) | {fmt_totals(a['totals'])} | {p50:.1f} / {p99:.1f} | "
-            f"{a['p99_first_third_ms']} → {a['p99_last_third_ms']} | "
+            f"{a['p99_first_third_ms']:.1f} → {a['p99_last_third_ms']:.1f} | "
             f"{rss[0] if rss else '?'} → {rss[-1] if rss else '?'}, "
             f"{a['rss_slope_mb_per_min']:+.2f}/min | {min(fds) if fds else '?'}–"
             f"{max(fds) if fds else '?'}, {a['fds_slope_per_min']:+.2f}/min | "
