@@ -11,6 +11,7 @@
 #     built from its Go module (scripts/proxies.sh; the tests run their own
 #     instances)
 # Usage: scripts/services.sh start|stop|status|env
+#        scripts/services.sh start|stop postgres|redis|maildev ...  (only those)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -515,13 +516,32 @@ cmd_env() {
   done
 }
 
+# Starts or stops only the named services (postgres, redis, maildev), e.g. for
+# a load run with its own state dir and ports that cuts one of them mid-run.
+cmd_one() {
+  local action=$1 name
+  shift
+  mkdir -p "$LOG_DIR" "$RUN_DIR"
+  for name in "$@"; do
+    case $action:$name in
+      start:postgres) pg_start ;;
+      stop:postgres) pg_stop ;;
+      start:redis) redis_start ;;
+      stop:redis) stop_pid_service redis ;;
+      start:maildev) maildev_start ;;
+      stop:maildev) stop_pid_service maildev ;;
+      *) die "unknown service: $name (postgres, redis, maildev)" ;;
+    esac
+  done
+}
+
 case ${1:-} in
-  start) cmd_start ;;
-  stop) cmd_stop ;;
+  start) if (($# > 1)); then cmd_one "$@"; else cmd_start; fi ;;
+  stop) if (($# > 1)); then cmd_one "$@"; else cmd_stop; fi ;;
   status) cmd_status ;;
   env) cmd_env ;;
   *)
-    echo "usage: $0 start|stop|status|env" >&2
+    echo "usage: $0 start|stop|status|env, or start|stop postgres|redis|maildev ..." >&2
     exit 2
     ;;
 esac

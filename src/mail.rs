@@ -40,6 +40,8 @@ pub enum MailError {
     Transport(String),
     #[error("SMTP delivery failed: {0}")]
     Send(String),
+    #[error("SMTP server refused the mail: {0}")]
+    Refused(String),
     #[error("mail outbox cannot be written: {0}")]
     Outbox(String),
 }
@@ -76,6 +78,17 @@ impl MailKind {
         }
     }
 }
+
+/// Waits between the attempts at a mail the SMTP server did not take for a
+/// passing reason: 63 s in all, then it is given up (and logged).
+const RETRY_DELAYS: [std::time::Duration; 6] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(4),
+    std::time::Duration::from_secs(8),
+    std::time::Duration::from_secs(16),
+    std::time::Duration::from_secs(32),
+];
 
 /// One mail to send. `link` carries a token: it is never logged.
 #[derive(Clone)]
@@ -288,10 +301,16 @@ impl Mailer {
         let Some(transport) = transport else {
             return self.to_outbox(mail, &message).await;
         };
-        transport
-            .send(message)
-            .await
-            .map_err(|err| MailError::Send(err.to_string()))?;
+        transport.send(message).await.map_err(|err| {
+            // A permanent answer (5xx: bad credentials, a refused address)
+            // will not change; anything else (no connection, a timeout, a
+            // 4xx) may pass on a later attempt.
+            if err.is_permanent() {
+                MailError::Refused(err.to_string())
+            } else {
+                MailError::Send(err.to_string())
+            }
+        })?;
         tracing::info!(kind = mail.kind.label(), "mail sent");
         Ok(())
     }
@@ -334,12 +353,35 @@ impl Mailer {
     }
 
     /// Sends in the background: the request does not wait for the SMTP
-    /// server, and a failure is logged, never shown to the client.
+    /// server, and a failure is logged, never shown to the client. A mail
+    /// the server could not take for a passing reason (down, restarting, a
+    /// 4xx answer) is tried again after each of `RETRY_DELAYS` (about a
+    /// minute in all), so a short outage of the mail server loses no mail.
     pub fn send_in_background(self: &Arc<Self>, mail: Mail) {
         let mailer = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(err) = mailer.send(&mail).await {
-                tracing::error!(kind = mail.kind.label(), error = %err, "mail could not be sent");
+            let mut delays = RETRY_DELAYS.iter();
+            loop {
+                match mailer.send(&mail).await {
+                    Ok(()) => return,
+                    Err(err @ MailError::Send(_)) => {
+                        let Some(delay) = delays.next() else {
+                            tracing::error!(kind = mail.kind.label(), error = %err, "mail could not be sent");
+                            return;
+                        };
+                        tracing::warn!(
+                            kind = mail.kind.label(),
+                            error = %err,
+                            retry_in_s = delay.as_secs(),
+                            "mail could not be sent yet, trying again"
+                        );
+                        tokio::time::sleep(*delay).await;
+                    }
+                    Err(err) => {
+                        tracing::error!(kind = mail.kind.label(), error = %err, "mail could not be sent");
+                        return;
+                    }
+                }
             }
         });
     }

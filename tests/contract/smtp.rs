@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::Env;
-use crate::harness::{Mailbox, Options, TestUser, env};
+use crate::harness::{Mailbox, Options, Relay, TestUser, env};
 
 /// Mail through the test mailbox that requires TLS and AUTH.
 pub fn tls_mail(options: Options, mode: &str, port: &str) -> Options {
@@ -106,4 +106,42 @@ async fn unreachable_or_refusing_smtp_does_not_fail_requests() {
         // The log names the failure but never the link's token.
         assert!(!env_.gw.log_text().contains("token="));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_refused_while_smtp_is_down_is_sent_when_it_returns() {
+    // The plain test mailbox behind a relay that is cut: the SMTP server is
+    // down when the sign-up's mail is first tried.
+    let smtp: std::net::SocketAddr = format!("127.0.0.1:{}", env("AUTHGATE_TEST_SMTP_PORT"))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(smtp).await;
+    relay.cut();
+    let port = relay.port.to_string();
+    let env_ =
+        Env::native_with(|o| o.set("SMTP_PORT", &port).set("SMTP_TIMEOUT_SECONDS", "3")).await;
+    let user = TestUser::new("smtpback");
+    let reply = env_.gw.post("/users/signup", user.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !env_.gw.log_text().contains("mail could not be sent yet") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed attempt is logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    relay.restore().await;
+    let mailbox = Mailbox::plain();
+    let link = mailbox
+        .wait_for_link(&user.email, "Verify Your Email Address")
+        .await;
+    assert!(link.contains("/verify-email?token="));
+    assert_eq!(
+        mailbox
+            .count_settled(&user.email, "Verify Your Email Address")
+            .await,
+        1,
+        "sent once"
+    );
 }
