@@ -343,8 +343,9 @@ async fn store_probe(config: &Config, clock: &Arc<dyn Clock>) -> Probe {
         return probe(what, async { Ok(detail) }).await;
     }
     probe(what, async {
-        let backend =
-            crate::native_backend(config, Arc::clone(clock)).map_err(|e| e.to_string())?;
+        let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
+        let backend = crate::native_backend(config, Arc::clone(clock), &metrics)
+            .map_err(|e| e.to_string())?;
         backend.ready().await.map_err(|e| e.to_string())?;
         Ok("answers queries".to_string())
     })
