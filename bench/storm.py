@@ -173,13 +173,19 @@ def summary(latencies_s, answers):
     }
 
 
-async def probes(port, token, rate, seconds, fresh=False):
+def probe_pools(port):
+    return {p: [Conn(port) for _ in range(8)] for p in ("/health", "/users/me/")}
+
+
+async def probes(port, token, rate, seconds, fresh=False, pools=None):
     """GET /health and /users/me/ at `rate` each per second, open loop.
     On keep-alive connections (a pool per path), or on a new connection
-    per request (`fresh`)."""
+    per request (`fresh`). Given `pools`, their connections are used and
+    kept open for the next call."""
     paths = {"/health": (), "/users/me/": (f"Authorization: Bearer {token}",)}
     result = {p: ([], {}) for p in paths}
-    pools = {p: [Conn(port) for _ in range(8)] for p in paths}
+    keep = pools is not None
+    pools = pools if keep else probe_pools(port)
     start = time.monotonic()
     tasks = []
 
@@ -206,9 +212,10 @@ async def probes(port, token, rate, seconds, fresh=False):
         for path in paths:
             tasks.append(asyncio.create_task(one(path, due)))
     await asyncio.gather(*tasks)
-    for pool in pools.values():
-        for conn in pool:
-            conn.close()
+    if not keep:
+        for pool in pools.values():
+            for conn in pool:
+                conn.close()
     return {p: summary(*result[p]) for p in paths}
 
 
@@ -355,10 +362,14 @@ def report_md(r, command):
         f"served sign-ins p50 / p99 {fmt(storm['served'])} ms, refusals (503 with "
         f"`Retry-After` and a JSON detail) p50 / p99 {fmt(storm['refused'])} ms; "
         f"503s lacking `Retry-After` or the detail: {storm['refusals_without_retry_after_or_detail']}. "
+        "A refusal comes at once when the queue is full, else after `HASHING_QUEUE_WAIT_MS`; "
+        "a served sign-in's time is its wait plus the hash itself, which runs at nice 10 "
+        "and so slows down with whatever else the machine runs. "
         f"authgate's counters after the storm: {json.dumps(st['metrics'])}.",
         "",
         f"Connections: {cn['held']} opened and held idle by {cn['holders']} helper processes; "
-        f"authgate's gauge and counter then: {json.dumps(cn['metrics'])} "
+        f"authgate's metrics during the probes (peak of the gauge, then the last sample): "
+        f"{json.dumps(cn['metrics'])} "
         "(the cap is `MAX_CLIENT_CONNECTIONS`, lowered to fit the open-file limit when "
         "that is smaller; past it a new connection may ask a health probe, anything "
         "else gets 503 with `Retry-After`).",
@@ -446,14 +457,14 @@ def main():
 
         cores = os.cpu_count() or 2
         threads = int(env.get("HASHING_THREADS", cores))
-        queue_max = int(env.get("HASHING_QUEUE_MAX", threads * 4))
+        queue_max = int(env.get("HASHING_QUEUE_MAX", threads * 16))
         r = {
             "binary": args.authgate,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(), "phase": args.phase, "factor": args.factor,
             "rounds": env.get("PASSWORD_PBKDF2_ROUNDS", "600000 (default)"),
             "threads": threads, "queue_max": queue_max,
-            "wait_ms": env.get("HASHING_QUEUE_WAIT_MS", "2000"),
+            "wait_ms": env.get("HASHING_QUEUE_WAIT_MS", "10000"),
         }
         log("ceiling")
         rate, refused = asyncio.run(ceiling(port, login, threads + queue_max, args.ceiling_seconds))
@@ -478,29 +489,46 @@ def main():
 
         async def conns_phase():
             # Keep-alive probe connections are opened before the storm.
-            warm = await probes(port, token, args.rate, 1)
+            # Every connection of the pools opened (and used once) before.
+            pools = probe_pools(port)
+            auth = (f"Authorization: Bearer {token}",)
+            await asyncio.gather(*(conn.request("GET", path, headers=auth)
+                                   for path, pool in pools.items() for conn in pool))
+            warm = await probes(port, token, args.rate, 1, pools=pools)
             per = 9000
             n = 0
             while n < args.connections:
                 count = min(per, args.connections - n)
                 holders.append(subprocess.Popen(
                     [sys.executable, __file__, "--hold", str(port), str(count),
-                     str(args.phase + 30)], stdout=subprocess.PIPE, text=True))
+                     str(args.phase + 120)], stdout=subprocess.PIPE, text=True))
                 n += count
             for h in holders:
                 h.stdout.readline()
             await asyncio.sleep(2)
-            keep = asyncio.create_task(probes(port, token, args.rate, args.phase))
-            fresh = await probes(port, token, args.rate, args.phase, fresh=True)
-            return warm, await keep, fresh
+            samples = []
 
-        _, keep, fresh = asyncio.run(conns_phase())
+            async def sample():
+                while True:
+                    try:
+                        samples.append(await asyncio.to_thread(metrics, url))
+                    except OSError:
+                        pass
+                    await asyncio.sleep(1)
+
+            sampler = asyncio.create_task(sample())
+            keep = asyncio.create_task(probes(port, token, args.rate, args.phase, pools=pools))
+            fresh = await probes(port, token, args.rate, args.phase, fresh=True)
+            keep = await keep
+            sampler.cancel()
+            return warm, keep, fresh, samples
+
+        _, keep, fresh, samples = asyncio.run(conns_phase())
+        peak = max((m.get("client_connections", 0) for m in samples), default=0)
         r["conns"] = {"held": args.connections, "holders": len(holders),
-                      "keepalive": keep, "fresh": fresh, "metrics": {}}
-        try:
-            r["conns"]["metrics"] = metrics(url)
-        except OSError as e:
-            r["conns"]["metrics"] = {"error": str(e)}
+                      "keepalive": keep, "fresh": fresh,
+                      "metrics": {"client_connections peak": peak,
+                                  **(samples[-1] if samples else {})}}
     finally:
         for h in holders:
             h.kill()

@@ -915,17 +915,22 @@ fn sso_settings(src: &Source<'_>, app_url: &str) -> Result<SsoSettings, ConfigEr
 /// Hashing threads at most (more than any machine's cores is only a way to
 /// queue without bound by another name).
 pub const MAX_HASHING_THREADS: usize = 1024;
-/// Jobs waiting per hashing thread, unless `HASHING_QUEUE_MAX` is set: at
-/// the default 600 000 rounds a hash takes 0.2 to 0.5 s of one core, so the
-/// last of a full queue starts within about 1 to 2 s: a burst of a few
-/// sign-ins per core is absorbed, a storm is refused at once rather than
-/// kept waiting past what a user (or a client's timeout) tolerates.
-pub const HASHING_QUEUE_PER_THREAD: usize = 4;
+/// Jobs waiting per hashing thread, unless `HASHING_QUEUE_MAX` is set. The
+/// count bound keeps a storm from holding connections and memory without
+/// limit, and answers it at once: 16 per thread lets a burst of
+/// simultaneous sign-ins (clients reconnecting at once) wait its turn,
+/// while a storm fills it at once and the rest is refused on arrival. At
+/// the default 600 000 rounds a hash takes 0.2 to 0.5 s of a core, so the
+/// last of a full queue starts within 3 to 8 s.
+pub const HASHING_QUEUE_PER_THREAD: usize = 16;
 /// Waiting jobs at most, all threads together.
 pub const MAX_HASHING_QUEUE: usize = 100_000;
-/// How long a job may wait for a hashing thread, unless set: about the
-/// time the default queue takes to drain on a busy machine.
-pub const DEFAULT_HASHING_QUEUE_WAIT_MS: u64 = 2000;
+/// How long a job may wait for a hashing thread, unless set: longer than a
+/// full default queue takes on a healthy machine, so that the count bound
+/// does the shedding there; this one is the backstop for when hashing
+/// slows down (the hashing threads run at a lower priority than whatever
+/// else the machine runs), and below the 30 s clients commonly wait.
+pub const DEFAULT_HASHING_QUEUE_WAIT_MS: u64 = 10_000;
 /// The wait bound at most (a minute).
 pub const MAX_HASHING_QUEUE_WAIT_MS: u64 = 60_000;
 
@@ -1145,14 +1150,14 @@ mod tests {
             HashingLimits {
                 threads: cores,
                 queue_max: cores * HASHING_QUEUE_PER_THREAD,
-                max_wait: Duration::from_millis(2000),
+                max_wait: Duration::from_millis(10_000),
             }
         );
         let mut map = base();
         map.insert("HASHING_THREADS".into(), "3".into());
         let config = Config::from_map(&map).unwrap();
         assert_eq!(config.hashing.threads, 3);
-        assert_eq!(config.hashing.queue_max, 12, "4 per thread");
+        assert_eq!(config.hashing.queue_max, 48, "16 per thread");
         map.insert("HASHING_QUEUE_MAX".into(), "1".into());
         map.insert("HASHING_QUEUE_WAIT_MS".into(), "250".into());
         let config = Config::from_map(&map).unwrap();
