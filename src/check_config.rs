@@ -77,6 +77,15 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         ),
         ("PASSWORD_PBKDF2_ROUNDS", config.password_rounds.to_string()),
         (
+            "HASHING_THREADS / QUEUE_MAX / QUEUE_WAIT_MS",
+            format!(
+                "{} / {} / {}",
+                config.hashing.threads,
+                config.hashing.queue_max,
+                config.hashing.max_wait.as_millis()
+            ),
+        ),
+        (
             "COOKIE_SECURE / HTTPONLY / SAMESITE",
             format!(
                 "{} / {} / {}",
