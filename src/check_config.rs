@@ -77,6 +77,15 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         ),
         ("PASSWORD_PBKDF2_ROUNDS", config.password_rounds.to_string()),
         (
+            "HASHING_THREADS / QUEUE_MAX / QUEUE_WAIT_MS",
+            format!(
+                "{} / {} / {}",
+                config.hashing.threads,
+                config.hashing.queue_max,
+                config.hashing.max_wait.as_millis()
+            ),
+        ),
+        (
             "COOKIE_SECURE / HTTPONLY / SAMESITE",
             format!(
                 "{} / {} / {}",
@@ -343,8 +352,9 @@ async fn store_probe(config: &Config, clock: &Arc<dyn Clock>) -> Probe {
         return probe(what, async { Ok(detail) }).await;
     }
     probe(what, async {
-        let backend =
-            crate::native_backend(config, Arc::clone(clock)).map_err(|e| e.to_string())?;
+        let metrics = crate::metrics::Metrics::new().map_err(|e| e.to_string())?;
+        let backend = crate::native_backend(config, Arc::clone(clock), &metrics)
+            .map_err(|e| e.to_string())?;
         backend.ready().await.map_err(|e| e.to_string())?;
         Ok("answers queries".to_string())
     })

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::identity::native::StoreKind;
+use crate::identity::native::{HashingLimits, StoreKind};
 use crate::password::DEFAULT_ROUNDS;
 use crate::ratelimit::Quota;
 
@@ -334,6 +334,9 @@ pub struct Config {
     pub smtp: SmtpSettings,
     pub keycloak: KeycloakSettings,
     pub password_rounds: u32,
+    /// `HASHING_THREADS`, `HASHING_QUEUE_MAX`, `HASHING_QUEUE_WAIT_MS`: the
+    /// password hashing pool and its queue (native mode).
+    pub hashing: HashingLimits,
     pub templates_dir: Option<PathBuf>,
     pub rate_limits: RateLimitSettings,
     pub log_format: LogFormat,
@@ -643,6 +646,7 @@ impl Config {
             smtp,
             keycloak,
             password_rounds: src.number("PASSWORD_PBKDF2_ROUNDS", DEFAULT_ROUNDS, 1000)?,
+            hashing: hashing_limits(&src)?,
             templates_dir: src.optional("TEMPLATES_DIR").map(PathBuf::from),
             rate_limits,
             log_format,
@@ -908,6 +912,59 @@ fn sso_settings(src: &Source<'_>, app_url: &str) -> Result<SsoSettings, ConfigEr
     })
 }
 
+/// Hashing threads at most (more than any machine's cores is only a way to
+/// queue without bound by another name).
+pub const MAX_HASHING_THREADS: usize = 1024;
+/// Jobs waiting per hashing thread, unless `HASHING_QUEUE_MAX` is set. The
+/// count bound keeps a storm from holding connections and memory without
+/// limit, and answers it at once: 16 per thread lets a burst of
+/// simultaneous sign-ins (clients reconnecting at once) wait its turn,
+/// while a storm fills it at once and the rest is refused on arrival. At
+/// the default 600 000 rounds a hash takes 0.2 to 0.5 s of a core, so the
+/// last of a full queue starts within 3 to 8 s.
+pub const HASHING_QUEUE_PER_THREAD: usize = 16;
+/// Waiting jobs at most, all threads together.
+pub const MAX_HASHING_QUEUE: usize = 100_000;
+/// How long a job may wait for a hashing thread, unless set: longer than a
+/// full default queue takes on a healthy machine, so that the count bound
+/// does the shedding there; this one is the backstop for when hashing
+/// slows down (the hashing threads run at a lower priority than whatever
+/// else the machine runs), and below the 30 s clients commonly wait.
+pub const DEFAULT_HASHING_QUEUE_WAIT_MS: u64 = 10_000;
+/// The wait bound at most (a minute).
+pub const MAX_HASHING_QUEUE_WAIT_MS: u64 = 60_000;
+
+fn hashing_limits(src: &Source<'_>) -> Result<HashingLimits, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = src.number("HASHING_THREADS", cores, 1)?;
+    if threads > MAX_HASHING_THREADS {
+        return Err(problem(format!(
+            "HASHING_THREADS must be at most {MAX_HASHING_THREADS} (got {threads})"
+        )));
+    }
+    let queue_max = src.number(
+        "HASHING_QUEUE_MAX",
+        (threads * HASHING_QUEUE_PER_THREAD).min(MAX_HASHING_QUEUE),
+        1,
+    )?;
+    if queue_max > MAX_HASHING_QUEUE {
+        return Err(problem(format!(
+            "HASHING_QUEUE_MAX must be at most {MAX_HASHING_QUEUE} (got {queue_max})"
+        )));
+    }
+    let wait_ms = src.number("HASHING_QUEUE_WAIT_MS", DEFAULT_HASHING_QUEUE_WAIT_MS, 1)?;
+    if wait_ms > MAX_HASHING_QUEUE_WAIT_MS {
+        return Err(problem(format!(
+            "HASHING_QUEUE_WAIT_MS must be at most {MAX_HASHING_QUEUE_WAIT_MS} (got {wait_ms})"
+        )));
+    }
+    Ok(HashingLimits {
+        threads,
+        queue_max,
+        max_wait: Duration::from_millis(wait_ms),
+    })
+}
+
 fn import_tuning(src: &Source<'_>) -> Result<ImportTuning, ConfigError> {
     let defaults = ImportTuning::default();
     let batch_size = src.number("IMPORT_BATCH_SIZE", defaults.batch_size, 1)?;
@@ -1082,6 +1139,50 @@ mod tests {
             "SECRET_KEY".to_string(),
             "9e25a2588fcee7d21ea15fb1a63d5135".to_string(),
         )])
+    }
+
+    #[test]
+    fn hashing_limits_defaults_and_bounds() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let config = Config::from_map(&base()).unwrap();
+        assert_eq!(
+            config.hashing,
+            HashingLimits {
+                threads: cores,
+                queue_max: cores * HASHING_QUEUE_PER_THREAD,
+                max_wait: Duration::from_millis(10_000),
+            }
+        );
+        let mut map = base();
+        map.insert("HASHING_THREADS".into(), "3".into());
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.hashing.threads, 3);
+        assert_eq!(config.hashing.queue_max, 48, "16 per thread");
+        map.insert("HASHING_QUEUE_MAX".into(), "1".into());
+        map.insert("HASHING_QUEUE_WAIT_MS".into(), "250".into());
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.hashing.queue_max, 1);
+        assert_eq!(config.hashing.max_wait, Duration::from_millis(250));
+        assert_eq!(config.hashing.retry_after(), 1);
+        for (name, value, says) in [
+            ("HASHING_THREADS", "0", "at least 1"),
+            ("HASHING_THREADS", "1025", "at most 1024"),
+            ("HASHING_THREADS", "-2", "must be a number"),
+            ("HASHING_QUEUE_MAX", "0", "at least 1"),
+            ("HASHING_QUEUE_MAX", "100001", "at most 100000"),
+            ("HASHING_QUEUE_MAX", "lots", "must be a number"),
+            ("HASHING_QUEUE_WAIT_MS", "0", "at least 1"),
+            ("HASHING_QUEUE_WAIT_MS", "60001", "at most 60000"),
+        ] {
+            let mut map = base();
+            map.insert(name.into(), value.into());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(
+                err.0.contains(name) && err.0.contains(says),
+                "{name}={value}: {}",
+                err.0
+            );
+        }
     }
 
     #[test]

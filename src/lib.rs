@@ -104,10 +104,11 @@ pub fn ceilings(config: &Config) -> Ceilings {
 pub fn native_backend(
     config: &Config,
     clock: Arc<dyn Clock>,
+    metrics: &Metrics,
 ) -> Result<Arc<dyn IdentityBackend>, StartupError> {
     let hasher = PasswordHasher::new(config.password_rounds, config.jwt.secret.as_bytes());
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hashing = Hashing::new(hasher, cores).map_err(StartupError::Hashing)?;
+    let hashing =
+        Hashing::new(hasher, config.hashing, metrics.hashing()).map_err(StartupError::Hashing)?;
     let mail_limit = MailLimit {
         count: config.verification_mail_limit,
         window: config.verification_mail_window,
@@ -234,7 +235,7 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
     let tokens = token_service(&config, Arc::clone(&clock))?;
     type Verifier = Option<Arc<dyn tokens::ExternalTokens>>;
     let (backend, external_tokens): (Arc<dyn IdentityBackend>, Verifier) = match config.backend {
-        Backend::Native => (native_backend(&config, Arc::clone(&clock))?, None),
+        Backend::Native => (native_backend(&config, Arc::clone(&clock), &metrics)?, None),
         #[cfg(feature = "keycloak")]
         Backend::Keycloak => {
             let (backend, jwks) =

@@ -193,8 +193,11 @@ fn grant_role(config: &Config, user: &str, role: &str) -> Result<(), String> {
     let backend: Arc<dyn IdentityBackend> = match config.backend {
         #[cfg(feature = "keycloak")]
         authgate::config::Backend::Keycloak => Arc::new(keycloak_backend(config)?.0),
-        _ => native_backend(config, Arc::new(authgate::clock::SystemClock))
-            .map_err(|e| e.to_string())?,
+        _ => {
+            let metrics = authgate::metrics::Metrics::new().map_err(|e| e.to_string())?;
+            native_backend(config, Arc::new(authgate::clock::SystemClock), &metrics)
+                .map_err(|e| e.to_string())?
+        }
     };
     let kind = match config.backend {
         authgate::config::Backend::Keycloak => "realm role",

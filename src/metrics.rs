@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
+
+use crate::identity::native::HashingMetrics;
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
@@ -40,6 +42,9 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     pub client_header_timeouts: IntCounter,
     pub client_write_timeouts: IntCounter,
+    pub hashing_queue_depth: IntGauge,
+    pub hashing_wait: Histogram,
+    pub hashing_refusals: IntCounterVec,
 }
 
 /// See [`Metrics::tls`].
@@ -51,6 +56,10 @@ pub struct TlsMetrics {
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+const HASHING_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 impl Metrics {
@@ -211,8 +220,41 @@ impl Metrics {
                 registry.register(Box::new(counter.clone()))?;
                 counter
             },
+            hashing_queue_depth: {
+                let gauge = IntGauge::new(
+                    "hashing_queue_depth",
+                    "Password hashing jobs (sign-up, sign-in, password change) waiting for a hashing thread (at most HASHING_QUEUE_MAX).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            hashing_wait: {
+                let histogram = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hashing_queue_wait_seconds",
+                        "Time password hashing jobs waited for a hashing thread (those that reached one).",
+                    )
+                    .buckets(HASHING_WAIT_BUCKETS.to_vec()),
+                )?;
+                registry.register(Box::new(histogram.clone()))?;
+                histogram
+            },
+            hashing_refusals: counter(
+                "hashing_refusals_total",
+                "Password hashing jobs refused with 503, by reason: full (HASHING_QUEUE_MAX jobs waiting), wait (no thread within HASHING_QUEUE_WAIT_MS).",
+                &["reason"],
+            )?,
             registry,
         })
+    }
+
+    /// The handles the password hashing pool reports through.
+    pub fn hashing(&self) -> HashingMetrics {
+        HashingMetrics {
+            depth: self.hashing_queue_depth.clone(),
+            wait: self.hashing_wait.clone(),
+            refusals: self.hashing_refusals.clone(),
+        }
     }
 
     /// The metrics of TLS termination, registered once when the main

@@ -70,6 +70,12 @@ impl ApiError {
                 IdentityError::Unavailable(_) => {
                     Response::detail(StatusCode::SERVICE_UNAVAILABLE, &err.to_string())
                 }
+                IdentityError::Busy { retry_after } => {
+                    Response::detail(StatusCode::SERVICE_UNAVAILABLE, &err.to_string()).with_header(
+                        HeaderName::from_static("retry-after"),
+                        HeaderValue::from(retry_after),
+                    )
+                }
                 IdentityError::Unsupported(_) => {
                     Response::detail(StatusCode::NOT_IMPLEMENTED, &err.to_string())
                 }

@@ -218,6 +218,10 @@ pub enum IdentityError {
     /// A server the backend needs does not answer (named, e.g. "Database").
     #[error("{0} unavailable")]
     Unavailable(&'static str),
+    /// More work than the machine can take now (the password hashing queue
+    /// is full): answered 503 with `Retry-After`.
+    #[error("Server busy, retry later")]
+    Busy { retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     /// A feature this backend does not have (named, e.g. "Single sign-on").

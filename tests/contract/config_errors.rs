@@ -44,6 +44,16 @@ fn bad_settings_are_named() {
             "mysql://x/y",
             "authgate: DATABASE_URL must be a postgres:// or sqlite:// URL",
         ),
+        (
+            "HASHING_QUEUE_MAX",
+            "0",
+            "authgate: HASHING_QUEUE_MAX must be at least 1 (got 0)",
+        ),
+        (
+            "HASHING_THREADS",
+            "100000",
+            "authgate: HASHING_THREADS must be at most 1024 (got 100000)",
+        ),
     ];
     for (name, value, expected) in cases {
         let stderr = start_error(&base.clone().set(name, value));
@@ -105,6 +115,12 @@ async fn check_config_masks_secrets_and_probes_servers() {
         assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
     }
     assert!(stdout.contains("SECRET_KEY"), "{stdout}");
+    assert!(
+        stdout.lines().any(
+            |l| l.contains("HASHING_THREADS / QUEUE_MAX / QUEUE_WAIT_MS") && l.contains(" / 60000")
+        ),
+        "{stdout}"
+    );
     for probe in ["database postgres://", "smtp localhost:", "redis redis://"] {
         let line = stdout
             .lines()

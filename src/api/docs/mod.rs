@@ -359,10 +359,11 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
     if op.backend {
         shared.push(detail(
             503,
-            "The database (or Keycloak) did not answer in time.",
+            "The database (or Keycloak) did not answer in time, or the password hashing queue is full (with `Retry-After`).",
             vec![
                 IdentityError::Unavailable("Database").to_string(),
                 IdentityError::Unavailable("Keycloak").to_string(),
+                IdentityError::Busy { retry_after: 1 }.to_string(),
             ],
         ));
     }

@@ -24,7 +24,7 @@ use sqlx::{
 use uuid::Uuid;
 
 pub use db::{Database, Dialect, MigrateError, StoreKind};
-pub use hashing::Hashing;
+pub use hashing::{Hashing, HashingLimits, HashingMetrics};
 
 use self::db::db_error;
 use super::{
