@@ -15,7 +15,6 @@ pub mod check_config;
 pub mod clock;
 pub mod config;
 pub mod conn;
-pub mod denylist;
 pub mod drain;
 pub mod edge;
 pub mod forward;
@@ -29,6 +28,7 @@ pub mod progress;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod revocation;
 pub mod routes;
 pub mod secret_file;
 pub mod server;
@@ -200,28 +200,25 @@ fn rate_limiter(
     ))
 }
 
-/// The deny-list of ended sessions in Redis when `REDIS_URL` is set.
-fn deny_list(
+/// The revocations every replica refuses: in this process, and shared
+/// through Redis when `REDIS_URL` is set.
+fn revocations(
     config: &Config,
     tokens: &TokenService,
     clock: Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
-) -> Result<denylist::DenyList, StartupError> {
+) -> Result<revocation::Revocations, StartupError> {
+    let local =
+        revocation::Revocations::local(tokens.lifetimes().access, clock, Arc::clone(metrics));
     let Some(url) = &config.edge.redis_url else {
-        return Ok(denylist::DenyList::off(clock));
+        return Ok(local);
     };
-    let metrics = Arc::clone(metrics);
-    denylist::DenyList::redis(
-        url,
-        tokens.lifetimes().access,
-        clock,
-        Box::new(move |up| metrics.redis_up.set(i64::from(up))),
-    )
-    .map_err(|err| {
+    let shared = revocation::shared::Shared::open(url, Arc::clone(metrics)).map_err(|err| {
         StartupError::Config(config::ConfigError(format!(
             "REDIS_URL is not usable: {err}"
         )))
-    })
+    })?;
+    Ok(local.with_shared(shared))
 }
 
 /// Builds the application from a checked configuration (no I/O happens here).
@@ -256,10 +253,10 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
     )?);
     let limiter = Arc::new(rate_limiter(&config, &metrics)?);
     let audit_log = audit_log(&config)?;
-    let deny_list = Arc::new(deny_list(&config, &tokens, Arc::clone(&clock), &metrics)?);
+    let revocations = Arc::new(revocations(&config, &tokens, Arc::clone(&clock), &metrics)?);
     let app = App::new(config, tokens, backend, mailer, clock, metrics, audit_log)?
         .with_limiter(limiter)
-        .with_deny_list(deny_list);
+        .with_revocations(revocations);
     Ok(match external_tokens {
         Some(verifier) => app.with_external_tokens(verifier),
         None => app,

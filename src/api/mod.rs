@@ -90,8 +90,8 @@ pub struct App {
     pub mailer: Arc<Mailer>,
     pub limiter: Arc<RateLimiter>,
     pub sessions: auth::SessionCache,
-    /// Ended sessions shared by the replicas (Redis), checked with `sessions`.
-    pub deny_list: Arc<crate::denylist::DenyList>,
+    /// Revocations every replica refuses (in memory; shared through Redis).
+    pub revocations: Arc<crate::revocation::Revocations>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// Verifier of the identity provider's own tokens (keycloak mode).
@@ -128,8 +128,12 @@ impl App {
             deferred: Deferred::default(),
             audit_log,
             limiter: Arc::new(RateLimiter::local_only()),
-            sessions: auth::SessionCache::new(tokens.lifetimes().access),
-            deny_list: Arc::new(crate::denylist::DenyList::off(Arc::clone(&clock))),
+            sessions: auth::SessionCache::new(),
+            revocations: Arc::new(crate::revocation::Revocations::local(
+                tokens.lifetimes().access,
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+            )),
             config,
             tokens,
             backend,
@@ -147,9 +151,10 @@ impl App {
         self
     }
 
-    /// Shares ended sessions with the other replicas through this list.
-    pub fn with_deny_list(mut self, deny_list: Arc<crate::denylist::DenyList>) -> Self {
-        self.deny_list = deny_list;
+    /// Refuses and shares revocations through this set (e.g. one shared
+    /// through Redis).
+    pub fn with_revocations(mut self, revocations: Arc<crate::revocation::Revocations>) -> Self {
+        self.revocations = revocations;
         self
     }
 
