@@ -653,6 +653,10 @@ pub fn run(
         "drain",
         Drain::new(in_flight.clone(), app.config.edge.shutdown_grace),
     ));
+    server.add_service(background_service(
+        "background",
+        crate::background::Service(Arc::clone(&app)),
+    ));
     let mut service = lean_service(
         &server,
         "authgate",

@@ -6,6 +6,7 @@
 mod account;
 mod audit;
 pub mod auth;
+mod backchannel;
 mod deferred;
 mod devices;
 pub mod docs;
@@ -98,6 +99,8 @@ pub struct App {
     pub external_tokens: Option<Arc<dyn ExternalTokens>>,
     /// The audit trail.
     pub audit_log: Arc<dyn AuditLog>,
+    /// Work that runs beside the server (started by it).
+    pub background: crate::background::Background,
     /// The shared handles, for work done after the answer.
     jobs: JobContext,
     deferred: Deferred,
@@ -126,6 +129,7 @@ impl App {
         Ok(Self {
             jobs,
             deferred: Deferred::default(),
+            background: crate::background::Background::default(),
             audit_log,
             limiter: Arc::new(RateLimiter::local_only()),
             sessions: auth::SessionCache::new(),
@@ -155,6 +159,12 @@ impl App {
     /// through Redis).
     pub fn with_revocations(mut self, revocations: Arc<crate::revocation::Revocations>) -> Self {
         self.revocations = revocations;
+        self
+    }
+
+    /// Runs this work beside the server.
+    pub fn with_background(mut self, background: crate::background::Background) -> Self {
+        self.background = background;
         self
     }
 
@@ -277,6 +287,7 @@ impl App {
             (Route::Totp, &Method::DELETE) => mfa::remove(self, &req).await,
             (Route::Totp, _) => mfa::status(self, &req).await,
             (Route::TotpConfirm, _) => mfa::confirm(self, &req).await,
+            (Route::BackchannelLogout, _) => backchannel::logout(self, &req).await,
         }
     }
 }

@@ -38,6 +38,8 @@ pub enum Route {
     SsoCallback,
     Totp,
     TotpConfirm,
+    /// Keycloak's back-channel logout (OpenID Connect Back-Channel Logout 1.0).
+    BackchannelLogout,
 }
 
 impl Route {
@@ -70,7 +72,8 @@ impl Route {
             | Self::ForgotPassword
             | Self::ResetPassword
             | Self::EmailTest
-            | Self::TotpConfirm => POST,
+            | Self::TotpConfirm
+            | Self::BackchannelLogout => POST,
         }
     }
 
@@ -112,6 +115,7 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/auth/callback", Route::SsoCallback),
     ("/auth/mfa/totp", Route::Totp),
     ("/auth/mfa/totp/confirm", Route::TotpConfirm),
+    ("/auth/backchannel-logout", Route::BackchannelLogout),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

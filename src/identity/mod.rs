@@ -7,6 +7,7 @@
 pub mod devices;
 #[cfg(feature = "keycloak")]
 pub mod keycloak;
+pub mod logout;
 pub mod mfa;
 pub mod native;
 pub mod sso;
@@ -389,6 +390,11 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
 
     /// A user's device sessions, listed and revoked.
     fn devices(&self) -> Option<&dyn devices::Devices> {
+        None
+    }
+
+    /// The identity provider's back-channel logout.
+    fn backchannel_logout(&self) -> Option<&dyn logout::BackchannelLogout> {
         None
     }
 }

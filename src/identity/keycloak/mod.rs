@@ -4,22 +4,33 @@
 //! and the ended sessions ([`registry`]).
 //!
 //! Nothing here runs on the per-request path: verifying a token and reading
-//! `/users/me` use PostgreSQL and keys in memory, never Keycloak.
+//! `/users/me` use PostgreSQL and keys in memory, never Keycloak. Keycloak
+//! stays the authority ([`authority`]): its back-channel logouts and the
+//! changes read from its admin events ([`event_reader`]) end the sessions
+//! they concern in authgate too.
 
 pub mod admin;
+pub mod admin_events;
+mod authority;
 mod broker;
 mod credentials;
 mod device_rows;
 mod devices;
+pub mod event_reader;
+mod event_rows;
 pub mod http;
 pub mod import;
 pub mod jwks;
+pub mod logout_token;
 mod mfa;
 pub mod oidc;
 pub mod registry;
 mod session_ids;
 mod sso;
 mod sso_logins;
+pub mod used_tokens;
+
+pub use authority::{Applied, AuthorityParts};
 
 use std::sync::Arc;
 
@@ -96,10 +107,16 @@ pub struct KeycloakBackend {
     registry: Registry,
     account_locks: AccountLocks,
     sso: SsoParts,
+    /// Back-channel logout: the realm's keys, the logout tokens used.
+    authority: AuthorityParts,
 }
 
 impl KeycloakBackend {
-    pub fn new(http: Arc<KcHttp>, registry: Registry) -> Result<Self, String> {
+    pub fn new(
+        http: Arc<KcHttp>,
+        registry: Registry,
+        authority: AuthorityParts,
+    ) -> Result<Self, String> {
         let (db, clock) = registry.shared();
         let sso = SsoParts {
             broker: broker::Broker::new(Arc::clone(&http), Arc::clone(&clock))?,
@@ -119,6 +136,7 @@ impl KeycloakBackend {
             http,
             registry,
             account_locks: AccountLocks::default(),
+            authority,
         })
     }
 
@@ -759,6 +777,10 @@ impl IdentityBackend for KeycloakBackend {
     }
 
     fn devices(&self) -> Option<&dyn crate::identity::devices::Devices> {
+        Some(self)
+    }
+
+    fn backchannel_logout(&self) -> Option<&dyn crate::identity::logout::BackchannelLogout> {
         Some(self)
     }
 }

@@ -334,7 +334,8 @@ impl Registry {
 
     pub async fn set_email(&self, legacy_id: i32, email: &str) -> Result<(), IdentityError> {
         sqlx::query(
-            "UPDATE authgate_identities SET email = $2, updated_at = $3 WHERE legacy_id = $1",
+            "UPDATE authgate_identities SET email = $2, updated_at = $3 \
+             WHERE legacy_id = $1 AND email IS DISTINCT FROM $2",
         )
         .bind(legacy_id)
         .bind(email)
@@ -426,6 +427,23 @@ impl Registry {
         let cutoff = DateTime::from_timestamp(at, 0).map(|at| at.naive_utc());
         sqlx::query(
             "UPDATE authgate_identities SET not_before = GREATEST(not_before, $2) WHERE legacy_id = $1",
+        )
+        .bind(legacy_id)
+        .bind(cutoff)
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Refuses the user's access tokens issued before `at` (Unix seconds:
+    /// their roles were removed) and drops the roles kept for them; a
+    /// refresh brings the new ones.
+    pub async fn revoke_access_before(&self, legacy_id: i32, at: i64) -> Result<(), IdentityError> {
+        let cutoff = DateTime::from_timestamp(at, 0).map(|at| at.naive_utc());
+        sqlx::query(
+            "UPDATE authgate_identities SET roles_not_before = GREATEST(roles_not_before, $2), \
+             roles = NULL WHERE legacy_id = $1",
         )
         .bind(legacy_id)
         .bind(cutoff)
