@@ -191,7 +191,7 @@ impl Shared {
                     }
                 }
                 _ = ping.tick() => {
-                    match tokio::time::timeout(REDIS_TIMEOUT * 4, sink.ping::<String>()).await {
+                    match tokio::time::timeout(REDIS_TIMEOUT * 4, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(err)) => return Err(err.to_string()),
                         Err(_) => return Err("ping: timed out".into()),

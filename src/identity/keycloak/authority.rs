@@ -36,17 +36,19 @@ pub struct Applied {
     pub revocation: Revocation,
 }
 
-/// A Keycloak time (milliseconds) as whole seconds, rounded down: a token
-/// issued in that second is not refused by a cut-off at it (a sign-in right
-/// after a password reset works).
-fn floor_seconds(ms: i64) -> i64 {
-    ms.div_euclid(1000)
+/// A Keycloak time (milliseconds) as the cut-off of a change: whole
+/// seconds, rounded up, so that tokens of that very second are refused too
+/// (tokens carry whole seconds; a sign-in in the second of the change has
+/// to be made again).
+fn cutoff(ms: i64) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
 }
 
-/// Rounded up: for a user who can get no token after the change (disabled,
-/// deleted), the tokens of that very second are refused too.
-fn ceil_seconds(ms: i64) -> i64 {
-    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+/// Rounded down, for a change of roles: the refresh that follows at once
+/// must give a token that passes (a token issued in the second of the
+/// change, before it, keeps its roles until it expires).
+fn roles_cutoff(ms: i64) -> i64 {
+    ms.div_euclid(1000)
 }
 
 impl KeycloakBackend {
@@ -118,7 +120,7 @@ impl KeycloakBackend {
                 let Some(identity) = user(id).await? else {
                     return Ok(Applied::default());
                 };
-                let revocation = self.end_user(&identity, ceil_seconds(at_ms)).await?;
+                let revocation = self.end_user(&identity, cutoff(at_ms)).await?;
                 if matches!(change, Change::Deleted(_)) {
                     self.registry.mark_deleted(identity.legacy_id).await?;
                 }
@@ -133,14 +135,14 @@ impl KeycloakBackend {
                 };
                 Applied {
                     user_id: known(&identity),
-                    revocation: self.end_user(&identity, floor_seconds(at_ms)).await?,
+                    revocation: self.end_user(&identity, cutoff(at_ms)).await?,
                 }
             }
             Change::Credentials(id) => {
                 let Some(identity) = user(id).await? else {
                     return Ok(Applied::default());
                 };
-                let at = floor_seconds(at_ms);
+                let at = cutoff(at_ms);
                 self.registry.revoke_before(identity.legacy_id, at).await?;
                 Applied {
                     user_id: known(&identity),
@@ -151,7 +153,7 @@ impl KeycloakBackend {
                 let Some(identity) = user(id).await? else {
                     return Ok(Applied::default());
                 };
-                let at = floor_seconds(at_ms);
+                let at = roles_cutoff(at_ms);
                 self.registry
                     .revoke_access_before(identity.legacy_id, at)
                     .await?;
@@ -194,12 +196,12 @@ impl KeycloakBackend {
                     // Disabled, or deleted since (its own event follows).
                     _ => Applied {
                         user_id: known(&identity),
-                        revocation: self.end_user(&identity, ceil_seconds(at_ms)).await?,
+                        revocation: self.end_user(&identity, cutoff(at_ms)).await?,
                     },
                 }
             }
             Change::RealmLoggedOut => {
-                let at = floor_seconds(at_ms);
+                let at = cutoff(at_ms);
                 self.registry
                     .set_realm_not_before(&self.http.settings().realm, at)
                     .await?;
@@ -254,11 +256,12 @@ impl BackchannelLogout for KeycloakBackend {
                     revocation: Revocation::sessions(fresh),
                 }
             }
-            // Every session of the user, and every token issued before.
+            // Every session of the user, and every token issued before
+            // (of the logout's second too).
             (None, Some(identity)) => LoggedOut {
                 user_id: Some(i64::from(identity.legacy_id)),
                 session: None,
-                revocation: self.end_user(identity, claims.iat).await?,
+                revocation: self.end_user(identity, claims.iat + 1).await?,
             },
             // A user authgate never saw: nothing of theirs to end.
             (None, None) => LoggedOut::default(),
@@ -272,10 +275,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keycloak_times_as_seconds() {
-        assert_eq!(floor_seconds(1_796_527_324_275), 1_796_527_324);
-        assert_eq!(ceil_seconds(1_796_527_324_275), 1_796_527_325);
-        assert_eq!(floor_seconds(1_796_527_324_000), 1_796_527_324);
-        assert_eq!(ceil_seconds(1_796_527_324_000), 1_796_527_324);
+    fn keycloak_times_as_cutoffs() {
+        assert_eq!(cutoff(1_796_527_324_275), 1_796_527_325);
+        assert_eq!(cutoff(1_796_527_324_000), 1_796_527_324);
+        assert_eq!(cutoff(1_796_527_324_999), 1_796_527_325);
+        assert_eq!(roles_cutoff(1_796_527_324_999), 1_796_527_324);
     }
 }

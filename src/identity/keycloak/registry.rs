@@ -443,7 +443,7 @@ impl Registry {
         let cutoff = DateTime::from_timestamp(at, 0).map(|at| at.naive_utc());
         sqlx::query(
             "UPDATE authgate_identities SET roles_not_before = GREATEST(roles_not_before, $2), \
-             roles = NULL WHERE legacy_id = $1",
+             roles = '{}' WHERE legacy_id = $1",
         )
         .bind(legacy_id)
         .bind(cutoff)
