@@ -89,7 +89,11 @@ ENV APP_HOST=0.0.0.0 \
 # and owned by root, so only a deliberately mounted file is read.
 WORKDIR /app
 USER 10001:10001
-EXPOSE 5000
+# 5000 is APP_PORT: HTTPS and HTTP/2 when TLS_CERT_FILE and TLS_KEY_FILE name
+# a mounted certificate pair (reloaded when the files change), plain HTTP
+# otherwise. 8080 is the usual HTTP_REDIRECT_PORT beside HTTPS: probes in
+# clear (the HEALTHCHECK below then uses it) and redirects to HTTPS.
+EXPOSE 5000 8080
 
 # Liveness only (/health): a replica whose database is down stays "healthy"
 # and answers 503, it is not restarted. `authgate serve` runs the migrations

@@ -15,7 +15,9 @@ What runs (loopback only, each load bounded in time):
     rate, the upstream directly and through the bearer route, with the CPU
     time authgate spent (and, with perf, how much of the latency added is
     authgate's own work: bench/own_time.py); memory holding 10 000 idle
-    keep-alive connections.
+    keep-alive connections; HTTPS with HTTP/1.1 and HTTP/2 (an authgate
+    serving TLS itself, beside the same requests in clear, and nginx
+    terminating TLS as the reference).
   keycloak mode (TOKEN_FORMAT=keycloak: Keycloak's RS256 tokens)
     /users/me/ and a bearer route at max throughput, oauth2-proxy in front of
     the same upstream with the same token, and the Keycloak calls authgate
@@ -35,8 +37,10 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -152,13 +156,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def insecure_tls():
+    """A TLS client context that takes the benchmark's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def wait_http(url, proc, timeout=60, ok=(200,)):
     deadline = time.monotonic() + timeout
+    context = insecure_tls() if url.startswith("https:") else None
     while time.monotonic() < deadline:
         if not proc.alive():
             raise BenchError(f"{proc.name} exited during startup:\n{proc.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if r.status in ok:
                     return
         except (urllib.error.URLError, OSError):
@@ -304,6 +317,23 @@ class Bench:
         load = Load(name, argv + ["-d", f"{seconds}s", url], self.out, parse_wrk, watch)
         return load if background else load.wait()
 
+    def oha_max(self, name, url, conns, seconds, watch, headers=(), http2=False, parallel=1,
+                warmup=True):
+        """oha as fast as it can with `conns` connections (HTTP/2: `parallel`
+        streams on each), certificates not checked."""
+        argv = [self.args.oha, "--no-tui", "--output-format", "json", "--insecure",
+                "-c", str(conns), "-w"]
+        if http2:
+            argv += ["--http2", "-p", str(parallel)]
+        for h in headers:
+            argv += ["-H", h]
+        if warmup and self.args.warmup > 0:
+            subprocess.run(argv + ["-z", f"{self.args.warmup}s", url],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        proto = f"h2 {conns}x{parallel}" if http2 else f"c={conns}"
+        log(f"oha {name}: {seconds}s, {proto}: {url}")
+        return Load(name, argv + ["-z", f"{seconds}s", url], self.out, parse_oha, watch).wait()
+
     def wants(self, group):
         return not self.args.only or group in self.args.only.split(",")
 
@@ -372,7 +402,8 @@ def fresh_database(admin_url, name):
 
 def start_authgate(name, args, out, env_extra, routes):
     port = free_port()
-    url = f"http://{HOST}:{port}"
+    scheme = "https" if "TLS_CERT_FILE" in env_extra else "http"
+    url = f"{scheme}://{HOST}:{port}"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SMTP_", "AUTHGATE_TEST_", "KEYCLOAK_", "POSTGRES_"))}
     env.update({
@@ -858,8 +889,128 @@ def shared_denylist(b, n):
         PROCS.remove(gw)
 
 
+NGINX_TLS_CONF = """worker_processes {workers};
+daemon off;
+pid {out}/nginx-tls.pid;
+error_log {out}/nginx-tls-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {out}/nginx-tls-tmp/body;
+  proxy_temp_path {out}/nginx-tls-tmp/proxy;
+  upstream app {{ server {upstream}; keepalive 64; }}
+  # Not the default 1 000: a GOAWAY every 1 000 requests cuts the HTTP/2
+  # streams in flight, which the load generator counts as errors.
+  keepalive_requests 1000000;
+  server {{
+    listen {listen};
+    listen {tls_listen} ssl http2;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def self_signed(out):
+    """An ECDSA P-256 certificate for 127.0.0.1 and localhost (openssl)."""
+    cert, key = out / "tls.crt", out / "tls.key"
+    done = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"openssl could not make the certificate: {done.stderr}")
+    return cert, key
+
+
+def tls(b, n):
+    """HTTPS with HTTP/1.1 and HTTP/2 (ALPN): /users/me/ and the bearer route
+    of an authgate serving TLS itself (same database, same routes), beside
+    the same requests in clear, and nginx terminating TLS in front of the same
+    upstream as the reference. All with oha at max throughput; HTTP/2 rows
+    multiplex 4 streams on each connection (the same requests in flight)."""
+    a, out, d = b.args, b.out, b.args.duration
+    if not shutil.which("openssl"):
+        b.notes.append("tls rows skipped (no openssl to make a certificate)")
+        return
+    cert, key = self_signed(out)
+    plain_port = free_port()
+    gw, url = start_authgate(
+        "authgate-tls", a, out,
+        {"AUTH_BACKEND": "native", "DATABASE_URL": n.db_url, "TLS_CERT_FILE": str(cert),
+         "TLS_KEY_FILE": str(key), "HTTP_REDIRECT_PORT": str(plain_port)},
+        out / "routes.toml")
+    nginx = None
+    if a.nginx:
+        port, tls_port = free_port(), free_port()
+        (out / "nginx-tls-tmp").mkdir(exist_ok=True)
+        conf = out / "nginx-tls.conf"
+        conf.write_text(NGINX_TLS_CONF.format(
+            workers=a.workers or os.cpu_count() or 1, out=out,
+            upstream=n.up.removeprefix("http://"), listen=f"{HOST}:{port}",
+            tls_listen=f"{HOST}:{tls_port}", cert=cert, key=key))
+        proc = start("nginx-tls", [a.nginx, "-p", str(out), "-c", str(conf), "-e",
+                                   str(out / "nginx-tls-error.log")], out)
+        wait_http(f"https://{HOST}:{tls_port}/bench", proc)
+        nginx = (proc, f"http://{HOST}:{port}", f"https://{HOST}:{tls_port}")
+    else:
+        b.notes.append("nginx TLS reference skipped (no nginx)")
+    watch = [n.gw, gw, b.upstream] + ([nginx[0]] if nginx else [])
+    try:
+        me, bearer = "/users/me/", "/api/bench"
+        rows = {}
+        for key, label, target, kw in (
+            ("k0", "authgate, clear: GET /users/me/ +bearer, c=16", n.url + me, {"conns": 16}),
+            ("k1", "authgate, HTTPS h1: GET /users/me/ +bearer, c=16", url + me, {"conns": 16}),
+            ("k2", "authgate, HTTPS h2: GET /users/me/ +bearer, 4 conns x 4 streams", url + me,
+             {"conns": 4, "http2": True, "parallel": 4}),
+            ("l0", "authgate, clear, bearer route: GET /api/bench, c=32", n.url + bearer,
+             {"conns": 32}),
+            ("l1", "authgate, HTTPS h1, bearer route: GET /api/bench, c=32", url + bearer,
+             {"conns": 32}),
+            ("l2", "authgate, HTTPS h2, bearer route: GET /api/bench, 8 conns x 4 streams",
+             url + bearer, {"conns": 8, "http2": True, "parallel": 4}),
+        ):
+            rows[key] = b.record(key, "tls", label, b.oha_max(
+                key, target, seconds=d, watch=watch, headers=n.bearer, **kw))
+        refs = []
+        if nginx:
+            for key, label, target, kw in (
+                ("m0", "reference: nginx, clear: GET /bench, c=32", nginx[1], {"conns": 32}),
+                ("m1", "reference: nginx, HTTPS h1: GET /bench, c=32", nginx[2], {"conns": 32}),
+                ("m2", "reference: nginx, HTTPS h2: GET /bench, 8 conns x 4 streams", nginx[2],
+                 {"conns": 8, "http2": True, "parallel": 4}),
+            ):
+                rows[key] = b.record(key, "tls", label, b.oha_max(
+                    key, target + "/bench", seconds=d, watch=watch, **kw))
+                refs.append(key)
+        for key, base in (("k1", "k0"), ("k2", "k0"), ("l1", "l0"), ("l2", "l0"), ("m1", "m0"),
+                          ("m2", "m0")):
+            if key in rows and base in rows:
+                rows[key]["vs"] = (base, ratio(rows[key]["rps"], rows[base]["rps"]))
+        if "m1" in rows:
+            ours = ratio(rows["l1"]["rps"], rows["l0"]["rps"])
+            theirs = ratio(rows["m1"]["rps"], rows["m0"]["rps"])
+            b.notes.append(f"TLS (h1) keeps {fmt(ours, 2)} of authgate's clear req/s on the "
+                           f"bearer route, {fmt(theirs, 2)} of nginx's")
+    finally:
+        gw.stop()
+        PROCS.remove(gw)
+        if nginx:
+            nginx[0].stop()
+            PROCS.remove(nginx[0])
+
+
 NATIVE = {"throughput": throughput, "api": api, "signin": signin, "isolation": isolation,
-          "rate": fixed_rate, "memory": memory, "redis": shared_denylist}
+          "rate": fixed_rate, "memory": memory, "redis": shared_denylist, "tls": tls}
 
 
 def native_phase(b, upstream_port, admin_url):
@@ -935,9 +1086,15 @@ def server_cpu(row):
     cpu = row.get("cpu_us_per_req") or {}
     label = row["label"]
     for prefix, name in (("upstream", "upstream"), ("oauth2-proxy", "oauth2-proxy"),
+                         ("reference: nginx, clear", "nginx-tls"),
+                         ("reference: nginx, HTTPS", "nginx-tls"),
                          ("reference: nginx", "nginx"), ("floor: byte relay", "tcp-relay")):
         if label.startswith(prefix):
             return cpu.get(name)
+    if label.startswith("authgate, HTTPS"):
+        return cpu.get("authgate-tls")
+    if label.startswith("authgate, clear"):
+        return cpu.get("authgate-native")
     return next((v for k, v in cpu.items() if k.startswith("authgate")), None)
 
 

@@ -11,7 +11,14 @@
 #                        ports, probes, resources, PDB, Secret placeholders
 #   deploy/k8s/optional/ the ServiceMonitor (a custom resource, for which no
 #                        Kubernetes schema exists) decoded strictly into the
-#                        Prometheus Operator's own Go API types
+#                        Prometheus Operator's own Go API types; the
+#                        forward-auth Ingress asks authgate's Service and
+#                        passes on exactly the identity headers
+#   deploy/helm/authgate `helm lint --strict`, then `helm template` with the
+#                        default values and with ci/all-values.yaml: the
+#                        same schema and consistency checks as deploy/k8s,
+#                        and the same objects as deploy/k8s (the Secret is
+#                        referenced, not rendered)
 #   deploy/grafana/      the dashboard JSON parses; every query uses metric and
 #                        label names that src/metrics.rs really exports
 #   deploy/prometheus/   scrape configs: structure, targets, relabel regexes
@@ -23,8 +30,8 @@
 #
 # Tools are installed on first use into
 # ${AUTHGATE_CACHE_DIR:-$HOME/.cache/authgate}/deploy-check (nothing
-# system-wide): Compose built from its Go module, the ServiceMonitor checker
-# (deploy/tools/servicemonitor-check), and a Python venv with
+# system-wide): Compose and Helm built from their Go modules, the
+# ServiceMonitor checker (deploy/tools/servicemonitor-check), and a Python venv with
 # kubernetes-validate and yamllint. Needs go and python3.
 #
 # Environment (all optional):
@@ -44,6 +51,9 @@ TOOLS=$CACHE_DIR/deploy-check
 COMPOSE_MODULE=github.com/docker/compose/v5
 COMPOSE_VERSION=v5.6.0
 PY_REQS=(kubernetes-validate==1.37.0 yamllint==1.38.0)
+# Helm 3's current release (its go.mod asks Go 1.26).
+HELM_MODULE=helm.sh/helm/v3
+HELM_VERSION=v3.22.0
 # The oldest Kubernetes with everything used on by default (preStop sleep,
 # PDB unhealthyPodEvictionPolicy) and the newest schema bundled.
 K8S_VERSIONS=1.31,1.37
@@ -113,6 +123,31 @@ ensure_compose() {
     mv "$bin.tmp" "$bin"
   fi
   compose=("$bin")
+}
+
+ensure_helm() {
+  local bin=$TOOLS/bin/helm-$HELM_VERSION
+  if [[ ! -x $bin ]]; then
+    command -v go >/dev/null || die "go not found (needed once, to build helm $HELM_VERSION)"
+    log "helm: building $HELM_MODULE@$HELM_VERSION (once; takes a few minutes)"
+    local logfile=$TOOLS/helm-build.log
+    (
+      go_env
+      # Its own module and build caches, removed afterwards: the binary is
+      # all that is kept.
+      local caches=("$TOOLS/go/mod-helm" "$TOOLS/go/build-helm" "$TOOLS/go/bin-helm")
+      GOMODCACHE=${caches[0]} GOCACHE=${caches[1]} GOBIN=${caches[2]} go install -trimpath \
+        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+        "$HELM_MODULE/cmd/helm@$HELM_VERSION"
+      mv "${caches[2]}/helm" "$bin.tmp"
+      rm -rf "${caches[@]}"
+    ) >"$logfile" 2>&1 || {
+      log_tail "$logfile"
+      die "helm: build failed (log: $logfile)"
+    }
+    mv "$bin.tmp" "$bin"
+  fi
+  helm=$bin
 }
 
 ensure_servicemonitor_check() {
@@ -187,14 +222,14 @@ compose_checks() {
   model=$(mktemp)
   # Only the file's own defaults: the caller's AUTHGATE_PORT & co. must not
   # hide a problem (nor an .env file, which this repository does not have).
-  if ! env -u AUTHGATE_PORT -u MAILDEV_PORT -u KEYCLOAK_PORT -u PROMETHEUS_PORT -u GRAFANA_PORT \
+  if ! env -u AUTHGATE_PORT -u MAILDEV_PORT -u KEYCLOAK_PORT -u PROMETHEUS_PORT -u GRAFANA_PORT -u EDGE_PORT \
     -u AUTH_BACKEND -u SECRET_KEY -u LOG_FORMAT -u RUST_LOG \
     "${compose[@]}" -f docker-compose.yml config --quiet; then
     rm -f "$model"
     return 1
   fi
   echo "docker compose config: docker-compose.yml is valid ($("${compose[@]}" version --short 2>/dev/null || echo '?'))"
-  env -u AUTHGATE_PORT -u MAILDEV_PORT -u KEYCLOAK_PORT -u PROMETHEUS_PORT -u GRAFANA_PORT \
+  env -u AUTHGATE_PORT -u MAILDEV_PORT -u KEYCLOAK_PORT -u PROMETHEUS_PORT -u GRAFANA_PORT -u EDGE_PORT \
     -u AUTH_BACKEND -u SECRET_KEY -u LOG_FORMAT -u RUST_LOG \
     "${compose[@]}" -f docker-compose.yml config --format json >"$model"
   local rc=0
@@ -203,8 +238,46 @@ compose_checks() {
   return "$rc"
 }
 
+# Helm's templates are not YAML until rendered (helm_checks lints the
+# rendered output).
 yaml_files() {
-  find docker-compose.yml deploy -type f \( -name '*.yml' -o -name '*.yaml' \) | sort
+  find docker-compose.yml deploy -type f \( -name '*.yml' -o -name '*.yaml' \) \
+    -not -path 'deploy/helm/*/templates/*' | sort
+}
+
+CHART=deploy/helm/authgate
+
+helm_checks() {
+  local out rc=0
+  out=$(mktemp -d)
+  if "$helm" lint --strict "$CHART" --kube-version "${K8S_VERSIONS%%,*}.0" >"$out/lint.log" 2>&1 &&
+    "$helm" lint --strict "$CHART" --kube-version "${K8S_VERSIONS%%,*}.0" \
+      -f "$CHART/ci/all-values.yaml" >>"$out/lint.log" 2>&1; then
+    echo "helm lint --strict: ok (default values, ci/all-values.yaml)"
+  else
+    cat "$out/lint.log"
+    rc=1
+  fi
+  # As for the oldest Kubernetes checked (the chart's kubeVersion).
+  local template=("$helm" template authgate "$CHART" --namespace authgate --kube-version "${K8S_VERSIONS%%,*}.0")
+  if "${template[@]}" >"$out/default.yaml" &&
+    "${template[@]}" -f "$CHART/ci/all-values.yaml" >"$out/all.yaml" &&
+    "${template[@]}" -f "$CHART/ci/all-values.yaml" --show-only templates/servicemonitor.yaml \
+      >"$out/servicemonitor.yaml"; then
+    echo "helm template: $(grep -c '^kind:' "$out/default.yaml") objects (default values), $(grep -c '^kind:' "$out/all.yaml") (ci/all-values.yaml)"
+    if "$TOOLS/venv/bin/yamllint" --strict -c deploy/tools/yamllint.yml "$out/default.yaml" "$out/all.yaml"; then
+      echo "yamllint: the rendered chart ok"
+    else
+      rc=1
+    fi
+    "$py" deploy/tools/check_deploy.py "${verbose[@]}" helm "$out/default.yaml" "$out/all.yaml" \
+      --kubernetes-versions "$K8S_VERSIONS" || rc=1
+    "$smcheck" "$out/servicemonitor.yaml" || rc=1
+  else
+    rc=1
+  fi
+  rm -rf "$out"
+  return "$rc"
 }
 
 main() {
@@ -215,6 +288,7 @@ main() {
   flock 9
   ensure_venv
   ensure_compose
+  ensure_helm
   ensure_servicemonitor_check
   flock -u 9
   log "tools ready ($((SECONDS - t0))s)"
@@ -228,8 +302,12 @@ main() {
   phase "Kubernetes manifests (deploy/k8s, strict schemas for $K8S_VERSIONS)"
   run_check k8s "$py" deploy/tools/check_deploy.py "${verbose[@]}" k8s --kubernetes-versions "$K8S_VERSIONS"
 
+  phase "Helm chart ($CHART: lint, the rendered objects, the same objects as deploy/k8s)"
+  run_check helm helm_checks
+
   phase "ServiceMonitor (deploy/k8s/optional, Prometheus Operator API types, strict)"
-  run_check servicemonitor "$smcheck" deploy/k8s/optional/*.yaml
+  # shellcheck disable=SC2046 # file names without spaces
+  run_check servicemonitor "$smcheck" $(grep -l '^kind: ServiceMonitor' deploy/k8s/optional/*.yaml)
 
   phase "Grafana dashboard (deploy/grafana) against src/metrics.rs"
   run_check dashboard "$py" deploy/tools/check_deploy.py "${verbose[@]}" dashboard

@@ -56,8 +56,19 @@ have redis-cli || missing+=(redis-tools)
 # 21 on trixie) and Maven to fetch it.
 have java || missing+=(default-jre-headless)
 have mvn || missing+=(maven)
-# nginx, one of the test upstreams (scripts/upstreams.sh runs a private one).
-have_sbin nginx || missing+=(nginx-light)
+# nginx, one of the test upstreams (scripts/upstreams.sh runs a private one),
+# and the forward-auth tests' proxy, which needs auth_request built in
+# (Debian's nginx has it; some builds of nginx-light do not).
+nginx_auth_request() {
+  local nginx
+  nginx=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+  [[ -x $nginx ]] && "$nginx" -V 2>&1 | grep -q -- '--with-http_auth_request_module'
+}
+if ! have_sbin nginx; then
+  missing+=(nginx-light)
+elif ! nginx_auth_request; then
+  missing+=(nginx)
+fi
 # venv for scripts/mailbox.py (Debian's python3 needs python3-venv for it).
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
@@ -92,5 +103,13 @@ compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || die "PostgreSQL serv
 # started it); ours runs on its own port.
 have redis-server || die "redis-server still missing"
 have_sbin nginx || die "nginx still missing"
+if ! nginx_auth_request; then
+  log "nginx has no auth_request module: installing Debian's nginx"
+  as_root=()
+  ((EUID == 0)) || as_root=(sudo)
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx ||
+    die "apt-get install nginx failed"
+  nginx_auth_request || die "nginx still has no auth_request module (the forward-auth tests need it)"
+fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3 cannot create venvs (python3-venv)"
 log "prerequisites ok"

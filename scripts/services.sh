@@ -7,6 +7,9 @@
 #   - Redis (Debian's redis-server, no persistence, dir in the state dir)
 #   - the test upstreams: Starlette under uvicorn, a Go net/http server and
 #     nginx (scripts/upstreams.sh)
+#   - the forward-auth proxies' binaries: nginx with auth_request, and Caddy
+#     built from its Go module (scripts/proxies.sh; the tests run their own
+#     instances)
 # Usage: scripts/services.sh start|stop|status|env
 set -euo pipefail
 
@@ -433,6 +436,8 @@ EOF
 
 # shellcheck source=scripts/upstreams.sh
 source "$REPO/scripts/upstreams.sh"
+# shellcheck source=scripts/proxies.sh
+source "$REPO/scripts/proxies.sh"
 
 # ---------------------------------------------------------------- commands
 
@@ -445,6 +450,7 @@ cmd_start() {
   maildev_start
   mailbox_start
   upstreams_start
+  proxies_prepare
   log "all services up ($((SECONDS - t0))s)"
 }
 
@@ -485,12 +491,13 @@ cmd_status() {
     rc=3
   fi
   upstreams_status || rc=3
+  proxies_status || rc=3
   return "$rc"
 }
 
 cmd_env() {
   local kv
-  # shellcheck disable=SC2046 # upstreams_env prints NAME=value lines, no spaces
+  # shellcheck disable=SC2046 # *_env print NAME=value lines, no spaces
   for kv in \
     "AUTHGATE_TEST_DATABASE_URL=postgres://$PG_USER:$PG_PASSWORD@$HOST:$PG_PORT/postgres" \
     "AUTHGATE_TEST_REDIS_URL=redis://$HOST:$REDIS_PORT" \
@@ -503,7 +510,7 @@ cmd_env() {
     "AUTHGATE_TEST_SMTP_USER=$SMTP_USER" \
     "AUTHGATE_TEST_SMTP_PASSWORD=$SMTP_PASSWORD" \
     "AUTHGATE_TEST_SMTP_CA_FILE=$TLS_DIR/ca.pem" \
-    $(upstreams_env); do
+    $(upstreams_env) $(proxies_env); do
     printf 'export %s=%q\n' "${kv%%=*}" "${kv#*=}"
   done
 }

@@ -2,26 +2,28 @@
 //!
 //! Round robin over the upstreams that pass the TCP health check, probed
 //! every few seconds, and the first time before the gateway starts
-//! listening, so that the first requests already avoid an upstream that is
-//! down. When none passes, every one is tried anyway and the attempt decides
-//! (as Envoy's panic threshold does): a health check is only a guess made up
-//! to a few seconds ago, and an upstream that starts together with authgate,
-//! or comes back, is reached at once instead of after the next probe. An
-//! upstream that really is down still answers its caller 502 (connection
-//! refused) or 504 (connect timeout).
+//! listening (or before a reloaded route takes requests), so that the
+//! first requests already avoid an upstream that is down. When none passes,
+//! every one is tried anyway and the attempt decides (as Envoy's panic
+//! threshold does): a health check is only a guess made up to a few seconds
+//! ago, and an upstream that starts together with authgate, or comes back,
+//! is reached at once instead of after the next probe. An upstream that
+//! really is down still answers its caller 502 (connection refused) or 504
+//! (connect timeout).
+//!
+//! A balancer's periodic checks ([`Balancer::keep_checking`]) live exactly
+//! as long as the balancer: a route removed by a reload stops being probed
+//! once the last request that chose it is done.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use pingora::lb::health_check::TcpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, LoadBalancer};
-use pingora::server::ShutdownWatch;
-use pingora::services::ServiceReadyNotifier;
-use pingora::services::background::{BackgroundService, GenBackgroundService};
+use tokio::task::AbortHandle;
 
 /// How many round-robin steps a pick may take to find a healthy upstream.
 const MAX_STEPS: usize = 256;
@@ -29,23 +31,35 @@ const MAX_STEPS: usize = 256;
 /// A route's upstreams.
 pub struct Balancer {
     lb: LoadBalancer<RoundRobin>,
+    /// The upstreams, in the order the route lists them.
+    upstreams: Vec<SocketAddr>,
     /// The turn among all upstreams when none is healthy (the balancer's own
     /// turn has just gone round every upstream in vain).
     any_turn: AtomicUsize,
+    check_every: Duration,
+    /// The periodic checks, ended with the balancer.
+    checks: Mutex<Option<AbortHandle>>,
 }
 
 impl Balancer {
-    /// The upstreams, probed every `check_every` once [`Self::health_checks`]
+    /// The upstreams, probed every `check_every` once [`Self::keep_checking`]
     /// runs; all assumed healthy until the first probe.
     pub fn new(upstreams: &[SocketAddr], check_every: Duration) -> std::io::Result<Self> {
         let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(upstreams.iter().copied())?;
         balancer.set_health_check(TcpHealthCheck::new());
-        balancer.health_check_frequency = Some(check_every);
         balancer.parallel_health_check = true;
         Ok(Self {
             lb: balancer,
+            upstreams: upstreams.to_vec(),
             any_turn: AtomicUsize::new(0),
+            check_every,
+            checks: Mutex::new(None),
         })
+    }
+
+    /// The upstreams it chooses among, as the route lists them.
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        &self.upstreams
     }
 
     /// The next upstream: round robin over the healthy ones, or over all of
@@ -62,52 +76,50 @@ impl Balancer {
         }
     }
 
-    /// The background service that probes the upstreams; it reports ready
-    /// (see [`pingora::services::ServiceHandle`]) once it has probed each of
-    /// them once.
-    pub fn health_checks(self: &Arc<Self>, name: &str) -> GenBackgroundService<HealthChecks> {
-        GenBackgroundService::new(
-            format!("health {name}"),
-            Arc::new(HealthChecks(Arc::clone(self))),
-        )
-    }
-
     /// Probes every upstream once, side by side (each gives up after
     /// TcpHealthCheck's 1 s connect timeout).
-    async fn probe(&self) {
+    pub async fn probe(&self) {
         self.lb.backends().run_health_check(true).await;
+    }
+
+    /// Probes the upstreams every `check_every` from now on, on the current
+    /// tokio runtime, until the balancer is dropped. Once is enough: a
+    /// second call replaces the first task.
+    pub fn keep_checking(self: &Arc<Self>) {
+        let balancer = Arc::downgrade(self);
+        let every = self.check_every;
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                // Held only while probing: the checks never keep a
+                // balancer alive.
+                let Some(balancer) = balancer.upgrade() else {
+                    return;
+                };
+                balancer.probe().await;
+            }
+        });
+        let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(previous) = checks.replace(task.abort_handle()) {
+            previous.abort();
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let checks = self
+            .checks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = checks.take() {
+            task.abort();
+        }
     }
 }
 
 fn address(backend: &Backend) -> Option<SocketAddr> {
     backend.addr.as_inet().copied()
-}
-
-/// A route's periodic health checks, the first before it reports ready.
-pub struct HealthChecks(Arc<Balancer>);
-
-#[async_trait]
-impl BackgroundService for HealthChecks {
-    async fn start_with_ready_notifier(
-        &self,
-        shutdown: ShutdownWatch,
-        ready: ServiceReadyNotifier,
-    ) {
-        let balancer = &self.0;
-        balancer.probe().await;
-        ready.notify_ready();
-        let every = balancer.lb.health_check_frequency.unwrap_or(Duration::MAX);
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown_begins(shutdown.clone()) => return,
-        }
-        // pingora's own loop: a probe at once, then one every `every`.
-        balancer.lb.run(shutdown, None).await;
-    }
-}
-
-async fn shutdown_begins(mut shutdown: ShutdownWatch) {
-    let _ = shutdown.wait_for(|&down| down).await;
 }
 
 #[cfg(test)]
@@ -128,6 +140,34 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(balancer.pick(), Some(live));
         }
+    }
+
+    /// Counts the connections a listener accepts (each TCP probe is one).
+    async fn probed() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&count);
+        tokio::spawn(async move {
+            while listener.accept().await.is_ok() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn checks_run_while_the_balancer_lives_and_end_with_it() {
+        let (addr, probes) = probed().await;
+        let balancer = Arc::new(Balancer::new(&[addr], Duration::from_millis(20)).unwrap());
+        balancer.keep_checking();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(probes.load(Ordering::SeqCst) >= 3, "{probes:?}");
+        drop(balancer);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after_drop = probes.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(probes.load(Ordering::SeqCst), after_drop);
     }
 
     #[tokio::test]

@@ -165,6 +165,17 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
         },
     ));
     lines.push((
+        "ROUTES_WATCH_SECONDS",
+        edge.routes_watch.map_or_else(
+            || "0: the routes file is read again on SIGHUP only".to_string(),
+            |every| every.as_secs().to_string(),
+        ),
+    ));
+    lines.push((
+        "FORWARD_AUTH_DEFAULT_POLICY",
+        edge.forward_auth_default.to_string(),
+    ));
+    lines.push((
         "METRICS_ADDR",
         edge.metrics_addr.map_or_else(
             || "not set: /metrics on the main listener".to_string(),
@@ -190,6 +201,25 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
     lines.push((
         "MAX_CLIENT_CONNECTIONS",
         edge.max_client_connections.to_string(),
+    ));
+    lines.push((
+        "TLS_CERT_FILE / TLS_KEY_FILE",
+        match &edge.tls {
+            None => "not set: plain HTTP".to_string(),
+            Some(tls) => format!(
+                "{} / {}, looked at {}, HTTP_REDIRECT_PORT {}, HSTS_MAX_AGE_SECONDS {}",
+                tls.cert_file.display(),
+                tls.key_file.display(),
+                tls.check_every.map_or_else(
+                    || "on SIGHUP only".to_string(),
+                    |every| format!("every {} s and on SIGHUP", every.as_secs())
+                ),
+                tls.redirect_port
+                    .map_or_else(|| "not set".to_string(), |port| port.to_string()),
+                tls.hsts_max_age
+                    .map_or_else(|| "off".to_string(), |age| age.to_string()),
+            ),
+        },
     ));
     for route in &edge.routes {
         lines.push((
@@ -249,6 +279,27 @@ pub async fn probes(config: &Config) -> Vec<Probe> {
         found.push(keycloak_probe(config, &clock).await);
     }
     found.push(smtp_probe(config).await);
+    if let Some(tls) = &config.edge.tls {
+        found.push(
+            probe("TLS certificate pair".to_string(), async {
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))
+                };
+                let provider = rustls::crypto::aws_lc_rs::default_provider();
+                let pair = crate::tls::certs::parse_pair(
+                    &read(&tls.cert_file)?,
+                    &read(&tls.key_file)?,
+                    (&tls.cert_file, &tls.key_file),
+                    &provider,
+                    clock.unix(),
+                )
+                .map_err(|err| err.to_string())?;
+                let days = (pair.not_after - clock.unix()) / 86_400;
+                Ok(format!("{}, expires in {days} days", pair.subject))
+            })
+            .await,
+        );
+    }
     if let Some(url) = &config.edge.redis_url {
         found.push(
             probe(format!("redis {}", redact_url(url)), async {

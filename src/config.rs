@@ -241,8 +241,16 @@ pub struct SsoSettings {
 /// Where the gateway stands in the network.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeSettings {
-    /// Upstream routes (`ROUTES_FILE`), longest prefix first.
+    /// Upstream routes (`ROUTES_FILE`), longest prefix first, as read at start.
     pub routes: Vec<crate::routes::RouteConfig>,
+    /// `ROUTES_FILE`: read again on SIGHUP and when it changes.
+    pub routes_file: Option<PathBuf>,
+    /// `ROUTES_WATCH_SECONDS`: how often the routes file is looked at for a
+    /// change; `None` (0): on SIGHUP only.
+    pub routes_watch: Option<Duration>,
+    /// `FORWARD_AUTH_DEFAULT_POLICY`: what forward-auth applies to a path
+    /// no route matches.
+    pub forward_auth_default: crate::routes::Policy,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `REDIS_URL`: shared rate limits; in-process limits without it.
@@ -264,7 +272,30 @@ pub struct EdgeSettings {
     pub client_write_timeout: Duration,
     /// `MAX_CLIENT_CONNECTIONS`: client connections served at once.
     pub max_client_connections: usize,
+    /// `TLS_CERT_FILE` and `TLS_KEY_FILE`: the main listener serves HTTPS.
+    pub tls: Option<TlsSettings>,
 }
+
+/// TLS termination on the main listener (see [`crate::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `TLS_CERT_FILE`: the certificate chain (PEM, the server's first).
+    pub cert_file: PathBuf,
+    /// `TLS_KEY_FILE`: its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `TLS_RELOAD_CHECK_SECONDS`: how often the two files are looked at for
+    /// a new pair; `None` (0): only on SIGHUP.
+    pub check_every: Option<Duration>,
+    /// `HTTP_REDIRECT_PORT`: a plain listener on `APP_HOST` answering health
+    /// probes and redirecting everything else to HTTPS.
+    pub redirect_port: Option<u16>,
+    /// `HSTS_MAX_AGE_SECONDS`: `Strict-Transport-Security: max-age=N` on
+    /// HTTPS answers.
+    pub hsts_max_age: Option<u64>,
+}
+
+/// How often the certificate files are looked at, unless configured.
+pub const DEFAULT_TLS_CHECK_SECONDS: u64 = 10;
 
 /// `import-users`: how the legacy users go to Keycloak (its flags
 /// `--batch-size` and `--concurrency` override these).
@@ -468,6 +499,8 @@ impl Config {
         let app_name = src.string("APP_NAME", "AISER Authentication Service");
         let port = src.number("APP_PORT", 5000u16, 1)?;
         let host = src.string("APP_HOST", "127.0.0.1");
+        let tls = tls_settings(&src, port)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut contact = Vec::new();
         for (key, var) in [
             ("name", "APP_CONTACT_NAME"),
@@ -482,7 +515,7 @@ impl Config {
         let app = AppSettings {
             version: src.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
             url: src
-                .string("APP_URL", &format!("http://localhost:{port}"))
+                .string("APP_URL", &format!("{scheme}://localhost:{port}"))
                 .trim_end_matches('/')
                 .to_string(),
             host,
@@ -623,7 +656,10 @@ impl Config {
                 3600u64,
                 1,
             )?),
-            edge: edge_settings(&src)?,
+            edge: EdgeSettings {
+                tls,
+                ..edge_settings(&src)?
+            },
             sso,
             import: import_tuning(&src)?,
             data_dir,
@@ -691,10 +727,21 @@ fn postgres_url(src: &Source<'_>) -> String {
 }
 
 fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
-    let routes = match src.optional("ROUTES_FILE") {
-        Some(path) => crate::routes::load(std::path::Path::new(&path))?,
+    let routes_file = src.optional("ROUTES_FILE").map(PathBuf::from);
+    let routes = match &routes_file {
+        Some(path) => crate::routes::load(path)?,
         None => Vec::new(),
     };
+    let routes_watch = match src.number("ROUTES_WATCH_SECONDS", 5u64, 0)? {
+        0 => None,
+        seconds => Some(Duration::from_secs(seconds)),
+    };
+    let default_policy = src.string("FORWARD_AUTH_DEFAULT_POLICY", "authenticated");
+    let forward_auth_default = crate::routes::Policy::parse(&default_policy).ok_or_else(|| {
+        problem(format!(
+            "FORWARD_AUTH_DEFAULT_POLICY must be public, authenticated or role:<name> (got {default_policy:?})"
+        ))
+    })?;
     let mut trusted_proxies = Vec::new();
     for item in src
         .optional("TRUSTED_PROXIES")
@@ -732,6 +779,9 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
     };
     Ok(EdgeSettings {
         routes,
+        routes_file,
+        routes_watch,
+        forward_auth_default,
         trusted_proxies,
         redis_url,
         metrics_addr,
@@ -761,7 +811,57 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
             crate::conn::DEFAULT_MAX_CONNECTIONS,
             1,
         )?,
+        tls: None,
     })
+}
+
+/// `TLS_CERT_FILE` and `TLS_KEY_FILE` (both or neither), and what only
+/// makes sense with them.
+fn tls_settings(src: &Source<'_>, app_port: u16) -> Result<Option<TlsSettings>, ConfigError> {
+    let cert = src.optional("TLS_CERT_FILE");
+    let key = src.optional("TLS_KEY_FILE");
+    let redirect_port = match src.optional("HTTP_REDIRECT_PORT") {
+        None => None,
+        Some(_) => Some(src.number("HTTP_REDIRECT_PORT", 80u16, 1)?),
+    };
+    let hsts_max_age = match src.number("HSTS_MAX_AGE_SECONDS", 0u64, 0)? {
+        0 => None,
+        seconds => Some(seconds),
+    };
+    let check_every = match src.number("TLS_RELOAD_CHECK_SECONDS", DEFAULT_TLS_CHECK_SECONDS, 0)? {
+        0 => None,
+        seconds => Some(Duration::from_secs(seconds)),
+    };
+    let (cert_file, key_file) = match (cert, key) {
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (None, None) => {
+            for (name, set) in [
+                ("HTTP_REDIRECT_PORT", redirect_port.is_some()),
+                ("HSTS_MAX_AGE_SECONDS", hsts_max_age.is_some()),
+            ] {
+                if set {
+                    return Err(problem(format!(
+                        "{name} needs TLS_CERT_FILE and TLS_KEY_FILE (authgate serving HTTPS)"
+                    )));
+                }
+            }
+            return Ok(None);
+        }
+        (Some(_), None) => return Err(problem("TLS_CERT_FILE is set without TLS_KEY_FILE")),
+        (None, Some(_)) => return Err(problem("TLS_KEY_FILE is set without TLS_CERT_FILE")),
+    };
+    if redirect_port == Some(app_port) {
+        return Err(problem(format!(
+            "HTTP_REDIRECT_PORT must differ from APP_PORT (both {app_port})"
+        )));
+    }
+    Ok(Some(TlsSettings {
+        cert_file,
+        key_file,
+        check_every,
+        redirect_port,
+        hsts_max_age,
+    }))
 }
 
 fn sso_settings(src: &Source<'_>, app_url: &str) -> Result<SsoSettings, ConfigError> {
@@ -1233,6 +1333,16 @@ mod tests {
                 "mysql://x",
                 "DATABASE_URL must be a postgres:// or sqlite:// URL",
             ),
+            (
+                "ROUTES_WATCH_SECONDS",
+                "often",
+                "ROUTES_WATCH_SECONDS must be a number",
+            ),
+            (
+                "FORWARD_AUTH_DEFAULT_POLICY",
+                "role:",
+                "FORWARD_AUTH_DEFAULT_POLICY must be public, authenticated or role:<name>",
+            ),
         ];
         for (name, value, expected) in cases {
             let mut map = base();
@@ -1250,6 +1360,27 @@ mod tests {
             err.0
                 .starts_with("AUTH_BACKEND=keycloak keeps its registry in PostgreSQL")
         );
+    }
+
+    #[test]
+    fn routes_reload_and_forward_auth_settings() {
+        let edge = Config::from_map(&base()).unwrap().edge;
+        assert_eq!(edge.routes_watch, Some(Duration::from_secs(5)));
+        assert_eq!(
+            edge.forward_auth_default,
+            crate::routes::Policy::Authenticated
+        );
+        assert_eq!(edge.routes_file, None);
+        let mut map = base();
+        map.insert("ROUTES_WATCH_SECONDS".into(), "0".into());
+        map.insert("FORWARD_AUTH_DEFAULT_POLICY".into(), "role:staff".into());
+        let edge = Config::from_map(&map).unwrap().edge;
+        assert_eq!(edge.routes_watch, None);
+        assert_eq!(
+            edge.forward_auth_default,
+            crate::routes::Policy::Role("staff".into())
+        );
+        assert_eq!(edge.forward_auth_default.to_string(), "role:staff");
     }
 
     #[test]
@@ -1280,6 +1411,65 @@ mod tests {
                 err.0
             );
         }
+    }
+
+    #[test]
+    fn tls_settings_come_as_a_pair_and_bring_their_options() {
+        let config = Config::from_map(&base()).unwrap();
+        assert_eq!(config.edge.tls, None);
+        assert_eq!(config.app.url, "http://localhost:5000");
+
+        let mut map = base();
+        map.insert("TLS_CERT_FILE".into(), "/certs/tls.crt".into());
+        map.insert("TLS_KEY_FILE".into(), "/certs/tls.key".into());
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(config.app.url, "https://localhost:5000");
+        assert_eq!(
+            config.edge.tls,
+            Some(TlsSettings {
+                cert_file: "/certs/tls.crt".into(),
+                key_file: "/certs/tls.key".into(),
+                check_every: Some(Duration::from_secs(DEFAULT_TLS_CHECK_SECONDS)),
+                redirect_port: None,
+                hsts_max_age: None,
+            })
+        );
+        map.insert("HTTP_REDIRECT_PORT".into(), "8080".into());
+        map.insert("HSTS_MAX_AGE_SECONDS".into(), "31536000".into());
+        map.insert("TLS_RELOAD_CHECK_SECONDS".into(), "0".into());
+        let tls = Config::from_map(&map).unwrap().edge.tls.unwrap();
+        assert_eq!(
+            (tls.redirect_port, tls.hsts_max_age, tls.check_every),
+            (Some(8080), Some(31_536_000), None)
+        );
+
+        let refused = |pairs: &[(&str, &str)]| {
+            let mut map = base();
+            for (k, v) in pairs {
+                map.insert((*k).into(), (*v).into());
+            }
+            Config::from_map(&map).unwrap_err().0
+        };
+        assert_eq!(
+            refused(&[("TLS_CERT_FILE", "/c")]),
+            "TLS_CERT_FILE is set without TLS_KEY_FILE"
+        );
+        assert_eq!(
+            refused(&[("TLS_KEY_FILE", "/k")]),
+            "TLS_KEY_FILE is set without TLS_CERT_FILE"
+        );
+        assert!(
+            refused(&[("HSTS_MAX_AGE_SECONDS", "60")]).starts_with("HSTS_MAX_AGE_SECONDS needs")
+        );
+        assert!(refused(&[("HTTP_REDIRECT_PORT", "80")]).starts_with("HTTP_REDIRECT_PORT needs"));
+        assert_eq!(
+            refused(&[
+                ("TLS_CERT_FILE", "/c"),
+                ("TLS_KEY_FILE", "/k"),
+                ("HTTP_REDIRECT_PORT", "5000")
+            ]),
+            "HTTP_REDIRECT_PORT must differ from APP_PORT (both 5000)"
+        );
     }
 
     #[test]

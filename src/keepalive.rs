@@ -13,25 +13,36 @@
 //! then allocates the head's buffer, builds the session and calls into the
 //! proxy.
 //!
-//! Cleartext HTTP/1.1 only, which is what authgate listens for: no TLS, no
-//! h2c (pingora's own loop handles those through server options authgate
-//! does not set).
+//! On a TLS listener ([`crate::tls`]) the loop runs the handshake too,
+//! after the connection took its place under the cap, within the head
+//! deadline, and under the write deadline (which sits below TLS). HTTP/1.1
+//! over TLS then goes through the same loop as cleartext; a connection that
+//! chose `h2` (ALPN) is handed, once its preface came in time
+//! ([`crate::conn::preface`]), to pingora's own HTTP/2 loop, each of its
+//! streams counted in flight and the connection closed after
+//! `CLIENT_IDLE_TIMEOUT_SECONDS` without one ([`H2Streams`]). No h2c: a
+//! cleartext listener speaks HTTP/1.1 only.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora::protocols::Stream;
+use pingora::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp,
+};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::v2::server::{H2Options, default_h2_options};
+use pingora::protocols::{ALPN, Stream};
 use pingora::server::ShutdownWatch;
 
 use crate::conn::ClientPolicy;
 use crate::conn::head::{Head, is_probe, read_head};
 use crate::conn::limit::{Admission, Waiting};
+use crate::conn::preface::{self, Preface};
 use crate::conn::refusal::Refusal;
 use crate::conn::write_deadline::WriteDeadline;
 use crate::drain::InFlight;
+use crate::tls::{Handshake, Tls};
 
 /// A pingora HTTP application (the proxy) behind the lean connection loop.
 pub struct LeanKeepalive<A> {
@@ -40,14 +51,28 @@ pub struct LeanKeepalive<A> {
     /// Counts each request from its complete head until its answer is
     /// written (the drain at shutdown waits on it).
     in_flight: InFlight,
+    /// TLS termination, on the main listener when it serves HTTPS.
+    tls: Option<Arc<Tls>>,
+    /// The application as pingora's HTTP/2 loop sees it.
+    h2: Arc<H2Streams<A>>,
 }
 
 impl<A> LeanKeepalive<A> {
-    pub fn new(inner: A, policy: ClientPolicy, in_flight: InFlight) -> Self {
+    pub fn new(inner: A, policy: ClientPolicy, in_flight: InFlight, tls: Option<Arc<Tls>>) -> Self {
+        let inner = Arc::new(inner);
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(policy.idle_timeout);
+        let h2 = Arc::new(H2Streams {
+            inner: Arc::clone(&inner),
+            in_flight: in_flight.clone(),
+            options,
+        });
         Self {
-            inner: Arc::new(inner),
+            inner,
             policy,
             in_flight,
+            tls,
+            h2,
         }
     }
 }
@@ -68,10 +93,36 @@ where
             Admission::ProbeOnly(permit, waiting) => (permit, Some(waiting)),
             Admission::Refused => return None,
         };
-        let mut stream =
-            WriteDeadline::wrap(stream, policy.write_timeout, policy.write_timeouts.clone());
+        let mut stream = match &self.tls {
+            None => {
+                WriteDeadline::wrap(stream, policy.write_timeout, policy.write_timeouts.clone())
+            }
+            Some(tls) => {
+                let plain =
+                    WriteDeadline::new(stream, policy.write_timeout, policy.write_timeouts.clone());
+                let handshake = tls.accept(plain, policy.header_timeout, waiting.is_some());
+                let handshake = match &waiting {
+                    None => handshake.await,
+                    Some(waiting) => tokio::select! {
+                        handshake = handshake => handshake,
+                        () = waiting.evicted() => return None,
+                    },
+                };
+                match handshake {
+                    Handshake::Done(stream) => stream,
+                    Handshake::TimedOut => {
+                        policy.header_timeouts.inc();
+                        return None;
+                    }
+                    Handshake::Failed => return None,
+                }
+            }
+        };
         if let Some(waiting) = waiting {
             return self.serve_probe(stream, waiting, shutdown).await;
+        }
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            return self.serve_h2(stream, shutdown).await;
         }
         let mut settings: Option<HttpPersistentSettings> = None;
         // One receiver for the connection's whole life, not one per request.
@@ -105,6 +156,23 @@ impl<A> LeanKeepalive<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
+    /// An HTTP/2 connection: its preface within the head deadline, then
+    /// pingora's own HTTP/2 loop.
+    async fn serve_h2(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        match preface::read(stream, self.policy.header_timeout).await {
+            Preface::Read(stream) => self.h2.process_new(stream, shutdown).await,
+            Preface::TimedOut => {
+                self.policy.header_timeouts.inc();
+                None
+            }
+            Preface::Gone => None,
+        }
+    }
+
     /// A connection over the cap: one health probe is answered, anything
     /// else gets 503; it goes at once when a newer connection takes its
     /// place before its head is complete (see [`crate::conn::limit`]).
@@ -169,4 +237,40 @@ where
         Refusal::RequestTimeout.send(&mut stream).await;
         None
     }
+}
+
+/// The application as pingora's HTTP/2 loop sees it: each stream a request
+/// counted in flight, HTTP/2's own limits (pingora's defaults: 100
+/// concurrent streams, 64 KiB of decoded header list, a bound on malformed
+/// and reset streams), and the connection closed once it has been idle for
+/// `CLIENT_IDLE_TIMEOUT_SECONDS`.
+pub struct H2Streams<A> {
+    inner: Arc<A>,
+    in_flight: InFlight,
+    options: HttpServerOptions,
+}
+
+#[async_trait]
+impl<A> HttpServerApp for H2Streams<A>
+where
+    A: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let _serving = self.in_flight.begin();
+        self.inner.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        Some(default_h2_options())
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+
+    async fn http_cleanup(&self) {}
 }

@@ -29,10 +29,12 @@ pub mod progress;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod reload;
 pub mod revocation;
 pub mod routes;
 pub mod secret_file;
 pub mod server;
+pub mod tls;
 pub mod tokens;
 pub mod totp;
 

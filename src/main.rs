@@ -167,6 +167,10 @@ async fn migrate(config: &Config, patience: Duration, verbose: bool) -> Result<(
 }
 
 fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
+    // SIGHUP reloads (the TLS certificate, the routes file), never stops: taken over
+    // before anything else can be interrupted by it.
+    authgate::reload::keep_running_on_hangup()
+        .map_err(|err| format!("cannot take SIGHUP over: {err}"))?;
     let addr = config.listen_addr().map_err(|e| e.to_string())?;
     if let Err(err) = std::net::TcpListener::bind(addr) {
         return Err(format!("APP_HOST/APP_PORT {addr} cannot be bound: {err}"));
@@ -307,6 +311,9 @@ fn check_config(config: &Config) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // Two rustls providers are built in (pingora's listener brings ring):
+    // every TLS user of the process gets aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(config) => config,

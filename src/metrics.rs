@@ -30,6 +30,9 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub requests_refused: IntCounterVec,
     pub tunnels_ended: IntCounterVec,
+    pub routes_reloads: IntCounterVec,
+    pub routes_loaded: IntGauge,
+    pub forward_auth: IntCounterVec,
     pub redis_up: IntGauge,
     pub ratelimit_fallbacks: IntCounter,
     pub audit_failures: IntCounter,
@@ -43,6 +46,13 @@ pub struct Metrics {
     pub admin_event_polls: IntCounterVec,
     pub admin_events: IntCounterVec,
     pub admin_event_reader: IntGauge,
+}
+
+/// See [`Metrics::tls`].
+#[derive(Debug, Clone)]
+pub struct TlsMetrics {
+    pub reload_failures: IntCounter,
+    pub expiry: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -132,6 +142,24 @@ impl Metrics {
                 "tunnels_ended_total",
                 "Upgraded connections (WebSocket) ended, by why: closed, idle, refused (session revoked or token expired).",
                 &["reason"],
+            )?,
+            routes_reloads: counter(
+                "routes_reloads_total",
+                "Reloads of ROUTES_FILE (SIGHUP, or the file changed), by outcome: applied, unchanged, invalid (the routes in force stay).",
+                &["outcome"],
+            )?,
+            routes_loaded: {
+                let gauge = IntGauge::new(
+                    "routes_loaded",
+                    "Routes in force (the last valid ROUTES_FILE).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            forward_auth: counter(
+                "forward_auth_decisions_total",
+                "Forward-auth answers (/auth/forward), by outcome: allowed, refused (no or bad token), forbidden (role), invalid (unsettled or ambiguous original request), limited, untrusted (not a TRUSTED_PROXIES peer), error.",
+                &["outcome"],
             )?,
             redis_up: {
                 let gauge = IntGauge::new(
@@ -226,6 +254,25 @@ impl Metrics {
                 gauge
             },
             registry,
+        })
+    }
+
+    /// The metrics of TLS termination, registered once when the main
+    /// listener serves HTTPS (a gateway without TLS exports none of them).
+    pub fn tls(&self) -> Result<TlsMetrics, MetricsError> {
+        let reload_failures = IntCounter::new(
+            "tls_reload_failures_total",
+            "Certificate pairs that could not replace the one served (unreadable, key not matching, expired); the old pair stays.",
+        )?;
+        self.registry.register(Box::new(reload_failures.clone()))?;
+        let expiry = IntGauge::new(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate being served expires (its notAfter), in seconds since the epoch.",
+        )?;
+        self.registry.register(Box::new(expiry.clone()))?;
+        Ok(TlsMetrics {
+            reload_failures,
+            expiry,
         })
     }
 

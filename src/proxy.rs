@@ -47,12 +47,23 @@ pub async fn identify(
     route: &RouteConfig,
     headers: &HeaderMap,
 ) -> Result<Option<Identity>, Response> {
-    let role = match &route.policy {
+    pass(app, &route.policy, route.allow_services, headers).await
+}
+
+/// Who the request is for, if `policy` lets them through (machine clients
+/// too when `allow_services`).
+pub async fn pass(
+    app: &App,
+    policy: &Policy,
+    allow_services: bool,
+    headers: &HeaderMap,
+) -> Result<Option<Identity>, Response> {
+    let role = match policy {
         Policy::Public => return Ok(None),
         Policy::Authenticated => None,
         Policy::Role(role) => Some(role),
     };
-    let caller = auth::authenticate_caller(app, headers, route.allow_services)
+    let caller = auth::authenticate_caller(app, headers, allow_services)
         .await
         .map_err(ApiError::into_response)?;
     let identity = match caller {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderValue, STRICT_TRANSPORT_SECURITY};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::modules::http::HttpModules;
@@ -25,8 +25,7 @@ use pingora::services::listening::Service;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
-use crate::api::App;
-use crate::balance::Balancer;
+use crate::api::{App, forward_auth};
 use crate::conn::ClientPolicy;
 use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
@@ -35,7 +34,12 @@ use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
 use crate::proxy::{Identity, admit, identify};
-use crate::routes::{Policy, RouteConfig};
+use crate::reload::{HangupSignals, Reloads};
+use crate::routes::Policy;
+use crate::routes::reload::RoutesService;
+use crate::routes::table::{Route, RouteTable};
+use crate::tls::Tls;
+use crate::tls::redirect::Redirect;
 
 /// How long a client may take to send a request body.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,19 +48,12 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TUNNEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often upstreams are probed.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
-/// Client connections read straight into the HTTP parser's own buffer (no
-/// TLS here to batch small reads for): pingora's default 64 KiB read buffer
-/// per connection made 10 000 idle keep-alive connections cost 780 MB.
+/// Client connections read straight into the HTTP parser's own buffer (or,
+/// over TLS, into rustls's, which batches records itself): pingora's
+/// default 64 KiB read buffer per connection made 10 000 idle keep-alive
+/// connections cost 780 MB.
 const CLIENT_READ_BUFFER: usize = 0;
 const REQUEST_ID: &str = "x-request-id";
-
-/// A configured route and its upstreams.
-pub struct Upstream {
-    pub config: RouteConfig,
-    pub balancer: Arc<Balancer>,
-    /// The route's name in metrics and logs: `proxy:<prefix>`.
-    pub label: String,
-}
 
 /// Per-request state across pingora's phases.
 pub struct Ctx {
@@ -68,65 +65,84 @@ pub struct Ctx {
     peer_ip: Option<IpAddr>,
     /// The peer is one of `TRUSTED_PROXIES`.
     trusted_peer: bool,
-    /// Set when the request is forwarded: the route's index and who it is for.
-    forward: Option<(usize, Option<Identity>)>,
+    /// The request came over TLS; its answers carry this
+    /// `Strict-Transport-Security`, when configured.
+    tls: bool,
+    hsts: Option<HeaderValue>,
+    /// A gRPC call: the gateway's own answers go in gRPC's shape.
+    grpc: bool,
+    /// Set when the request is forwarded: its route (kept whatever reloads
+    /// happen meanwhile) and who it is for.
+    forward: Option<(Arc<Route>, Option<Identity>)>,
     upstream_started: Option<Instant>,
 }
 
 pub struct Gateway {
     app: Arc<App>,
-    upstreams: Arc<Vec<Upstream>>,
     max_body: usize,
     /// A listener that serves `/metrics` and nothing else.
     metrics_only: bool,
     /// The lean path for requests without a body.
     forwarder: Forwarder,
+    /// `HSTS_MAX_AGE_SECONDS`, for answers over TLS.
+    hsts: Option<HeaderValue>,
+    /// The plain listener beside HTTPS: probes here, the rest redirected.
+    redirect: Option<Redirect>,
 }
 
 impl Gateway {
-    pub fn new(app: Arc<App>, upstreams: Arc<Vec<Upstream>>, metrics_only: bool) -> Self {
+    pub fn new(app: Arc<App>, metrics_only: bool) -> Self {
         let max_body = app.config.app.max_body_bytes;
+        let hsts = app
+            .config
+            .edge
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.hsts_max_age)
+            .and_then(|age| HeaderValue::from_str(&format!("max-age={age}")).ok());
         Self {
             app,
-            upstreams,
             max_body,
             metrics_only,
             forwarder: Forwarder::default(),
+            hsts,
+            redirect: None,
         }
     }
 
-    fn route_for(&self, path: &str) -> Option<usize> {
-        self.upstreams.iter().position(|u| u.config.matches(path))
+    /// The gateway of the plain listener beside HTTPS: health probes
+    /// answered, everything else redirected (see [`crate::tls::redirect`]).
+    pub fn redirecting(mut self, redirect: Redirect) -> Self {
+        self.redirect = Some(redirect);
+        self
     }
 
-    fn route_label(&self, ctx: &Ctx) -> &str {
+    fn route_label(ctx: &Ctx) -> &str {
         match &ctx.forward {
-            Some((index, _)) => self
-                .upstreams
-                .get(*index)
-                .map_or("proxy", |u| u.label.as_str()),
+            Some((route, _)) => route.label.as_str(),
             None => "unmatched",
         }
     }
 
     /// The chosen route and an upstream address for it (see
     /// [`crate::balance`]: a healthy one, any when none is).
-    fn pick_upstream(&self, ctx: &Ctx) -> pingora::Result<(&Upstream, SocketAddr)> {
-        let upstream = ctx
+    fn pick_upstream(ctx: &Ctx) -> pingora::Result<(Arc<Route>, SocketAddr)> {
+        let route = ctx
             .forward
             .as_ref()
-            .and_then(|(index, _)| self.upstreams.get(*index))
+            .map(|(route, _)| Arc::clone(route))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
-        let addr = upstream
+        let addr = route
             .balancer
-            .pick()
+            .as_ref()
+            .and_then(|balancer| balancer.pick())
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
-        Ok((upstream, addr))
+        Ok((route, addr))
     }
 
     /// Counts an upstream answer and the time it took.
     fn observe_upstream_answer(&self, ctx: &Ctx, status: StatusCode) {
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         if let Some(started) = ctx.upstream_started {
             self.app
                 .metrics
@@ -144,7 +160,7 @@ impl Gateway {
     /// Forwards a request without a body on the lean path (see
     /// [`crate::forward`]) and streams the answer back.
     async fn forward_lean(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         let target = Target {
             addr,
             connect_timeout: upstream.config.connect_timeout,
@@ -159,7 +175,7 @@ impl Gateway {
             .instrument(span.clone())
             .await?;
         self.observe_upstream_answer(ctx, header.status);
-        header.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        stamp(&mut header, ctx)?;
         let empty = exchange.is_empty();
         session
             .write_response_header(Box::new(header), empty)
@@ -179,7 +195,7 @@ impl Gateway {
         ctx: &mut Ctx,
         credentials: Option<http::HeaderMap>,
     ) -> pingora::Result<()> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         let target = Target {
             addr,
             connect_timeout: upstream.config.connect_timeout,
@@ -193,7 +209,7 @@ impl Gateway {
             .instrument(span.clone())
             .await?;
         self.observe_upstream_answer(ctx, header.status);
-        header.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        stamp(&mut header, ctx)?;
         match upgrade {
             Upgrade::Refused(exchange) => {
                 session.set_keepalive(None);
@@ -262,6 +278,9 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             peer_ip: None,
             trusted_peer: false,
+            tls: false,
+            hsts: None,
+            grpc: false,
             forward: None,
             upstream_started: None,
         }
@@ -274,6 +293,13 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(SocketAddr::ip);
+        ctx.tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        if ctx.tls {
+            ctx.hsts.clone_from(&self.hsts);
+        }
+        ctx.grpc = crate::http::grpc::is_grpc(&session.req_header().headers);
         let trusted = &self.app.config.edge.trusted_proxies;
         ctx.trusted_peer = ctx
             .peer_ip
@@ -291,6 +317,9 @@ impl ProxyHttp for Gateway {
             client_id = tracing::field::Empty
         );
 
+        // An ext_authz check names the original target after
+        // `/auth/forward/`: taken raw, before the head is settled.
+        let forwarded_target = forward_auth::forwarded_target(session.req_header().raw_path());
         // One canonical request head, before anything reads it.
         let settled = edge::settle(
             session.req_header_mut(),
@@ -308,7 +337,7 @@ impl ProxyHttp for Gateway {
                 ctx.span
                     .in_scope(|| tracing::info!(reason = refusal.reason(), "request refused"));
                 session.set_keepalive(None);
-                write_response(session, refusal.response(), &ctx.request_id).await?;
+                write_response(session, refusal.response(), ctx).await?;
                 return Ok(true);
             }
         };
@@ -322,22 +351,35 @@ impl ProxyHttp for Gateway {
             } else {
                 Response::detail(StatusCode::NOT_FOUND, "Not Found")
             };
-            write_response(session, response, &ctx.request_id).await?;
+            write_response(session, response, ctx).await?;
             return Ok(true);
         }
 
-        if !self.app.serves(&method, &canonical.path)
-            && let Some(index) = self.route_for(&canonical.policy)
+        if let Some(redirect) = &self.redirect
+            && !Redirect::answers_here(&method, &canonical.path)
         {
-            let upstream = &self.upstreams[index];
-            // A path that other upstreams read under another route (a `;`
-            // that is a parameter to some and a character to others) must
-            // pass that route's policy too.
-            let also = (canonical.literal != canonical.policy)
-                .then(|| self.route_for(&canonical.literal))
-                .flatten()
-                .filter(|other| *other != index)
-                .and_then(|other| self.upstreams.get(other));
+            let header = session.req_header();
+            let response =
+                redirect.response(header.headers.get(http::header::HOST), header.raw_path());
+            write_response(session, response, ctx).await?;
+            return Ok(true);
+        }
+
+        // The routes in force now: this request keeps its route whatever
+        // reloads happen while it runs. A route without upstreams only
+        // states a policy for forward-auth: it is never forwarded.
+        let routed = (forwarded_target.is_none() && !self.app.serves(&method, &canonical.path))
+            .then(|| {
+                let table = self.app.routes.load();
+                let readings = table.readings(&canonical);
+                let route = readings.policy.filter(|r| r.balancer.is_some()).cloned()?;
+                // A path that other upstreams read under another route (a
+                // `;` that is a parameter to some and a character to
+                // others) must pass that route's policy too.
+                Some((route, readings.other().cloned()))
+            })
+            .flatten();
+        if let Some((upstream, also)) = routed {
             let headers = &session.req_header().headers;
             let admitted = async {
                 if let Some(other) = also {
@@ -360,33 +402,35 @@ impl ProxyHttp for Gateway {
                             request_id: &ctx.request_id,
                             peer: ctx.peer_ip,
                             trusted_peer: ctx.trusted_peer,
-                            scheme: "http",
+                            scheme: if ctx.tls { "https" } else { "http" },
                         },
                     )?;
-                    ctx.forward = Some((index, identity));
-                    if tunnel {
+                    // The lean path and its tunnels speak HTTP/1.1 upstream.
+                    let upstream_h1 = !upstream.config.upstream_h2;
+                    ctx.forward = Some((upstream, identity));
+                    if tunnel && upstream_h1 {
                         self.forward_tunnel(session, ctx, recheck).await?;
                         return Ok(true);
                     }
-                    if Forwarder::takes(session) {
+                    if upstream_h1 && Forwarder::takes(session) {
                         self.forward_lean(session, ctx).await?;
                         return Ok(true);
                     }
                     Ok(false)
                 }
                 Err(response) => {
-                    ctx.forward = Some((index, None));
-                    write_response(session, response, &ctx.request_id).await?;
+                    ctx.forward = Some((upstream, None));
+                    write_response(session, response, ctx).await?;
                     Ok(true)
                 }
             };
         }
 
-        let response = match read_request(session, self.max_body, ctx.client_ip).await {
+        let response = match read_request(session, self.max_body, ctx, forwarded_target).await {
             Ok(req) => self.app.handle(req).instrument(ctx.span.clone()).await,
             Err(response) => response,
         };
-        write_response(session, response, &ctx.request_id).await?;
+        write_response(session, response, ctx).await?;
         Ok(true)
     }
 
@@ -395,12 +439,16 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let (upstream, addr) = self.pick_upstream(ctx)?;
+        let (upstream, addr) = Self::pick_upstream(ctx)?;
         // A resolved SocketAddr: HttpPeer::new's lookup cannot fail.
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(upstream.config.connect_timeout);
         peer.options.total_connection_timeout = Some(upstream.config.connect_timeout);
         peer.options.read_timeout = Some(upstream.config.read_timeout);
+        if upstream.config.upstream_h2 {
+            // HTTP/2 with prior knowledge (h2c): gRPC, whose trailers pass.
+            peer.options.set_http_version(2, 2);
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -421,8 +469,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        Ok(())
+        stamp(response, ctx)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -441,10 +488,7 @@ impl ProxyHttp for Gateway {
                 session.set_keepalive(None);
                 let response =
                     Response::detail(StatusCode::BAD_REQUEST, "Request body could not be read");
-                if write_response(session, response, &ctx.request_id)
-                    .await
-                    .is_ok()
-                {
+                if write_response(session, response, ctx).await.is_ok() {
                     code = StatusCode::BAD_REQUEST.as_u16();
                 }
             }
@@ -467,7 +511,7 @@ impl ProxyHttp for Gateway {
             }
             _ => (StatusCode::BAD_GATEWAY, "Bad Gateway", "other"),
         };
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         self.app
             .metrics
             .upstream_errors
@@ -478,7 +522,7 @@ impl ProxyHttp for Gateway {
         let mut code = status.as_u16();
         if session.response_written().is_none() {
             session.set_keepalive(None);
-            if write_response(session, Response::detail(status, detail), &ctx.request_id)
+            if write_response(session, Response::detail(status, detail), ctx)
                 .await
                 .is_err()
             {
@@ -503,7 +547,7 @@ impl ProxyHttp for Gateway {
             return;
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = self.route_label(ctx);
+        let route = Self::route_label(ctx);
         let method = session.req_header().method.as_str();
         let elapsed = ctx.started.elapsed();
         self.app
@@ -532,24 +576,32 @@ fn header_text<'a>(header: &'a RequestHeader, name: &str) -> Option<&'a str> {
 }
 
 /// The request, its body read whole; or the answer to give instead
-/// (413 for a body over the limit, 400 for one that cannot be read).
+/// (413 for a body over the limit, 400 for one that cannot be read). An
+/// ext_authz check (`forwarded_target`) goes to forward-auth whatever its
+/// target reads as once settled.
 async fn read_request(
     session: &mut Session,
     max_body: usize,
-    client_ip: Option<IpAddr>,
+    ctx: &Ctx,
+    forwarded_target: Option<Bytes>,
 ) -> Result<Request, Response> {
     let header = session.req_header();
     let uri = &header.uri;
-    let path = percent_encoding::percent_decode_str(uri.path())
-        .decode_utf8_lossy()
-        .into_owned();
+    let path = match forwarded_target {
+        Some(_) => forward_auth::PATH.to_string(),
+        None => percent_encoding::percent_decode_str(uri.path())
+            .decode_utf8_lossy()
+            .into_owned(),
+    };
     let mut req = Request {
         method: header.method.clone(),
         path,
         query: uri.query().map(str::to_string),
         headers: header.headers.clone(),
         body: Bytes::new(),
-        client_ip,
+        client_ip: ctx.client_ip,
+        from_trusted_proxy: ctx.trusted_peer,
+        forwarded_target,
     };
     let too_large = || Response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
     let declared = req
@@ -585,11 +637,32 @@ async fn read_request(
     Ok(req)
 }
 
+/// What the gateway adds to every answer: the request id, and over TLS
+/// `Strict-Transport-Security` when configured (an upstream's own is kept).
+fn stamp(header: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> {
+    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
+        header.insert_header(REQUEST_ID, value)?;
+    }
+    if let Some(hsts) = &ctx.hsts
+        && !header.headers.contains_key(STRICT_TRANSPORT_SECURITY)
+    {
+        header.insert_header(STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+    }
+    Ok(())
+}
+
+/// Writes an answer of the gateway's own (in gRPC's shape to a gRPC call;
+/// the body left out for HEAD).
 async fn write_response(
     session: &mut Session,
     response: Response,
-    request_id: &str,
+    ctx: &Ctx,
 ) -> pingora::Result<()> {
+    let response = if ctx.grpc {
+        crate::http::grpc::answer(response)
+    } else {
+        response
+    };
     let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
     for (name, value) in &response.headers {
         header.append_header(name.clone(), value.clone())?;
@@ -597,10 +670,8 @@ async fn write_response(
     if !response.headers.contains_key(CONTENT_LENGTH) {
         header.insert_header(CONTENT_LENGTH, response.body.len())?;
     }
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        header.insert_header(REQUEST_ID, value)?;
-    }
-    let no_body = response.body.is_empty();
+    stamp(&mut header, ctx)?;
+    let no_body = response.body.is_empty() || session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(header), no_body)
         .await?;
@@ -631,21 +702,34 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut upstreams = Vec::new();
-    let mut first_checks = Vec::new();
-    for route in &app.config.edge.routes {
-        let balancer = Arc::new(
-            Balancer::new(&route.upstreams, HEALTH_CHECK_EVERY)
-                .map_err(|err| format!("ROUTES_FILE route {}: {err}", route.prefix))?,
-        );
-        first_checks.push(server.add_service(balancer.health_checks(&route.prefix)));
-        upstreams.push(Upstream {
-            config: route.clone(),
-            balancer,
-            label: format!("proxy:{}", route.prefix),
-        });
-    }
-    let upstreams = Arc::new(upstreams);
+    // The first route table; the routes service probes its upstreams
+    // before the listener opens, keeps checking them, and swaps in the
+    // table of a reloaded routes file.
+    let (table, _) = RouteTable::build(
+        &app.config.edge.routes,
+        &RouteTable::default(),
+        HEALTH_CHECK_EVERY,
+    )
+    .map_err(|err| format!("ROUTES_FILE {err}"))?;
+    let route_count = table.len();
+    app.routes.replace(Arc::new(table));
+    // SIGHUP reloads (crate::reload): whatever can reload subscribes.
+    let reloads = Reloads::new();
+    server.add_service(background_service(
+        "reload signals",
+        HangupSignals::new(reloads.clone()),
+    ));
+    let routes = server.add_service(background_service(
+        "routes",
+        RoutesService::new(
+            Arc::clone(&app.routes),
+            Arc::clone(&app.metrics),
+            reloads.clone(),
+            app.config.edge.routes_file.clone(),
+            app.config.edge.routes_watch,
+            HEALTH_CHECK_EVERY,
+        ),
+    ));
     let clients = ClientPolicy::new(&app.config.edge, &app.metrics);
 
     let in_flight = InFlight::default();
@@ -657,29 +741,63 @@ pub fn run(
         "background",
         crate::background::Service(Arc::clone(&app)),
     ));
+    let tls = match &app.config.edge.tls {
+        Some(settings) => {
+            let tls = Tls::new(settings, Arc::clone(&app.clock), &app.metrics)
+                .map_err(|err| err.to_string())?;
+            server.add_service(background_service("tls certificate", tls.watch(&reloads)));
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
     let mut service = lean_service(
         &server,
         "authgate",
-        Gateway::new(Arc::clone(&app), Arc::clone(&upstreams), false),
+        Gateway::new(Arc::clone(&app), false),
         clients.clone(),
         in_flight.clone(),
+        tls.clone(),
     );
     service.add_listener(listener(addr));
     // Listens once every upstream has been probed once.
-    server.add_service(service).add_dependencies(&first_checks);
+    server.add_service(service).add_dependencies(&[routes]);
+    if let Some(port) = app.config.edge.tls.as_ref().and_then(|t| t.redirect_port) {
+        let plain_addr = SocketAddr::new(addr.ip(), port);
+        let gateway = Gateway::new(Arc::clone(&app), false).redirecting(Redirect {
+            https_port: addr.port(),
+        });
+        let mut plain = lean_service(
+            &server,
+            "authgate redirect",
+            gateway,
+            clients.clone(),
+            in_flight.clone(),
+            None,
+        );
+        plain.add_listener(listener(plain_addr));
+        server.add_service(plain);
+        tracing::info!(%plain_addr, "plain listener: probes, and redirects to HTTPS");
+    }
     if let Some(metrics_addr) = app.config.edge.metrics_addr {
         let mut metrics = lean_service(
             &server,
             "authgate metrics",
-            Gateway::new(Arc::clone(&app), upstreams, true),
+            Gateway::new(Arc::clone(&app), true),
             clients,
             in_flight,
+            None,
         );
         metrics.add_listener(listener(metrics_addr));
         server.add_service(metrics);
         tracing::info!(%metrics_addr, "metrics listener");
     }
-    tracing::info!(%addr, workers, routes = app.config.edge.routes.len(), "authgate listening");
+    tracing::info!(
+        %addr,
+        workers,
+        routes = route_count,
+        tls = tls.is_some(),
+        "authgate listening"
+    );
     server.run(RunArgs {
         shutdown_signal: Box::new(StopSignals),
     });
@@ -688,18 +806,19 @@ pub fn run(
 
 /// The gateway as a pingora service whose client connections are held to
 /// `clients` and whose idle keep-alive connections cost little (see
-/// [`crate::keepalive`]).
+/// [`crate::keepalive`]), over `tls` when given.
 fn lean_service(
     server: &Server,
     name: &str,
     gateway: Gateway,
     clients: ClientPolicy,
     in_flight: InFlight,
+    tls: Option<Arc<Tls>>,
 ) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
     Service::new(
         name.to_string(),
-        LeanKeepalive::new(proxy, clients, in_flight),
+        LeanKeepalive::new(proxy, clients, in_flight, tls),
     )
 }
 

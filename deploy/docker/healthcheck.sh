@@ -10,11 +10,21 @@
 #                                   keycloak mode, answer too)
 #
 # Uses APP_PORT (default 5000) on 127.0.0.1, so APP_HOST must be 0.0.0.0 or
-# 127.0.0.1 (the image sets 0.0.0.0).
+# 127.0.0.1 (the image sets 0.0.0.0). When authgate serves HTTPS
+# (TLS_CERT_FILE set), bash cannot speak TLS: the probe goes to the plain
+# listener of HTTP_REDIRECT_PORT instead, which answers /health and /ready in
+# clear, and fails saying so when that is not set.
 set -euo pipefail
 
 path=${1:-/health}
 port=${APP_PORT:-5000}
+if [[ -n ${TLS_CERT_FILE:-} ]]; then
+  if [[ -z ${HTTP_REDIRECT_PORT:-} ]]; then
+    echo 'authgate-healthcheck: TLS_CERT_FILE is set: set HTTP_REDIRECT_PORT too, the plain port this probe asks' >&2
+    exit 1
+  fi
+  port=$HTTP_REDIRECT_PORT
+fi
 
 exec 3<>"/dev/tcp/127.0.0.1/$port"
 printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nUser-Agent: authgate-healthcheck\r\nConnection: close\r\n\r\n' "$path" >&3

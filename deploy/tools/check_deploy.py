@@ -10,6 +10,8 @@ ports on 127.0.0.1 only, pinned images, no real secrets, probes, limits).
 
     check_deploy.py compose COMPOSE_JSON   # output of `docker compose config --format json`
     check_deploy.py k8s                    # deploy/k8s/**/*.yaml (schemas: --kubernetes-versions)
+    check_deploy.py helm DEFAULT ALL       # deploy/helm/authgate rendered (`helm template`) with
+                                           # its default values and with ci/all-values.yaml
     check_deploy.py dashboard              # deploy/grafana/**
     check_deploy.py prometheus             # deploy/prometheus/*.yml
     check_deploy.py dockerfile             # Dockerfile, .dockerignore
@@ -176,9 +178,40 @@ def matches(selector: dict, labels: dict) -> bool:
     return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
 
 
-def check_k8s(r: Report, versions: list[str]) -> None:
+def identity_headers() -> list[str]:
+    """The identity headers authgate sets (src/edge/headers.rs IDENTITY)."""
+    text = (REPO / "src" / "edge" / "headers.rs").read_text()
+    block = re.search(r"pub const IDENTITY: \[&str; \d+\] = \[(.*?)\];", text, re.S)
+    return re.findall(r'"([a-z-]+)"', block.group(1)) if block else []
+
+
+def kustomize_objects() -> list[tuple[Path, dict]]:
+    """The objects deploy/k8s/kustomization.yaml applies."""
+    kz = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [(K8S / name, doc) for name in kz.get("resources", []) for doc in load_docs(K8S / name)]
+
+
+def validate_schemas(r: Report, objects: list[tuple[Path, dict]], versions: list[str], where: str = "k8s") -> None:
+    """Every object, strict (unknown fields are errors), for each version."""
     import kubernetes_validate
 
+    for path, doc in objects:
+        kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+            r.note(f"{where}: {rel(path)} {kind}/{name}: custom resource, no Kubernetes schema; checked by servicemonitor-check")
+            continue
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+                r.ok(f"{where}: {rel(path)} {kind}/{name} valid for Kubernetes {version} (strict)")
+            except kubernetes_validate.SchemaNotFoundError:
+                r.fail(f"{where}: {rel(path)} {kind}/{name}: no schema for {doc.get('apiVersion')} {kind} in Kubernetes {version}")
+            except kubernetes_validate.ValidationError as err:
+                at = "/".join(str(p) for p in err.path) or "(top)"
+                r.fail(f"{where}: {rel(path)} {kind}/{name} invalid for Kubernetes {version} at {at}: {err.message}")
+
+
+def check_k8s(r: Report, versions: list[str]) -> None:
     files = sorted(p for p in K8S.rglob("*") if p.suffix in (".yaml", ".yml"))
     kustomization = K8S / "kustomization.yaml"
     objects: list[tuple[Path, dict]] = []
@@ -187,129 +220,234 @@ def check_k8s(r: Report, versions: list[str]) -> None:
             continue
         for doc in load_docs(path):
             objects.append((path, doc))
-
-    # Schemas: every object, strict (unknown fields are errors), for each version.
-    for path, doc in objects:
-        kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
-        if doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
-            r.note(f"k8s: {rel(path)} {kind}/{name}: custom resource, no Kubernetes schema; checked by servicemonitor-check")
-            continue
-        for version in versions:
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-                r.ok(f"k8s: {rel(path)} {kind}/{name} valid for Kubernetes {version} (strict)")
-            except kubernetes_validate.SchemaNotFoundError:
-                r.fail(f"k8s: {rel(path)} {kind}/{name}: no schema for {doc.get('apiVersion')} {kind} in Kubernetes {version}")
-            except kubernetes_validate.ValidationError as err:
-                where = "/".join(str(p) for p in err.path) or "(top)"
-                r.fail(f"k8s: {rel(path)} {kind}/{name} invalid for Kubernetes {version} at {where}: {err.message}")
+    validate_schemas(r, objects, versions)
 
     # kustomization.yaml lists every manifest of deploy/k8s (not optional/).
     kz = yaml.safe_load(kustomization.read_text())
     listed = set(kz.get("resources", []))
     present = {p.name for p in K8S.glob("*.yaml") if p != kustomization}
     r.check(listed == present, "k8s: kustomization.yaml lists every manifest", f"listed {sorted(listed)}, present {sorted(present)}")
+    images = {i["name"] for i in kz.get("images", [])}
+    check_workload(r, objects, images, "k8s")
 
+
+def check_workload(r: Report, objects: list[tuple[Path, dict]], images: set[str], where: str, external_secret: bool = False) -> None:
+    """The objects that run authgate agree with each other and with its
+    source: selectors, ports, probes, resources, settings, PDB, Secrets
+    (placeholders only), ServiceMonitors and forward-auth Ingresses."""
     by_kind: dict[str, list[dict]] = {}
     for path, doc in objects:
         by_kind.setdefault(doc["kind"], []).append(doc)
     deployments = by_kind.get("Deployment", [])
-    if not r.check(len(deployments) == 1, "k8s: one Deployment"):
+    if not r.check(len(deployments) == 1, f"{where}: one Deployment"):
         return
     dep = deployments[0]
     spec, pod = dep["spec"], dep["spec"]["template"]
     pod_labels = pod["metadata"].get("labels", {})
-    r.check(matches(spec["selector"], pod_labels), "k8s: Deployment selector matches its pod labels")
-    r.check(spec.get("replicas", 1) >= 2, f"k8s: several replicas ({spec.get('replicas', 1)})")
-    images = {i["name"] for i in kz.get("images", [])}
+    r.check(matches(spec["selector"], pod_labels), f"{where}: Deployment selector matches its pod labels")
+    r.check(spec.get("replicas", 1) >= 2, f"{where}: several replicas ({spec.get('replicas', 1)})")
     configmaps = {d["metadata"]["name"]: d for d in by_kind.get("ConfigMap", [])}
     secrets = {d["metadata"]["name"]: d for d in by_kind.get("Secret", [])}
     accounts = {d["metadata"]["name"] for d in by_kind.get("ServiceAccount", [])}
     psec = pod["spec"].get("securityContext", {})
-    r.check(psec.get("runAsNonRoot") is True, "k8s: pods run as non-root")
+    r.check(psec.get("runAsNonRoot") is True, f"{where}: pods run as non-root")
     sa = pod["spec"].get("serviceAccountName")
-    r.check(sa is None or sa in accounts, f"k8s: ServiceAccount {sa} is defined")
+    r.check(sa is None or sa in accounts, f"{where}: ServiceAccount {sa} is defined")
 
     settings = known_settings()
     env: dict[str, str] = {}
     containers = pod["spec"]["containers"]
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
     for c in containers:
         cname = c["name"]
-        r.check(c["image"] in images or ":" in c["image"], f"k8s: container {cname} image {c['image']} is set by kustomization.yaml or pinned")
+        r.check(c["image"] in images or ":" in c["image"], f"{where}: container {cname} image {c['image']} is set by kustomization.yaml or pinned")
         res = c.get("resources", {})
         for kind in ("requests", "limits"):
             r.check(
                 {"cpu", "memory"} <= set(res.get(kind, {})) if kind == "requests" else "memory" in res.get(kind, {}),
-                f"k8s: container {cname} has resource {kind}",
+                f"{where}: container {cname} has resource {kind}",
             )
         ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
         for probe, path in (("livenessProbe", "/health"), ("readinessProbe", "/ready"), ("startupProbe", "/health")):
             get = c.get(probe, {}).get("httpGet", {})
-            r.check(get.get("path") == path, f"k8s: {cname} {probe} is GET {path}", f"got {get.get('path')}")
-            r.check(get.get("port") in ports or get.get("port") in ports.values(), f"k8s: {cname} {probe} port {get.get('port')} is a container port")
+            r.check(get.get("path") == path, f"{where}: {cname} {probe} is GET {path}", f"got {get.get('path')}")
+            r.check(get.get("port") in ports or get.get("port") in ports.values(), f"{where}: {cname} {probe} port {get.get('port')} is a container port")
         csec = c.get("securityContext", {})
         r.check(csec.get("allowPrivilegeEscalation") is False and csec.get("readOnlyRootFilesystem") is True,
-                f"k8s: {cname} has no privilege escalation and a read-only root filesystem")
+                f"{where}: {cname} has no privilege escalation and a read-only root filesystem")
         for source in c.get("envFrom", []):
             if "configMapRef" in source:
                 ref = source["configMapRef"]["name"]
-                if r.check(ref in configmaps, f"k8s: {cname} envFrom ConfigMap {ref} is defined"):
+                if r.check(ref in configmaps, f"{where}: {cname} envFrom ConfigMap {ref} is defined"):
                     env.update(configmaps[ref].get("data", {}))
             if "secretRef" in source:
                 ref = source["secretRef"]["name"]
-                if r.check(ref in secrets, f"k8s: {cname} envFrom Secret {ref} is defined"):
+                if external_secret:
+                    r.check(ref not in secrets, f"{where}: {cname} envFrom Secret {ref} is brought by the operator, not rendered")
+                elif r.check(ref in secrets, f"{where}: {cname} envFrom Secret {ref} is defined"):
                     env.update(secrets[ref].get("stringData", {}))
         for item in c.get("env", []):
             env[item["name"]] = item.get("value", "")
 
         unknown = sorted(k for k in env if k not in settings)
-        r.check(not unknown, f"k8s: {cname}'s environment names only real settings", f"unknown {unknown}")
-        r.check(env.get("APP_HOST") == "0.0.0.0", f"k8s: {cname} listens on 0.0.0.0 (APP_HOST)")
-        r.check(port_of(f":{env.get('APP_PORT', '5000')}") == ports.get("http"), f"k8s: APP_PORT is the http container port")
+        r.check(not unknown, f"{where}: {cname}'s environment names only real settings", f"unknown {unknown}")
+        r.check(env.get("APP_HOST") == "0.0.0.0", f"{where}: {cname} listens on 0.0.0.0 (APP_HOST)")
+        r.check(port_of(f":{env.get('APP_PORT', '5000')}") == ports.get("http"), f"{where}: APP_PORT is the http container port")
         metrics_port = port_of(env.get("METRICS_ADDR", ""))
         r.check(metrics_port is not None and metrics_port == ports.get("metrics"),
-                f"k8s: METRICS_ADDR port {metrics_port} is the metrics container port {ports.get('metrics')}")
+                f"{where}: METRICS_ADDR port {metrics_port} is the metrics container port {ports.get('metrics')}")
         ann = pod["metadata"].get("annotations", {})
         r.check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(ports.get("metrics"))
                 and ann.get("prometheus.io/path") == "/metrics",
-                "k8s: pod annotations point Prometheus at the metrics port")
+                f"{where}: pod annotations point Prometheus at the metrics port")
         pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         grace = int(env.get("SHUTDOWN_GRACE_SECONDS", "10"))
         term = pod["spec"].get("terminationGracePeriodSeconds", 30)
         r.check(term > pre + grace + 1,
-                f"k8s: terminationGracePeriodSeconds {term} > preStop {pre} + SHUTDOWN_GRACE_SECONDS {grace} + 1")
+                f"{where}: terminationGracePeriodSeconds {term} > preStop {pre} + SHUTDOWN_GRACE_SECONDS {grace} + 1")
+        # ROUTES_FILE lies in a mounted ConfigMap that holds it (a
+        # directory mount, so that the kubelet's swaps reach authgate).
+        routes_file = env.get("ROUTES_FILE")
+        if routes_file:
+            mount = next((m for m in c.get("volumeMounts", []) if routes_file.startswith(m["mountPath"].rstrip("/") + "/")), None)
+            source = volumes.get(mount["name"], {}).get("configMap", {}) if mount else {}
+            key = routes_file.rsplit("/", 1)[-1]
+            r.check(bool(mount) and "subPath" not in mount and source.get("name") in configmaps
+                    and key in configmaps[source["name"]].get("data", {}),
+                    f"{where}: ROUTES_FILE {routes_file} is {key} of a ConfigMap mounted as a directory")
+            text = configmaps.get(source.get("name"), {}).get("data", {}).get(key, "")
+            try:
+                import tomllib  # Python 3.11+
+            except ImportError:
+                r.note(f"{where}: the routes file's TOML is not checked (Python < 3.11)")
+            else:
+                try:
+                    tomllib.loads(text)
+                    r.ok(f"{where}: the routes file is TOML")
+                except tomllib.TOMLDecodeError as err:
+                    r.fail(f"{where}: the routes file is not TOML: {err}")
+        # The TLS Secret is mounted optional: pods start without it.
+        for v in volumes.values():
+            if "secret" in v:
+                r.check(v["secret"].get("optional") is True, f"{where}: Secret volume {v['name']} is optional")
 
     # Secrets in the repository are placeholders only.
     for name, secret in secrets.items():
         values = {**secret.get("stringData", {}), **secret.get("data", {})}
         real = sorted(k for k, v in values.items() if "REPLACE-ME" not in str(v))
-        r.check(not real, f"k8s: Secret {name} holds placeholders only", f"{real} look like real values")
+        r.check(not real, f"{where}: Secret {name} holds placeholders only", f"{real} look like real values")
         key = values.get("SECRET_KEY", "")
-        r.check(len(key) != 32, f"k8s: Secret {name}'s SECRET_KEY placeholder cannot start authgate (not 32 bytes)")
+        r.check(len(key) != 32, f"{where}: Secret {name}'s SECRET_KEY placeholder cannot start authgate (not 32 bytes)")
 
     services = by_kind.get("Service", [])
     for svc in services:
         sname = svc["metadata"]["name"]
         sel = svc["spec"].get("selector", {})
-        r.check(bool(sel) and all(pod_labels.get(k) == v for k, v in sel.items()), f"k8s: Service {sname} selects the authgate pods")
+        r.check(bool(sel) and all(pod_labels.get(k) == v for k, v in sel.items()), f"{where}: Service {sname} selects the authgate pods")
         cports = {p.get("name") for c in containers for p in c.get("ports", [])}
         for p in svc["spec"]["ports"]:
-            r.check(p.get("targetPort") in cports, f"k8s: Service {sname} port {p.get('name')} targets container port {p.get('targetPort')}")
+            r.check(p.get("targetPort") in cports, f"{where}: Service {sname} port {p.get('name')} targets container port {p.get('targetPort')}")
     pdbs = by_kind.get("PodDisruptionBudget", [])
-    r.check(bool(pdbs), "k8s: a PodDisruptionBudget exists")
+    r.check(bool(pdbs), f"{where}: a PodDisruptionBudget exists")
     for pdb in pdbs:
-        r.check(matches(pdb["spec"]["selector"], pod_labels), f"k8s: PodDisruptionBudget {pdb['metadata']['name']} selects the authgate pods")
+        r.check(matches(pdb["spec"]["selector"], pod_labels), f"{where}: PodDisruptionBudget {pdb['metadata']['name']} selects the authgate pods")
         mu = pdb["spec"].get("maxUnavailable")
         r.check(mu is None or (isinstance(mu, int) and mu < spec.get("replicas", 1)),
-                f"k8s: PodDisruptionBudget leaves replicas running (maxUnavailable {mu})")
+                f"{where}: PodDisruptionBudget leaves replicas running (maxUnavailable {mu})")
     for sm in by_kind.get("ServiceMonitor", []):
         smname = sm["metadata"]["name"]
         selected = [s for s in services if matches(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
-        r.check(bool(selected), f"k8s: ServiceMonitor {smname} selects the authgate Service")
+        r.check(bool(selected), f"{where}: ServiceMonitor {smname} selects the authgate Service")
         names = {p.get("name") for s in selected for p in s["spec"]["ports"]}
         for ep in sm["spec"].get("endpoints", []):
-            r.check(ep.get("port") in names, f"k8s: ServiceMonitor {smname} scrapes Service port {ep.get('port')}")
-            r.check(ep.get("path", "/metrics") == "/metrics", f"k8s: ServiceMonitor {smname} path is /metrics")
+            r.check(ep.get("port") in names, f"{where}: ServiceMonitor {smname} scrapes Service port {ep.get('port')}")
+            r.check(ep.get("path", "/metrics") == "/metrics", f"{where}: ServiceMonitor {smname} path is /metrics")
+    check_forward_auth_ingresses(r, by_kind.get("Ingress", []), services, where)
+
+
+def check_forward_auth_ingresses(r: Report, ingresses: list[dict], services: list[dict], where: str) -> None:
+    """An ingress-nginx Ingress using forward-auth asks authgate's Service at
+    /auth/forward and passes on exactly authgate's identity headers."""
+    wanted = identity_headers()
+    r.check(len(wanted) == 5, f"{where}: identity headers read from src/edge/headers.rs ({wanted})")
+    http_ports = {(s["metadata"]["name"], p["port"]) for s in services for p in s["spec"]["ports"] if p.get("name") == "http"}
+    for ing in ingresses:
+        ann = ing["metadata"].get("annotations", {}) or {}
+        url = ann.get("nginx.ingress.kubernetes.io/auth-url")
+        if url is None:
+            continue
+        name = ing["metadata"]["name"]
+        parts = urlsplit(url)
+        service = (parts.hostname or "").split(".")[0]
+        r.check(parts.path == "/auth/forward", f"{where}: Ingress {name} auth-url asks /auth/forward", f"got {url}")
+        r.check((service, parts.port or 80) in http_ports, f"{where}: Ingress {name} auth-url names authgate's Service and http port", f"got {url}, Services {sorted(http_ports)}")
+        copied = [h.strip().lower() for h in ann.get("nginx.ingress.kubernetes.io/auth-response-headers", "").split(",") if h.strip()]
+        r.check(sorted(copied) == sorted(wanted), f"{where}: Ingress {name} passes on exactly the identity headers", f"got {copied}")
+        snippets = [k for k in ann if "snippet" in k]
+        r.check(not snippets, f"{where}: Ingress {name} needs no snippet annotations", f"{snippets}")
+
+
+def check_helm(r: Report, default: Path, everything: Path, versions: list[str]) -> None:
+    """The chart rendered with its defaults renders the objects kustomize
+    applies (the Secret aside, which the chart references), each as valid
+    and as consistent; with every option on, the optional ones too."""
+    rendered = [(default, d) for d in yaml.safe_load_all(default.read_text()) if d]
+    validate_schemas(r, rendered, versions, "helm")
+    check_workload(r, rendered, set(), "helm", external_secret=True)
+    full = [(everything, d) for d in yaml.safe_load_all(everything.read_text()) if d]
+    validate_schemas(r, full, versions, "helm (all on)")
+    check_workload(r, full, set(), "helm (all on)", external_secret=True)
+
+    kust = [d for _, d in kustomize_objects()]
+    names = lambda docs: {(d["kind"], d["metadata"]["name"]) for d in docs}
+    want = {k for k in names(kust) if k[0] != "Secret"}
+    got = names(d for _, d in rendered)
+    r.check(got == want, "helm: the default render has the objects of deploy/k8s (the Secret referenced)", f"missing {sorted(want - got)}, extra {sorted(got - want)}")
+    by = lambda docs: {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    h, k = by(d for _, d in rendered), by(kust)
+
+    def same(what: str, a, b) -> None:
+        r.check(a == b, f"helm: {what} as in deploy/k8s", f"helm {a!r}, kustomize {b!r}")
+
+    for key in sorted(want & got):
+        kind, name = key
+        hd, kd = h[key], k[key]
+        if kind == "ConfigMap":
+            same(f"ConfigMap {name} data", hd.get("data"), kd.get("data"))
+        elif kind == "Service":
+            same(f"Service {name} ports", hd["spec"]["ports"], kd["spec"]["ports"])
+        elif kind == "ServiceAccount":
+            same(f"ServiceAccount {name} token", hd.get("automountServiceAccountToken"), kd.get("automountServiceAccountToken"))
+        elif kind == "PodDisruptionBudget":
+            strip = lambda s: {x: v for x, v in s.items() if x != "selector"}
+            same(f"PodDisruptionBudget {name}", strip(hd["spec"]), strip(kd["spec"]))
+        elif kind == "Deployment":
+            hs, ks = hd["spec"], kd["spec"]
+            for field in ("replicas", "strategy", "revisionHistoryLimit"):
+                same(f"Deployment {field}", hs.get(field), ks.get(field))
+            hp, kp = hs["template"]["spec"], ks["template"]["spec"]
+            for field in ("securityContext", "terminationGracePeriodSeconds", "automountServiceAccountToken", "serviceAccountName", "volumes"):
+                same(f"pod {field}", hp.get(field), kp.get(field))
+            spread = lambda p: [{x: v for x, v in t.items() if x != "labelSelector"} for t in p.get("topologySpreadConstraints", [])]
+            same("pod topologySpreadConstraints", spread(hp), spread(kp))
+            hc, kc = hp["containers"][0], kp["containers"][0]
+            for field in ("args", "ports", "envFrom", "startupProbe", "livenessProbe", "readinessProbe", "lifecycle", "resources", "securityContext", "volumeMounts", "imagePullPolicy"):
+                same(f"container {field}", hc.get(field), kc.get(field))
+
+    # Every option on: the optional objects of deploy/k8s/optional too.
+    optional = [d for p in sorted((K8S / "optional").glob("*.yaml")) for d in load_docs(p)]
+    fd = [d for _, d in full]
+    for kind in ("ServiceMonitor", "Ingress"):
+        r.check(any(d["kind"] == kind for d in fd), f"helm (all on): renders a {kind}")
+    for sm in (d for d in fd if d["kind"] == "ServiceMonitor"):
+        ref = next((d for d in optional if d["kind"] == "ServiceMonitor"), {})
+        same("ServiceMonitor endpoints", sm["spec"]["endpoints"], ref.get("spec", {}).get("endpoints"))
+    ref_ing = next((d for d in optional if d["kind"] == "Ingress"), {})
+    ref_ann = ref_ing.get("metadata", {}).get("annotations", {})
+    for ing in (d for d in fd if d["kind"] == "Ingress" and "nginx.ingress.kubernetes.io/auth-url" in d["metadata"].get("annotations", {})):
+        ann = ing["metadata"]["annotations"]
+        for key in ("nginx.ingress.kubernetes.io/auth-method", "nginx.ingress.kubernetes.io/auth-response-headers"):
+            same(f"forward-auth Ingress {ing['metadata']['name']} {key}", ann.get(key), ref_ann.get(key))
 
 
 # --------------------------------------------------------------- metrics and the dashboard
@@ -527,6 +665,11 @@ def main() -> int:
     k = sub.add_parser("k8s")
     k.add_argument("--kubernetes-versions", default="1.31,1.37",
                    help="comma-separated Kubernetes versions to validate against")
+    hl = sub.add_parser("helm")
+    hl.add_argument("default", type=Path, help="helm template output with the chart's default values")
+    hl.add_argument("everything", type=Path, help="helm template output with ci/all-values.yaml")
+    hl.add_argument("--kubernetes-versions", default="1.31,1.37",
+                    help="comma-separated Kubernetes versions to validate against")
     sub.add_parser("dashboard")
     sub.add_parser("prometheus")
     sub.add_parser("dockerfile")
@@ -536,6 +679,8 @@ def main() -> int:
         check_compose(r, opts.compose_json)
     elif opts.what == "k8s":
         check_k8s(r, [v.strip() for v in opts.kubernetes_versions.split(",") if v.strip()])
+    elif opts.what == "helm":
+        check_helm(r, opts.default, opts.everything, [v.strip() for v in opts.kubernetes_versions.split(",") if v.strip()])
     elif opts.what == "dashboard":
         check_dashboard(r)
     elif opts.what == "prometheus":

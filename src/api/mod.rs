@@ -12,6 +12,7 @@ mod devices;
 pub mod docs;
 mod email_test;
 mod error;
+pub mod forward_auth;
 mod meta;
 mod mfa;
 mod password;
@@ -43,6 +44,7 @@ use crate::identity::IdentityBackend;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::ratelimit::{Quota, RateLimiter, retry_after_seconds};
+use crate::routes::table::LiveRoutes;
 use crate::tokens::{ExternalTokens, TokenService};
 
 impl App {
@@ -104,6 +106,9 @@ pub struct App {
     /// The shared handles, for work done after the answer.
     jobs: JobContext,
     deferred: Deferred,
+    /// The upstream routes in force (forwarding, and forward-auth's
+    /// policies); the server fills it and swaps it on reload.
+    pub routes: Arc<LiveRoutes>,
     router: Router,
 }
 
@@ -145,6 +150,7 @@ impl App {
             clock,
             metrics,
             external_tokens: None,
+            routes: Arc::new(LiveRoutes::default()),
             router: Router::new()?,
         })
     }
@@ -288,6 +294,7 @@ impl App {
             (Route::Totp, _) => mfa::status(self, &req).await,
             (Route::TotpConfirm, _) => mfa::confirm(self, &req).await,
             (Route::BackchannelLogout, _) => backchannel::logout(self, &req).await,
+            (Route::ForwardAuth, _) => Ok(forward_auth::check(self, &req).await),
         }
     }
 }

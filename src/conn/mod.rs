@@ -3,10 +3,13 @@
 //! ([`head`]), a cap on open connections with a reserve for health probes
 //! ([`limit`]), a bound on a stalled write to a client ([`write_deadline`]),
 //! and the answers written on the connection itself when one of them ends it
-//! ([`refusal`]). [`crate::keepalive`]'s connection loop applies them.
+//! ([`refusal`]). On TLS connections the head deadline also bounds the
+//! handshake and the HTTP/2 preface ([`preface`]). [`crate::keepalive`]'s
+//! connection loop applies them.
 
 pub mod head;
 pub mod limit;
+pub mod preface;
 pub mod refusal;
 pub mod write_deadline;
 

@@ -56,14 +56,20 @@ pub struct WriteDeadline {
 impl WriteDeadline {
     /// Wraps `inner`; the result is a [`Stream`] like any other.
     pub fn wrap(inner: Stream, limit: Duration, timeouts: IntCounter) -> Stream {
-        Box::new(Self {
+        Box::new(Self::new(inner, limit, timeouts))
+    }
+
+    /// Wraps `inner`, as a stream of its own type (for TLS to run over it:
+    /// then the encrypted writes, the handshake's too, are bounded).
+    pub fn new(inner: Stream, limit: Duration, timeouts: IntCounter) -> Self {
+        Self {
             inner,
             limit,
             timeouts,
             timer: None,
             stalled: false,
             timed_out: false,
-        })
+        }
     }
 
     fn timed_out_error() -> io::Error {

@@ -11,7 +11,8 @@
 //!
 //! May import: `http` (responses, cookies), `proxy` (the identity it
 //! writes), `routes` (a route's options). Nothing imports it but the
-//! server.
+//! server and forward-auth (`api::forward_auth`, which judges a proxy's
+//! request as a route would and answers with the same identity headers).
 
 pub mod headers;
 pub mod path;
@@ -77,7 +78,11 @@ impl Refusal {
 /// not send removed (identity headers always, forwarding headers unless
 /// `trusted_peer`), an upgrade to anything but WebSocket dropped. The
 /// `Connection` header is checked as pingora's own proxy checks it, so both
-/// ways of forwarding refuse the same requests. Returns the canonical path.
+/// ways of forwarding refuse the same requests. An HTTP/2 request's
+/// `:authority` becomes its `Host` when it has none (pingora's HTTP/2 layer
+/// has already refused one that disagrees with `Host`, or carries
+/// userinfo), so that every reader of `Host` sees the same name whatever
+/// the protocol. Returns the canonical path.
 pub fn settle(
     req: &mut RequestHeader,
     trusted_peer: bool,
@@ -87,6 +92,16 @@ pub fn settle(
         return Err(Refusal::TooManyHeaders);
     }
     headers::check_connection(&req.headers).map_err(Refusal::Connection)?;
+    if req.version == http::Version::HTTP_2
+        && !req.headers.contains_key(http::header::HOST)
+        && let Some(host) = req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.insert_header(http::header::HOST, host)
+            .map_err(|_| Refusal::Path(PathError::NotOriginForm))?;
+    }
     if req.headers.contains_key(http::header::UPGRADE)
         && !headers::is_websocket_upgrade(&req.headers)
     {
@@ -284,6 +299,25 @@ mod tests {
         settle(&mut h2c, false, 100).unwrap();
         assert!(!h2c.headers.contains_key("upgrade"));
         assert!(!h2c.headers.contains_key("http2-settings"));
+    }
+
+    #[test]
+    fn an_http2_authority_is_the_host() {
+        let mut req = head(b"/x", &[]);
+        req.set_uri("https://app.example:8443/x?y".parse().unwrap());
+        req.set_version(http::Version::HTTP_2);
+        settle(&mut req, false, 100).unwrap();
+        assert_eq!(req.headers["host"], "app.example:8443");
+        assert_eq!(req.raw_path(), b"/x?y");
+        // A Host already there is kept; HTTP/1.1 gets none made up.
+        let mut req = head(b"/x", &[("host", "h")]);
+        req.set_uri("https://h/x".parse().unwrap());
+        req.set_version(http::Version::HTTP_2);
+        settle(&mut req, false, 100).unwrap();
+        assert_eq!(req.headers.get_all("host").iter().count(), 1);
+        let mut req = head(b"/x", &[]);
+        settle(&mut req, false, 100).unwrap();
+        assert!(!req.headers.contains_key("host"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod client_ip;
 pub mod cookies;
+pub mod grpc;
 mod request;
 mod response;
 pub mod router;

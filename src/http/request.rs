@@ -12,8 +12,15 @@ pub struct Request {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// The peer's address (the socket, not a forwarding header).
+    /// The client's address: the socket's peer, or from a trusted proxy's
+    /// `X-Forwarded-For`.
     pub client_ip: Option<IpAddr>,
+    /// The socket's peer is one of `TRUSTED_PROXIES` (so its forwarding
+    /// headers were kept).
+    pub from_trusted_proxy: bool,
+    /// The raw request target after `/auth/forward` (an ext_authz check
+    /// names the original target there), before any normalisation.
+    pub forwarded_target: Option<Bytes>,
 }
 
 impl Request {
@@ -25,6 +32,8 @@ impl Request {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             client_ip: None,
+            from_trusted_proxy: false,
+            forwarded_target: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub enum Route {
     TotpConfirm,
     /// Keycloak's back-channel logout (OpenID Connect Back-Channel Logout 1.0).
     BackchannelLogout,
+    /// Forward-auth: a proxy asks whether a request may pass (any method).
+    ForwardAuth,
 }
 
 impl Route {
@@ -63,6 +65,17 @@ impl Route {
             Self::Session | Self::UserSessions => &[Method::DELETE],
             Self::User => &[Method::GET, Method::HEAD, Method::PUT, Method::DELETE],
             Self::Totp => &[Method::GET, Method::HEAD, Method::POST, Method::DELETE],
+            // The original request's method: any is answered (these are
+            // the ones documented).
+            Self::ForwardAuth => &[
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ],
             Self::Signup
             | Self::Signin
             | Self::RefreshToken
@@ -75,6 +88,11 @@ impl Route {
             | Self::TotpConfirm
             | Self::BackchannelLogout => POST,
         }
+    }
+
+    /// Answers every method, those of [`Self::methods`] and any other.
+    pub fn any_method(self) -> bool {
+        self == Self::ForwardAuth
     }
 
     /// A label for logs and metrics (the path template).
@@ -116,6 +134,8 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/auth/mfa/totp", Route::Totp),
     ("/auth/mfa/totp/confirm", Route::TotpConfirm),
     ("/auth/backchannel-logout", Route::BackchannelLogout),
+    ("/auth/forward", Route::ForwardAuth),
+    ("/auth/forward/{*original}", Route::ForwardAuth),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +165,7 @@ impl Router {
     pub fn resolve(&self, method: &Method, path: &str) -> Resolution {
         if let Ok(found) = self.inner.at(path) {
             let route = *found.value;
-            if !route.methods().contains(method) {
+            if !route.methods().contains(method) && !route.any_method() {
                 let allow: Vec<&str> = route.methods().iter().map(Method::as_str).collect();
                 return Resolution::WrongMethod(allow.join(", "));
             }
@@ -220,6 +240,15 @@ mod tests {
         assert_eq!(
             router.resolve(&Method::HEAD, "/health"),
             Resolution::Found(Route::Health, None)
+        );
+        let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+        assert_eq!(
+            router.resolve(&propfind, "/auth/forward"),
+            Resolution::Found(Route::ForwardAuth, None)
+        );
+        assert_eq!(
+            router.resolve(&Method::POST, "/auth/forward/admin/x"),
+            Resolution::Found(Route::ForwardAuth, Some("admin/x".into()))
         );
     }
 }

@@ -19,6 +19,7 @@ fn bare(data_dir: &Path) -> Options {
             ("RUST_LOG".to_string(), "info".to_string()),
         ]),
         migrate: true,
+        ca_pem: None,
     }
 }
 

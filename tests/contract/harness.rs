@@ -155,6 +155,9 @@ impl Drop for TempDir {
 pub struct Options {
     pub env: HashMap<String, String>,
     pub migrate: bool,
+    /// With `TLS_CERT_FILE` set: the PEM of the CA the test client trusts
+    /// (the gateway is then reached over `https://127.0.0.1`).
+    pub ca_pem: Option<String>,
 }
 
 impl Options {
@@ -183,7 +186,11 @@ impl Options {
         env.insert("DATABASE_URL".into(), db_url.to_string());
         env.insert("SMTP_HOST".into(), "127.0.0.1".into());
         env.insert("SMTP_PORT".into(), env_var("AUTHGATE_TEST_SMTP_PORT"));
-        Self { env, migrate: true }
+        Self {
+            env,
+            migrate: true,
+            ca_pem: None,
+        }
     }
 
     /// The native backend on the embedded store: no database settings at all,
@@ -256,10 +263,15 @@ impl Gateway {
         let port = free_port();
         options.env.insert("APP_PORT".into(), port.to_string());
         options.env.insert("APP_HOST".into(), "127.0.0.1".into());
+        let scheme = if options.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         options
             .env
             .entry("APP_URL".into())
-            .or_insert_with(|| format!("http://localhost:{port}"));
+            .or_insert_with(|| format!("{scheme}://localhost:{port}"));
         let log = std::env::temp_dir().join(format!("authgate-test-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut args = vec!["serve"];
@@ -276,13 +288,16 @@ impl Gateway {
             .stderr(log_file)
             .spawn()
             .expect("spawn authgate");
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("http client");
+            .timeout(Duration::from_secs(30));
+        if let Some(ca) = &options.ca_pem {
+            let ca = reqwest::Certificate::from_pem(ca.as_bytes()).expect("the test CA");
+            http = http.tls_certs_only([ca]);
+        }
+        let http = http.build().expect("http client");
         let mut gateway = Self {
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             port,
             options,
             http,

@@ -42,7 +42,7 @@ const HOST: &str = "app.example";
 const PEER: &str = "127.0.0.1";
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-const IDENTITY: [&str; 5] = [
+pub(crate) const IDENTITY: [&str; 5] = [
     "x-auth-user-id",
     "x-auth-email",
     "x-auth-roles",
@@ -66,21 +66,21 @@ const UNTRUSTED_FORWARDING: [&str; 10] = [
 ];
 
 /// A header name as the rules compare them: lower-case, `_` read as `-`.
-fn folded(name: &str) -> String {
+pub(crate) fn folded(name: &str) -> String {
     name.to_ascii_lowercase().replace('_', "-")
 }
 
 /// Who sends a request.
-struct Caller {
-    name: &'static str,
-    token: Option<String>,
+pub(crate) struct Caller {
+    pub(crate) name: &'static str,
+    pub(crate) token: Option<String>,
     /// The identity headers the gateway sets for this caller, by name.
-    identity: BTreeMap<&'static str, String>,
-    admin: bool,
+    pub(crate) identity: BTreeMap<&'static str, String>,
+    pub(crate) admin: bool,
 }
 
 impl Caller {
-    fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         Self {
             name: "anonymous",
             token: None,
@@ -90,7 +90,7 @@ impl Caller {
     }
 
     /// A caller holding `token`, with the identity its claims give.
-    fn holding(name: &'static str, token: String, admin: bool) -> Self {
+    pub(crate) fn holding(name: &'static str, token: String, admin: bool) -> Self {
         let claims = token
             .split('.')
             .nth(1)
@@ -117,7 +117,7 @@ impl Caller {
         }
     }
 
-    fn passes(&self, policy: Policy) -> bool {
+    pub(crate) fn passes(&self, policy: Policy) -> bool {
         match policy {
             Policy::Public => true,
             Policy::Authenticated => self.token.is_some(),
@@ -127,22 +127,22 @@ impl Caller {
 }
 
 /// An answer read off the socket.
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 /// What an upstream says it saw.
-struct Seen {
-    handler: String,
-    raw: String,
+pub(crate) struct Seen {
+    pub(crate) handler: String,
+    pub(crate) raw: String,
     /// Names as the upstream reports them; nginx reports named ones only,
     /// with "" for an absent header (so empty ones are left out).
-    headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Seen {
-    fn parse(server: &str, body: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(server: &str, body: &[u8]) -> Option<Self> {
         let text = String::from_utf8_lossy(body);
         match serde_json::from_str::<Value>(&text) {
             Ok(json) if json["server"] == server => {
@@ -194,7 +194,7 @@ impl Seen {
     }
 
     /// Values of the headers whose folded name is `name`, with the names.
-    fn named(&self, name: &str) -> Vec<&(String, String)> {
+    pub(crate) fn named(&self, name: &str) -> Vec<&(String, String)> {
         self.headers
             .iter()
             .filter(|(n, _)| folded(n) == name)
@@ -204,7 +204,7 @@ impl Seen {
 
 /// The raw request: the hostile target and header lines, the caller's
 /// token, a request id for counting, `Connection: close`.
-fn request_bytes(hostile: &Hostile, caller: &Caller, request_id: &str) -> Vec<u8> {
+pub(crate) fn request_bytes(hostile: &Hostile, caller: &Caller, request_id: &str) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(hostile.method.as_bytes());
     out.push(b' ');
@@ -233,7 +233,7 @@ fn request_bytes(hostile: &Hostile, caller: &Caller, request_id: &str) -> Vec<u8
 }
 
 /// Sends raw bytes and reads one answer (None: closed or silent).
-async fn exchange(port: u16, request: &[u8], head_only: bool) -> Option<Answer> {
+pub(crate) async fn exchange(port: u16, request: &[u8], head_only: bool) -> Option<Answer> {
     let mut socket = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     socket.write_all(request).await.ok()?;
     let mut seen = Vec::new();
@@ -299,7 +299,7 @@ fn dechunk(mut bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// The kinds of failure, in the order the report lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Failure {
+pub(crate) enum Failure {
     Bypass,
     ForgedIdentity,
     IdentitySpelling,
@@ -331,21 +331,27 @@ impl Failure {
 
 /// Failures and tallies of one upstream.
 #[derive(Default)]
-struct Tally {
-    sent: usize,
-    forwarded: usize,
-    held: usize,
-    normalised: usize,
-    refused: usize,
-    expected_held: usize,
-    expected_normalised: usize,
-    expected_refused: usize,
+pub(crate) struct Tally {
+    pub(crate) sent: usize,
+    pub(crate) forwarded: usize,
+    pub(crate) held: usize,
+    pub(crate) normalised: usize,
+    pub(crate) refused: usize,
+    pub(crate) expected_held: usize,
+    pub(crate) expected_normalised: usize,
+    pub(crate) expected_refused: usize,
     /// kind -> hostile label -> what went wrong, per caller
-    failures: BTreeMap<Failure, BTreeMap<String, Vec<String>>>,
+    pub(crate) failures: BTreeMap<Failure, BTreeMap<String, Vec<String>>>,
 }
 
 impl Tally {
-    fn fail(&mut self, kind: Failure, hostile: &Hostile, caller: &Caller, detail: String) {
+    pub(crate) fn fail(
+        &mut self,
+        kind: Failure,
+        hostile: &Hostile,
+        caller: &Caller,
+        detail: String,
+    ) {
         self.failures
             .entry(kind)
             .or_default()
@@ -354,7 +360,7 @@ impl Tally {
             .push(format!("{}: {detail}", caller.name));
     }
 
-    fn failure_count(&self) -> usize {
+    pub(crate) fn failure_count(&self) -> usize {
         self.failures
             .values()
             .flat_map(|m| m.values())
@@ -570,7 +576,7 @@ fn check_invariants(tally: &mut Tally, hostile: &Hostile, caller: &Caller, seen:
 }
 
 /// The caller's identity on a protected route, none on a public one.
-fn check_identity(
+pub(crate) fn check_identity(
     tally: &mut Tally,
     hostile: &Hostile,
     caller: &Caller,
@@ -596,7 +602,7 @@ fn check_identity(
     }
 }
 
-fn describe(answer: Option<&Answer>, seen: Option<&Seen>) -> String {
+pub(crate) fn describe(answer: Option<&Answer>, seen: Option<&Seen>) -> String {
     match (answer, seen) {
         (None, _) => "no answer".into(),
         (Some(a), Some(s)) => format!("{} from handler {} ({:?})", a.status, s.handler, s.raw),
@@ -611,7 +617,7 @@ fn describe(answer: Option<&Answer>, seen: Option<&Seen>) -> String {
 /// Whether `answer` is the upstream server's own refusal, given before its
 /// app (or nginx's log) could note the request id: uvicorn's, Go's and
 /// nginx's answers to a request they cannot parse.
-fn upstream_refusal(server: &str, answer: Option<&Answer>) -> bool {
+pub(crate) fn upstream_refusal(server: &str, answer: Option<&Answer>) -> bool {
     let Some(answer) = answer else {
         return false;
     };
@@ -625,7 +631,7 @@ fn upstream_refusal(server: &str, answer: Option<&Answer>) -> bool {
 }
 
 /// The request ids an upstream received, by how often.
-async fn received_ids(upstream: &str, prefix: &str) -> HashMap<String, usize> {
+pub(crate) async fn received_ids(upstream: &str, prefix: &str) -> HashMap<String, usize> {
     // nginx writes its log line once the answer is sent.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = reqwest::get(format!("http://{upstream}/__received?prefix={prefix}"))
@@ -722,9 +728,9 @@ async fn run_against(
 
 /// How many distinct requests the printed report lists per kind of failure
 /// (all of them for bypasses; the whole report goes to a file).
-const SHOWN: usize = 12;
+pub(crate) const SHOWN: usize = 12;
 
-fn report(
+pub(crate) fn report(
     server: &str,
     upstream: &str,
     distinct: usize,

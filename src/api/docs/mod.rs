@@ -108,7 +108,7 @@ pub fn document(about: &Info<'_>) -> Value {
             item.insert(method.as_str().to_ascii_lowercase(), render(path, &id, &op));
         }
         seen.push(*route);
-        paths.insert((*path).into(), Value::Object(item));
+        paths.insert(template(path), Value::Object(item));
     }
     json!({
         "openapi": OPENAPI_VERSION,
@@ -138,9 +138,24 @@ pub fn document(about: &Info<'_>) -> Value {
     })
 }
 
+/// A router path as the document writes it: a catch-all `{*name}` is
+/// `{name}`.
+pub fn template(path: &str) -> String {
+    path.replace("{*", "{")
+}
+
+/// Whether a path has parameters that are validated (422 when malformed);
+/// a catch-all takes anything.
+fn checked_params(path: &str) -> bool {
+    path.split('/')
+        .any(|segment| segment.starts_with('{') && !segment.starts_with("{*"))
+}
+
 /// A path's distinct part for the operation id of a second path of one route.
 fn path_suffix(path: &str) -> &'static str {
-    if path.ends_with('/') {
+    if path.contains("{*") {
+        "prefixed"
+    } else if path.ends_with('/') {
         "slash"
     } else {
         "no_slash"
@@ -202,7 +217,7 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
         out["security"] = json!([{ BEARER: [] }, { COOKIE: [] }]);
     }
     let path_params = path_parameters(path);
-    let has_params = !path_params.is_empty() || !op.query.is_empty();
+    let has_params = checked_params(path) || !op.query.is_empty();
     let parameters: Vec<Value> = path_params
         .into_iter()
         .chain(op.query.iter().map(query_parameter))
@@ -249,9 +264,15 @@ fn path_parameters(path: &str) -> Vec<Value> {
     path.split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
-            let schema = match name {
-                "session_id" => Schema::string(),
-                _ => Schema::integer().format("int32"),
+            let (name, schema) = match name.strip_prefix('*') {
+                Some(rest) => (
+                    rest,
+                    Schema::string().describe(
+                        "The rest of the path, as the original request sent it (with its query).",
+                    ),
+                ),
+                None if name == "session_id" => (name, Schema::string()),
+                None => (name, Schema::integer().format("int32")),
             };
             json!({
                 "name": name,
@@ -298,6 +319,10 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
             Access::Admin => "No usable token, or the user is not an admin.",
             Access::SelfOrAdmin => {
                 "No usable token, or the user is neither the one named nor an admin."
+            }
+            Access::RoutePolicy => {
+                "No usable token, or the caller lacks the route's role; or the peer is not one of \
+                 `TRUSTED_PROXIES`. A proxy shows the client this refusal (nginx: its own 403 page)."
             }
         };
         let texts = op
@@ -428,6 +453,13 @@ fn render_header(header: Header) -> (String, Value) {
             json!({
                 "description": "`no-store`.",
                 "required": true,
+                "schema": Schema::string().into_value(),
+            }),
+        ),
+        Header::Named(name, description) => (
+            name.into(),
+            json!({
+                "description": description,
                 "schema": Schema::string().into_value(),
             }),
         ),

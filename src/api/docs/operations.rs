@@ -14,6 +14,7 @@ use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
 use super::super::backchannel::{self, LogoutError};
 use super::super::devices::{self, Ended, SessionOut};
 use super::super::email_test::TestBody;
+use super::super::forward_auth::{AMBIGUOUS, INVALID_PATH, NO_TARGET, UNTRUSTED};
 use super::super::meta::{Root, Status};
 use super::super::mfa::{self as totp, ConfirmBody, RemoveBody};
 use super::super::password::{ForgotBody, ResetBody};
@@ -39,16 +40,18 @@ pub enum Tag {
     Users,
     Mail,
     Enterprise,
+    Edge,
 }
 
 impl Tag {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Service,
         Self::Account,
         Self::Session,
         Self::Users,
         Self::Mail,
         Self::Enterprise,
+        Self::Edge,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Tag {
             Self::Users => "users",
             Self::Mail => "mail",
             Self::Enterprise => "enterprise",
+            Self::Edge => "edge",
         }
     }
 
@@ -76,6 +80,9 @@ impl Tag {
             Self::Enterprise => {
                 "What the old service never had, under `/auth/...`: the audit trail, and (keycloak mode) single sign-on, TOTP and device sessions."
             }
+            Self::Edge => {
+                "Forward-auth: the route policies of `ROUTES_FILE` for a proxy that is already there (nginx, ingress-nginx, Traefik, Caddy, Envoy)."
+            }
         }
     }
 }
@@ -89,6 +96,9 @@ pub enum Access {
     Admin,
     /// A token of the user named by the path, or of an admin.
     SelfOrAdmin,
+    /// What the route policy of the original request asks (forward-auth),
+    /// from a trusted proxy.
+    RoutePolicy,
 }
 
 /// A header of an answer.
@@ -105,6 +115,8 @@ pub enum Header {
     LoginCookie(&'static str),
     /// `Cache-Control: no-store`.
     NoStore,
+    /// An optional header: its name and what it says.
+    Named(&'static str, &'static str),
 }
 
 /// The body of an answer.
@@ -283,6 +295,7 @@ impl Operation {
             Access::Public => Vec::new(),
             Access::Token => vec![UNAUTHORIZED, INVALID],
             Access::Admin | Access::SelfOrAdmin => vec![UNAUTHORIZED, INVALID, NOT_PERMITTED],
+            Access::RoutePolicy => vec![UNAUTHORIZED, INVALID, NOT_PERMITTED, UNTRUSTED],
         }
     }
 }
@@ -730,6 +743,18 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                     .with(Header::NoStore),
                 )
         }
+        Route::ForwardAuth => {
+            let id = match *method {
+                Method::GET => "forwardAuth",
+                Method::POST => "forwardAuthPost",
+                Method::PUT => "forwardAuthPut",
+                Method::PATCH => "forwardAuthPatch",
+                Method::DELETE => "forwardAuthDelete",
+                Method::OPTIONS => "forwardAuthOptions",
+                _ => return None,
+            };
+            forward_auth(id)
+        }
         Route::Root
         | Route::Health
         | Route::Ready
@@ -757,6 +782,53 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
     };
     Some(op)
 }
+
+/// `/auth/forward`, for one method (any is answered: the original's).
+fn forward_auth(id: &'static str) -> Operation {
+    let identity = |name: &'static str| Header::Named(name, IDENTITY_HEADER);
+    Operation::new(
+        id,
+        Tag::Edge,
+        "Forward-auth: may the original request pass?",
+    )
+    .describe(
+        "Asked by a proxy (nginx `auth_request`, ingress-nginx `auth-url`, Traefik `ForwardAuth`, \
+             Caddy `forward_auth`, Envoy `ext_authz`) for a request it is about to pass on, and \
+             answered only to a `TRUSTED_PROXIES` peer. The original target is read from \
+             `X-Original-URI`, `X-Original-URL`, `X-Forwarded-Uri`, `x-envoy-original-path`, or \
+             what follows `/auth/forward` in the request's own path (Envoy's `path_prefix`); every \
+             one present must name the same path. The path is made canonical as for forwarded \
+             routes, and each of its readings takes its route's policy, or \
+             `FORWARD_AUTH_DEFAULT_POLICY` when no route matches it. Tokens are checked in-process \
+             (bearer or cookie, as the contract reads them) and the route's rate limit counts. \
+             200 carries the identity headers a forwarded request gets, for the proxy to copy \
+             upstream (none on a public route).",
+    )
+    .access(Access::RoutePolicy)
+    .limited()
+    .answer(Answer {
+        status: 200,
+        description: "The request may pass; no body.",
+        content: Content::None,
+        headers: vec![
+            identity("X-Auth-User-Id"),
+            identity("X-Auth-Email"),
+            identity("X-Auth-Roles"),
+            identity("X-Auth-Device-Id"),
+            identity("X-Auth-Client-Id"),
+        ],
+    })
+    .answer(Answer::details(
+        400,
+        "The original target has no canonical form, is named by no header, or headers name \
+             different targets.",
+        &[INVALID_PATH, NO_TARGET, AMBIGUOUS],
+    ))
+}
+
+/// What an identity header of forward-auth's 200 says.
+const IDENTITY_HEADER: &str = "The caller's identity as a forwarded request carries it (percent-encoded \
+     outside visible ASCII, `%` and `,`); copy it upstream and drop the client's own.";
 
 /// A query parameter of an operation.
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,8 @@
 //! ```toml
 //! [[routes]]
 //! prefix = "/chat"                          # longest prefix wins
-//! upstreams = ["127.0.0.1:9001", "10.0.0.7:9001"]  # round-robin, health-checked
+//! upstreams = ["127.0.0.1:9001", "10.0.0.7:9001"]  # round-robin, health-checked;
+//!                                           # none: a policy for forward-auth only
 //! policy = "authenticated"                  # public | authenticated | role:<name>
 //! allow_services = false                    # optional: also machine clients (keycloak mode)
 //! rate_limit = "100/second"                 # optional, per client IP
@@ -12,11 +13,19 @@
 //! read_timeout_ms = 30000                   # optional
 //! case_insensitive = false                  # optional: match the prefix ignoring ASCII case
 //! forward_access_token = true               # optional: false keeps the access token here
+//! upstream_h2 = false                       # optional: HTTP/2 (h2c) to the upstream, for gRPC
 //! ```
 //!
 //! Prefixes are matched against the request's policy path (canonical,
 //! decoded, `;` parameters removed; see [`crate::edge::path`]), so a prefix
 //! must itself be canonical: no `%`, `;`, `\`, empty or dot segments.
+//!
+//! [`table`] holds the routes in force with their upstreams' balancers;
+//! [`reload`] reads the file again on SIGHUP or when it changes, and swaps
+//! in a new table when the file is valid.
+
+pub mod reload;
+pub mod table;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -28,16 +37,18 @@ use crate::config::ConfigError;
 use crate::ratelimit::Quota;
 
 /// Who may pass a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Policy {
     Public,
+    #[default]
     Authenticated,
     /// Authenticated and holding this role.
     Role(String),
 }
 
 impl Policy {
-    fn parse(text: &str) -> Option<Self> {
+    /// `public`, `authenticated` or `role:<name>`.
+    pub fn parse(text: &str) -> Option<Self> {
         match text {
             "public" => Some(Self::Public),
             "authenticated" => Some(Self::Authenticated),
@@ -49,9 +60,21 @@ impl Policy {
     }
 }
 
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Public => f.write_str("public"),
+            Self::Authenticated => f.write_str("authenticated"),
+            Self::Role(role) => write!(f, "role:{role}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     pub prefix: String,
+    /// Empty for a route that only states a policy (for forward-auth): it
+    /// is never forwarded.
     pub upstreams: Vec<SocketAddr>,
     pub policy: Policy,
     /// Machine clients with a client-credentials token of the identity
@@ -66,6 +89,9 @@ pub struct RouteConfig {
     /// The client's access token (bearer header, `access_token` cookie)
     /// goes upstream (other services verify it with `SECRET_KEY`).
     pub forward_access_token: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c) to the upstreams, as gRPC
+    /// servers need (pingora's proxy path; trailers pass); HTTP/1.1 else.
+    pub upstream_h2: bool,
 }
 
 impl RouteConfig {
@@ -99,6 +125,7 @@ struct RoutesFile {
 #[serde(deny_unknown_fields)]
 struct RouteSpec {
     prefix: String,
+    #[serde(default)]
     upstreams: Vec<String>,
     #[serde(default = "public")]
     policy: String,
@@ -111,6 +138,8 @@ struct RouteSpec {
     case_insensitive: bool,
     #[serde(default = "yes")]
     forward_access_token: bool,
+    #[serde(default)]
+    upstream_h2: bool,
 }
 
 fn yes() -> bool {
@@ -127,9 +156,20 @@ fn problem(text: String) -> ConfigError {
 
 /// Reads and checks the routes file; longest prefixes first.
 pub fn load(path: &Path) -> Result<Vec<RouteConfig>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| problem(format!("cannot be read ({}): {err}", path.display())))?;
-    parse(&text)
+    parse_bytes(&read(path)?)
+}
+
+/// The routes file's bytes.
+pub fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path)
+        .map_err(|err| problem(format!("cannot be read ({}): {err}", path.display())))
+}
+
+/// The routes of a file's bytes, checked as [`load`] checks them.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Vec<RouteConfig>, ConfigError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| problem("is not valid: not UTF-8 text".into()))?;
+    parse(text)
 }
 
 pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
@@ -152,9 +192,6 @@ pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
             return Err(problem(format!(
                 "route {prefix:?}: prefix must be a plain path (no %, ;, \\, // or dot segments)"
             )));
-        }
-        if spec.upstreams.is_empty() {
-            return Err(problem(format!("route {prefix}: no upstreams")));
         }
         let mut upstreams = Vec::new();
         for upstream in &spec.upstreams {
@@ -199,6 +236,7 @@ pub fn parse(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
             read_timeout: Duration::from_millis(spec.read_timeout_ms.unwrap_or(60_000)),
             case_insensitive: spec.case_insensitive,
             forward_access_token: spec.forward_access_token,
+            upstream_h2: spec.upstream_h2,
         });
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -261,15 +299,22 @@ mod tests {
     }
 
     #[test]
+    fn a_route_may_state_a_policy_alone() {
+        let routes = parse("[[routes]]\nprefix = \"/admin\"\npolicy = \"role:admin\"").unwrap();
+        assert!(routes[0].upstreams.is_empty());
+        assert_eq!(routes[0].policy, Policy::Role("admin".into()));
+        assert_eq!(
+            parse("[[routes]]\nprefix = \"/a\"\nupstreams = []").unwrap()[0].upstreams,
+            []
+        );
+    }
+
+    #[test]
     fn problems_name_the_route() {
         for (text, expected) in [
             (
                 "[[routes]]\nprefix = \"api\"\nupstreams = [\"127.0.0.1:1\"]",
                 "prefix must start with /",
-            ),
-            (
-                "[[routes]]\nprefix = \"/a\"\nupstreams = []",
-                "route /a: no upstreams",
             ),
             (
                 "[[routes]]\nprefix = \"/a\"\nupstreams = [\"nope\"]",
