@@ -237,6 +237,7 @@ fn verify_rs256(c: &mut Criterion) {
         import_client_secret: "authgate-import-dev-secret".into(),
         timeout: Duration::from_secs(1),
         token_format: TokenFormat::Legacy,
+        admin_events_interval: None,
     };
     let metrics = Arc::new(Metrics::new().expect("metrics"));
     let http = Arc::new(KcHttp::new(&settings, metrics).expect("http client"));

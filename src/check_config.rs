@@ -286,6 +286,7 @@ pub async fn probes(config: &Config) -> Vec<Probe> {
     #[cfg(feature = "keycloak")]
     if config.backend == Backend::Keycloak {
         found.push(keycloak_probe(config, &clock).await);
+        found.push(backchannel_probe(config, &clock).await);
     }
     found.push(smtp_probe(config).await);
     if let Some(tls) = &config.edge.tls {
@@ -383,6 +384,61 @@ async fn keycloak_probe(config: &Config, clock: &Arc<dyn Clock>) -> Probe {
     .await
 }
 
+/// The realm's client for authgate has its back-channel logout URL set
+/// (Keycloak announces sign-outs there), with "session required" on.
+#[cfg(feature = "keycloak")]
+async fn backchannel_probe(config: &Config, clock: &Arc<dyn Clock>) -> Probe {
+    let client_id = &config.keycloak.client_id;
+    let what = format!("keycloak client {client_id} back-channel logout URL");
+    probe(what, async {
+        let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
+        let (backend, _) = crate::keycloak_backend(config, Arc::clone(clock), metrics)
+            .map_err(|e| e.to_string())?;
+        let client = match backend.admin().client(client_id).await {
+            Ok(Ok(Some(client))) => client,
+            Ok(Ok(None)) => return Err(format!("the realm has no client {client_id}")),
+            Ok(Err(status)) => {
+                return Err(format!(
+                    "the Admin API refused to read the client ({status}): the service account \
+                     needs realm-management view-clients"
+                ));
+            }
+            Err(err) => return Err(err.to_string()),
+        };
+        backchannel_detail(&client)
+    })
+    .await
+}
+
+/// What a client's representation says of its back-channel logout.
+#[cfg(feature = "keycloak")]
+fn backchannel_detail(client: &serde_json::Value) -> Result<String, String> {
+    let attribute = |name: &str| {
+        client["attributes"][name]
+            .as_str()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let Some(url) = attribute("backchannel.logout.url") else {
+        return Err("no back-channel logout URL: set it to this service's \
+             /auth/backchannel-logout, or sign-outs in Keycloak reach authgate only \
+             through its admin events"
+            .to_string());
+    };
+    if !url.ends_with("/auth/backchannel-logout") {
+        return Err(format!(
+            "back-channel logout URL {url} does not end in /auth/backchannel-logout"
+        ));
+    }
+    if attribute("backchannel.logout.session.required") != Some("true") {
+        return Err(format!(
+            "{url}, but \"backchannel logout session required\" is off: logout tokens \
+             then end every session of the user"
+        ));
+    }
+    Ok(format!("{url} (session required)"))
+}
+
 async fn smtp_probe(config: &Config) -> Probe {
     let smtp = &config.smtp;
     let what = match &smtp.host {
@@ -406,4 +462,35 @@ async fn smtp_probe(config: &Config) -> Probe {
         }
     })
     .await
+}
+
+#[cfg(all(test, feature = "keycloak"))]
+mod tests {
+    use serde_json::json;
+
+    use super::backchannel_detail;
+
+    #[test]
+    fn backchannel_logout_url_of_the_client() {
+        let client = |attributes| json!({"clientId": "authgate", "attributes": attributes});
+        let set = client(json!({
+            "backchannel.logout.url": "http://authgate:5000/auth/backchannel-logout",
+            "backchannel.logout.session.required": "true",
+        }));
+        assert_eq!(
+            backchannel_detail(&set).as_deref(),
+            Ok("http://authgate:5000/auth/backchannel-logout (session required)")
+        );
+        assert!(backchannel_detail(&client(json!({}))).is_err());
+        assert!(backchannel_detail(&client(json!({"backchannel.logout.url": " "}))).is_err());
+        let elsewhere = client(json!({
+            "backchannel.logout.url": "http://authgate:5000/logout",
+            "backchannel.logout.session.required": "true",
+        }));
+        assert!(backchannel_detail(&elsewhere).is_err());
+        let without_session = client(json!({
+            "backchannel.logout.url": "http://authgate:5000/auth/backchannel-logout",
+        }));
+        assert!(backchannel_detail(&without_session).is_err());
+    }
 }

@@ -54,6 +54,9 @@ pub struct KeycloakSettings {
     /// `KEYCLOAK_PUBLIC_URL`: Keycloak's base URL as browsers reach it (single
     /// sign-on sends them there); `url` unless set.
     pub public_url: url::Url,
+    /// `KEYCLOAK_ADMIN_EVENTS_INTERVAL_SECONDS`: how often Keycloak's admin
+    /// events are read (by one replica of the cluster); `None`: never.
+    pub admin_events_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for KeycloakSettings {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for KeycloakSettings {
             .field("timeout", &self.timeout)
             .field("token_format", &self.token_format)
             .field("public_url", &self.public_url.as_str())
+            .field("admin_events_interval", &self.admin_events_interval)
             .finish()
     }
 }
@@ -1040,7 +1044,26 @@ fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> 
         ),
         timeout: Duration::from_millis(src.number("KEYCLOAK_TIMEOUT_MS", 5000u64, 100)?),
         token_format,
+        admin_events_interval: admin_events_interval(src)?,
     })
+}
+
+/// `KEYCLOAK_ADMIN_EVENTS_INTERVAL_SECONDS`: 1 to 300 seconds, or `off`.
+fn admin_events_interval(src: &Source<'_>) -> Result<Option<Duration>, ConfigError> {
+    const NAME: &str = "KEYCLOAK_ADMIN_EVENTS_INTERVAL_SECONDS";
+    if src
+        .optional(NAME)
+        .is_some_and(|v| v.eq_ignore_ascii_case("off"))
+    {
+        return Ok(None);
+    }
+    let seconds = src.number(NAME, 5u64, 1)?;
+    if seconds > 300 {
+        return Err(problem(format!(
+            "{NAME} must be 1 to 300, or off (got {seconds})"
+        )));
+    }
+    Ok(Some(Duration::from_secs(seconds)))
 }
 
 fn smtp_settings(

@@ -10,12 +10,12 @@
 
 pub mod api;
 pub mod audit;
+pub mod background;
 pub mod balance;
 pub mod check_config;
 pub mod clock;
 pub mod config;
 pub mod conn;
-pub mod denylist;
 pub mod drain;
 pub mod edge;
 pub mod forward;
@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod reload;
+pub mod revocation;
 pub mod routes;
 pub mod secret_file;
 pub mod server;
@@ -142,12 +143,25 @@ pub fn keycloak_backend(
     ),
     StartupError,
 > {
-    use identity::keycloak::{KeycloakBackend, http::KcHttp, jwks::Jwks, registry::Registry};
+    use identity::keycloak::{
+        AuthorityParts, KeycloakBackend, http::KcHttp, jwks::Jwks, registry::Registry,
+        used_tokens::UsedTokens,
+    };
     let http = Arc::new(
         KcHttp::new(&config.keycloak, metrics)
             .map_err(|err| StartupError::Keycloak(err.to_string()))?,
     );
     let database = Arc::new(Database::<sqlx::Postgres>::new(&config.database)?);
+    let used_tokens = UsedTokens::new(
+        config.edge.redis_url.as_deref(),
+        Arc::clone(&database),
+        Arc::clone(&clock),
+    )
+    .map_err(|err| {
+        StartupError::Config(config::ConfigError(format!(
+            "REDIS_URL is not usable: {err}"
+        )))
+    })?;
     let registry = Registry::new(
         database,
         Arc::clone(&clock),
@@ -157,7 +171,12 @@ pub fn keycloak_backend(
         },
     );
     let jwks = Arc::new(Jwks::new(Arc::clone(&http), clock).with_ceiling(ceilings(config).access));
-    let backend = KeycloakBackend::new(http, registry).map_err(StartupError::Keycloak)?;
+    let authority = AuthorityParts {
+        jwks: Arc::clone(&jwks),
+        used_tokens,
+    };
+    let backend =
+        KeycloakBackend::new(http, registry, authority).map_err(StartupError::Keycloak)?;
     Ok((backend, jwks))
 }
 
@@ -203,28 +222,25 @@ fn rate_limiter(
     ))
 }
 
-/// The deny-list of ended sessions in Redis when `REDIS_URL` is set.
-fn deny_list(
+/// The revocations every replica refuses: in this process, and shared
+/// through Redis when `REDIS_URL` is set.
+fn revocations(
     config: &Config,
     tokens: &TokenService,
     clock: Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
-) -> Result<denylist::DenyList, StartupError> {
+) -> Result<revocation::Revocations, StartupError> {
+    let local =
+        revocation::Revocations::local(tokens.lifetimes().access, clock, Arc::clone(metrics));
     let Some(url) = &config.edge.redis_url else {
-        return Ok(denylist::DenyList::off(clock));
+        return Ok(local);
     };
-    let metrics = Arc::clone(metrics);
-    denylist::DenyList::redis(
-        url,
-        tokens.lifetimes().access,
-        clock,
-        Box::new(move |up| metrics.redis_up.set(i64::from(up))),
-    )
-    .map_err(|err| {
+    let shared = revocation::shared::Shared::open(url, Arc::clone(metrics)).map_err(|err| {
         StartupError::Config(config::ConfigError(format!(
             "REDIS_URL is not usable: {err}"
         )))
-    })
+    })?;
+    Ok(local.with_shared(shared))
 }
 
 /// Builds the application from a checked configuration (no I/O happens here).
@@ -233,6 +249,12 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new()?);
     let tokens = token_service(&config, Arc::clone(&clock))?;
+    let revocations = Arc::new(revocations(&config, &tokens, Arc::clone(&clock), &metrics)?);
+    let audit_log = audit_log(&config)?;
+    let background = background::Background::default();
+    if revocations.is_shared() {
+        background.add("revocations", Box::pin(Arc::clone(&revocations).follow()));
+    }
     type Verifier = Option<Arc<dyn tokens::ExternalTokens>>;
     let (backend, external_tokens): (Arc<dyn IdentityBackend>, Verifier) = match config.backend {
         Backend::Native => (native_backend(&config, Arc::clone(&clock), &metrics)?, None),
@@ -240,8 +262,20 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
         Backend::Keycloak => {
             let (backend, jwks) =
                 keycloak_backend(&config, Arc::clone(&clock), Arc::clone(&metrics))?;
+            let backend = Arc::new(backend);
+            if let Some(interval) = config.keycloak.admin_events_interval {
+                let reader = identity::keycloak::event_reader::EventReader::new(
+                    Arc::clone(&backend),
+                    Arc::clone(&revocations),
+                    Arc::clone(&audit_log),
+                    Arc::clone(&metrics),
+                    Arc::clone(&clock),
+                    interval,
+                );
+                background.add("keycloak admin events", Box::pin(reader.run()));
+            }
             let verifier = identity::keycloak::jwks::KeycloakTokens(jwks);
-            (Arc::new(backend), Some(Arc::new(verifier)))
+            (backend, Some(Arc::new(verifier)))
         }
         #[cfg(not(feature = "keycloak"))]
         Backend::Keycloak => {
@@ -258,11 +292,10 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
         Arc::clone(&metrics),
     )?);
     let limiter = Arc::new(rate_limiter(&config, &metrics)?);
-    let audit_log = audit_log(&config)?;
-    let deny_list = Arc::new(deny_list(&config, &tokens, Arc::clone(&clock), &metrics)?);
     let app = App::new(config, tokens, backend, mailer, clock, metrics, audit_log)?
         .with_limiter(limiter)
-        .with_deny_list(deny_list);
+        .with_revocations(revocations)
+        .with_background(background);
     Ok(match external_tokens {
         Some(verifier) => app.with_external_tokens(verifier),
         None => app,

@@ -45,6 +45,12 @@ pub struct Metrics {
     pub hashing_queue_depth: IntGauge,
     pub hashing_wait: Histogram,
     pub hashing_refusals: IntCounterVec,
+    pub revocations: IntCounterVec,
+    pub revocation_push_up: IntGauge,
+    pub backchannel_refused: IntCounterVec,
+    pub admin_event_polls: IntCounterVec,
+    pub admin_events: IntCounterVec,
+    pub admin_event_reader: IntGauge,
 }
 
 /// See [`Metrics::tls`].
@@ -244,6 +250,42 @@ impl Metrics {
                 "Password hashing jobs refused with 503, by reason: full (HASHING_QUEUE_MAX jobs waiting), wait (no thread within HASHING_QUEUE_WAIT_MS).",
                 &["reason"],
             )?,
+            revocations: counter(
+                "revocations_total",
+                "Revocations (sessions ended, token cut-offs) by source: signout, backchannel, admin_event, admin, password_reset.",
+                &["source"],
+            )?,
+            revocation_push_up: {
+                let gauge = IntGauge::new(
+                    "revocation_push_up",
+                    "1 while this replica follows the revocations of the others through Redis, 0 while it relies on the database's few seconds of cache (or has no Redis).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
+            backchannel_refused: counter(
+                "backchannel_logout_refused_total",
+                "Back-channel logout tokens refused (400, nothing revoked), by reason.",
+                &["reason"],
+            )?,
+            admin_event_polls: counter(
+                "keycloak_admin_event_polls_total",
+                "Reads of Keycloak's admin events by this replica (while it holds the reader's lease), by outcome.",
+                &["outcome"],
+            )?,
+            admin_events: counter(
+                "keycloak_admin_events_total",
+                "Keycloak admin events read, by what authgate made of them (disabled, deleted, credentials, roles, logout, session, verified, realm_logout, ignored, own).",
+                &["change"],
+            )?,
+            admin_event_reader: {
+                let gauge = IntGauge::new(
+                    "keycloak_admin_event_reader",
+                    "1 while this replica holds the lease of the admin-event reader (one replica of the cluster reads Keycloak's admin events).",
+                )?;
+                registry.register(Box::new(gauge.clone()))?;
+                gauge
+            },
             registry,
         })
     }

@@ -737,6 +737,10 @@ pub fn run(
         "drain",
         Drain::new(in_flight.clone(), app.config.edge.shutdown_grace),
     ));
+    server.add_service(background_service(
+        "background",
+        crate::background::Service(Arc::clone(&app)),
+    ));
     let tls = match &app.config.edge.tls {
         Some(settings) => {
             let tls = Tls::new(settings, Arc::clone(&app.clock), &app.metrics)

@@ -14,16 +14,15 @@
 //! the session's UUID (asked of the backend once, then remembered), so
 //! everything past this point speaks of UUIDs only.
 //!
-//! Revocation answers are cached per process: a signed-out session is
-//! refused here at once, and a session found live is not asked about again
-//! for a few seconds (other replicas learn of a sign-out within that time),
-//! so the request path seldom leaves the process. With `REDIS_URL`, a
-//! session ended on any replica (sign-out, `/auth/sessions`, an admin's
-//! force-logout) is on the shared deny-list, asked before that cache (one
-//! Redis `EXISTS` per request): every replica refuses its tokens at their
-//! next request. Without Redis, or while it does not answer, the registry
-//! alone decides, so other replicas refuse them within the 5 seconds of
-//! cache.
+//! Revocation is decided from memory: the process's set of revocations
+//! ([`crate::revocation`]: ended sessions, user and everyone cut-offs),
+//! which every revocation made here joins at once and, with `REDIS_URL`,
+//! every revocation made on another replica (sign-out, `/auth/sessions`, an
+//! admin's force-logout, Keycloak's back-channel logout and admin events)
+//! joins within milliseconds, pushed through Redis. Behind it, the store
+//! stays the authority: a token found live is asked about again after a
+//! few seconds, which bounds what a replica misses while Redis is away (or
+//! without Redis).
 //!
 //! The same holds for the profile `GET /users/me` answers with: a user read
 //! from the store is kept for those few seconds, and a change made through
@@ -85,11 +84,10 @@ pub enum Caller {
 /// The process's memory of sessions, roles and users.
 #[derive(Debug)]
 pub struct SessionCache {
-    /// Sessions ended here (sign-out), by device id.
-    ended: Cache<String, ()>,
     /// Tokens found live recently, by user/device/iat.
     live: Cache<String, ()>,
-    roles: Cache<i64, Arc<Vec<String>>>,
+    /// Roles read from the store, with the Unix second they were read.
+    roles: Cache<i64, (Arc<Vec<String>>, i64)>,
     /// Users read recently, by id (`GET /users/me`).
     users: Cache<i64, Arc<User>>,
     /// Session UUIDs of sessions tokens name otherwise (Keycloak's `sid`);
@@ -97,13 +95,15 @@ pub struct SessionCache {
     session_uuids: Cache<String, String>,
 }
 
+impl Default for SessionCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SessionCache {
-    pub fn new(access_lifetime: Duration) -> Self {
+    pub fn new() -> Self {
         Self {
-            ended: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(access_lifetime)
-                .build(),
             live: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(LIVE_FOR)
@@ -141,11 +141,6 @@ impl SessionCache {
         );
         self.users.insert(id, Arc::clone(&user));
         Ok(user)
-    }
-
-    /// A sign-out on this replica: refused at once, whatever was cached.
-    pub fn session_ended(&self, device_id: &str) {
-        self.ended.insert(device_id.to_string(), ());
     }
 
     /// Sessions of some user ended (password reset, deletion, a change of
@@ -363,15 +358,14 @@ pub async fn session_uuid(
 }
 
 async fn revoked(app: &App, claims: &SessionClaims) -> Result<bool, IdentityError> {
-    let cache = &app.sessions;
-    if let Some(device_id) = &claims.device_id {
-        if cache.ended.contains_key(device_id) {
-            return Ok(true);
-        }
-        if app.deny_list.listed(device_id).await == Some(true) {
-            cache.session_ended(device_id);
-            return Ok(true);
-        }
+    let session = SessionRef::of(claims);
+    if app.revocations.refuses(
+        session.user_id,
+        session.device_id,
+        claims.iat,
+        session.access,
+    ) {
+        return Ok(true);
     }
     let key = format!(
         "{}/{}/{}",
@@ -379,10 +373,11 @@ async fn revoked(app: &App, claims: &SessionClaims) -> Result<bool, IdentityErro
         claims.device_id.as_deref().unwrap_or("-"),
         claims.iat.unwrap_or_default()
     );
+    let cache = &app.sessions;
     if cache.live.contains_key(&key) {
         return Ok(false);
     }
-    let revoked = app.backend.session_revoked(&SessionRef::of(claims)).await?;
+    let revoked = app.backend.session_revoked(&session).await?;
     if !revoked {
         cache.live.insert(key, ());
     }
@@ -417,17 +412,26 @@ pub async fn is_admin(app: &App, principal: &Principal) -> Result<bool, Identity
 }
 
 /// The caller's roles: those its token carries, else the user's as the
-/// store last saw them, cached briefly (the proxy's hot path).
+/// store last saw them, cached briefly (the proxy's hot path); a change of
+/// the user's roles pushed as a revocation drops the cached ones.
 pub async fn roles(app: &App, principal: &Principal) -> Result<Arc<Vec<String>>, IdentityError> {
     if let Some(roles) = &principal.roles {
         return Ok(Arc::clone(roles));
     }
     let user_id = principal.user_id;
-    if let Some(roles) = app.sessions.roles.get(&user_id) {
+    if let Some((roles, read_at)) = app.sessions.roles.get(&user_id)
+        && app
+            .revocations
+            .access_cutoff(user_id)
+            .is_none_or(|changed| changed < read_at)
+    {
         return Ok(roles);
     }
+    let read_at = app.clock.unix();
     let roles = Arc::new(app.backend.roles(user_id).await?);
-    app.sessions.roles.insert(user_id, Arc::clone(&roles));
+    app.sessions
+        .roles
+        .insert(user_id, (Arc::clone(&roles), read_at));
     Ok(roles)
 }
 

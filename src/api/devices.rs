@@ -2,9 +2,9 @@
 //! an admin's force-logout of a user (keycloak mode).
 //!
 //! A revoked session ends like a sign-out (its refresh token stops working)
-//! and goes on the shared deny-list, so every replica refuses its access
-//! tokens at their next request (within the 5-second cache of `auth` when
-//! there is no Redis).
+//! and is revoked on every replica ([`crate::revocation`]): its access
+//! tokens are refused at their next request (within the 5-second cache of
+//! `auth` when there is no Redis).
 
 use http::StatusCode;
 use serde::Serialize;
@@ -18,6 +18,7 @@ use crate::http::validate;
 use crate::http::{Request, Response};
 use crate::identity::IdentityError;
 use crate::identity::devices::{DeviceSession, Devices};
+use crate::revocation::{Reach, Revocation, Source};
 
 /// The feature's name in the 501 answer of a backend without it.
 pub(super) const FEATURE: &str = "Device sessions";
@@ -134,12 +135,9 @@ const ONE_ENDED: &str = "Session ended";
 const OTHERS_ENDED: &str = "Other sessions ended";
 const ALL_ENDED: &str = "All sessions of the user ended";
 
-/// Shares ended sessions with the other replicas, and refuses them here at once.
-async fn deny(app: &App, ended: &[String]) {
-    for id in ended {
-        app.sessions.session_ended(id);
-    }
-    app.deny_list.deny(ended).await;
+/// Refuses ended sessions here at once, and on the other replicas.
+async fn deny(app: &App, revocation: Revocation, source: Source) {
+    app.revocations.revoke(&revocation, source).await;
 }
 
 fn ended(message: &'static str, count: usize) -> Response {
@@ -182,8 +180,12 @@ pub async fn end_one(app: &App, req: &Request, session_id: &str) -> Result<Respo
         .await;
         return Err(ApiError::status(StatusCode::NOT_FOUND, SESSION_NOT_FOUND));
     }
-    let ended_ids = [session_id.to_string()];
-    deny(app, &ended_ids).await;
+    deny(
+        app,
+        Revocation::sessions([session_id.to_string()]),
+        Source::Signout,
+    )
+    .await;
     app.audit(
         AuditEvent::success("session.revoke")
             .actor(user_id)
@@ -206,7 +208,12 @@ pub async fn end_others(app: &App, req: &Request) -> Result<Response, ApiError> 
     let ended_ids = devices
         .end_other_sessions(user_id, device_id.as_deref())
         .await?;
-    deny(app, &ended_ids).await;
+    deny(
+        app,
+        Revocation::sessions(ended_ids.clone()),
+        Source::Signout,
+    )
+    .await;
     app.audit(
         AuditEvent::success("session.revoke_others")
             .actor(user_id)
@@ -233,9 +240,15 @@ pub async fn end_all(app: &App, req: &Request, user_id: &str) -> Result<Response
     }
     let id = validate::path_int("user_id", user_id)?;
     let ended_ids = devices.end_all_device_sessions(id).await?;
-    deny(app, &ended_ids).await;
-    // Tokens of the user's sessions of the gateway's own end by the
-    // registry's cut-off: forget what this replica believed live.
+    // Tokens of the user's sessions of the gateway's own (and tokens not
+    // yet used) end by the registry's cut-off, shared as well.
+    let cutoff = app.clock.unix();
+    deny(
+        app,
+        Revocation::sessions(ended_ids.clone()).and_user(id, cutoff, Reach::All),
+        Source::Admin,
+    )
+    .await;
     app.sessions.forget();
     app.audit(
         AuditEvent::success("admin.sessions.revoke_all")

@@ -6,6 +6,7 @@
 mod account;
 mod audit;
 pub mod auth;
+mod backchannel;
 mod deferred;
 mod devices;
 pub mod docs;
@@ -92,14 +93,16 @@ pub struct App {
     pub mailer: Arc<Mailer>,
     pub limiter: Arc<RateLimiter>,
     pub sessions: auth::SessionCache,
-    /// Ended sessions shared by the replicas (Redis), checked with `sessions`.
-    pub deny_list: Arc<crate::denylist::DenyList>,
+    /// Revocations every replica refuses (in memory; shared through Redis).
+    pub revocations: Arc<crate::revocation::Revocations>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// Verifier of the identity provider's own tokens (keycloak mode).
     pub external_tokens: Option<Arc<dyn ExternalTokens>>,
     /// The audit trail.
     pub audit_log: Arc<dyn AuditLog>,
+    /// Work that runs beside the server (started by it).
+    pub background: crate::background::Background,
     /// The shared handles, for work done after the answer.
     jobs: JobContext,
     deferred: Deferred,
@@ -131,10 +134,15 @@ impl App {
         Ok(Self {
             jobs,
             deferred: Deferred::default(),
+            background: crate::background::Background::default(),
             audit_log,
             limiter: Arc::new(RateLimiter::local_only()),
-            sessions: auth::SessionCache::new(tokens.lifetimes().access),
-            deny_list: Arc::new(crate::denylist::DenyList::off(Arc::clone(&clock))),
+            sessions: auth::SessionCache::new(),
+            revocations: Arc::new(crate::revocation::Revocations::local(
+                tokens.lifetimes().access,
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+            )),
             config,
             tokens,
             backend,
@@ -153,9 +161,16 @@ impl App {
         self
     }
 
-    /// Shares ended sessions with the other replicas through this list.
-    pub fn with_deny_list(mut self, deny_list: Arc<crate::denylist::DenyList>) -> Self {
-        self.deny_list = deny_list;
+    /// Refuses and shares revocations through this set (e.g. one shared
+    /// through Redis).
+    pub fn with_revocations(mut self, revocations: Arc<crate::revocation::Revocations>) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    /// Runs this work beside the server.
+    pub fn with_background(mut self, background: crate::background::Background) -> Self {
+        self.background = background;
         self
     }
 
@@ -278,6 +293,7 @@ impl App {
             (Route::Totp, &Method::DELETE) => mfa::remove(self, &req).await,
             (Route::Totp, _) => mfa::status(self, &req).await,
             (Route::TotpConfirm, _) => mfa::confirm(self, &req).await,
+            (Route::BackchannelLogout, _) => backchannel::logout(self, &req).await,
             (Route::ForwardAuth, _) => Ok(forward_auth::check(self, &req).await),
         }
     }

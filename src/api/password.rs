@@ -11,6 +11,7 @@ use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::IdentityError;
 use crate::mail::{Mail, MailKind};
+use crate::revocation::{Revocation, Source};
 use crate::tokens::{EmailPurpose, TokenError};
 use serde_json::json;
 
@@ -127,6 +128,12 @@ pub async fn reset(app: &App, req: &Request) -> Result<Response, ApiError> {
         .await;
         return Err(ApiError::bad_request("Invalid or expired reset token"));
     };
+    app.revocations
+        .revoke(
+            &Revocation::user(user.id, app.clock.unix()),
+            Source::PasswordReset,
+        )
+        .await;
     app.sessions.forget();
     tracing::info!(user_id = user.id, "password reset");
     app.audit(

@@ -13,6 +13,7 @@ use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
 use crate::identity::{CredentialCheck, DeviceInfo, Login, MailQuota, RefreshDenied};
+use crate::revocation::{Revocation, Source};
 use crate::tokens::Subject;
 use serde_json::json;
 
@@ -429,8 +430,12 @@ pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
     } = auth::require(app, req).await?;
     if let Some(device_id) = device_id.as_deref() {
         app.backend.end_session(user_id, device_id).await?;
-        app.sessions.session_ended(device_id);
-        app.deny_list.deny(&[device_id.to_string()]).await;
+        app.revocations
+            .revoke(
+                &Revocation::sessions([device_id.to_string()]),
+                Source::Signout,
+            )
+            .await;
     }
     app.audit(
         AuditEvent::success("signout")

@@ -10,6 +10,7 @@ use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model, QueryInt};
 use crate::http::{Request, Response};
 use crate::identity::{IdentityError, NewUser, User, UserPatch};
+use crate::revocation::{Revocation, Source};
 use serde_json::json;
 
 /// The contract's user object. It never carries a password or hash.
@@ -214,6 +215,10 @@ pub async fn delete(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
     let id = validate::path_int("user_id", id)?;
     self_or_admin(app, &principal, id).await?;
     app.backend.delete_user(id).await?;
+    // Every token of the user, those of this very second too.
+    app.revocations
+        .revoke(&Revocation::user(id, app.clock.unix() + 1), Source::Admin)
+        .await;
     app.sessions.forget();
     tracing::info!(user_id = id, by = principal.user_id, "user deleted");
     app.audit(

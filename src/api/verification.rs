@@ -81,6 +81,15 @@ async fn mail_verification_link(
     user: &User,
     verification_url: Option<&str>,
 ) -> Result<(), IdentityError> {
+    // The answer came from the store's copy of the verified flag: a change
+    // made in the identity provider and not seen yet sends nothing.
+    if !jobs.backend.still_unverified(user).await? {
+        tracing::info!(
+            user_id = user.id,
+            "verification mail not sent: the address is verified (or the user disabled) at the identity provider"
+        );
+        return Ok(());
+    }
     let token = jobs
         .tokens
         .mint_email(&user.email, EmailPurpose::Verification)
@@ -251,9 +260,10 @@ pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {
     )
     .await?;
     // Unknown addresses answer exactly as known ones (deliberate difference
-    // 3), limit included, and do the same work before the answer: their
-    // mails (never sent) are counted by a digest of the address.
-    let quota = match app.backend.user_by_email(&body.email).await? {
+    // 3), limit included, and do the same work before the answer: the
+    // gateway's own store is asked for both (never a remote call), and
+    // their mails (never sent) are counted by a digest of the address.
+    let quota = match app.backend.user_by_email_stored(&body.email).await? {
         None => app.backend.reserve_address_mail(&body.email).await?,
         Some(user) if user.is_verified => {
             return Err(ApiError::bad_request("Email already verified"));

@@ -38,6 +38,8 @@ pub enum Route {
     SsoCallback,
     Totp,
     TotpConfirm,
+    /// Keycloak's back-channel logout (OpenID Connect Back-Channel Logout 1.0).
+    BackchannelLogout,
     /// Forward-auth: a proxy asks whether a request may pass (any method).
     ForwardAuth,
 }
@@ -83,7 +85,8 @@ impl Route {
             | Self::ForgotPassword
             | Self::ResetPassword
             | Self::EmailTest
-            | Self::TotpConfirm => POST,
+            | Self::TotpConfirm
+            | Self::BackchannelLogout => POST,
         }
     }
 
@@ -130,6 +133,7 @@ pub const PATHS: &[(&str, Route)] = &[
     ("/auth/callback", Route::SsoCallback),
     ("/auth/mfa/totp", Route::Totp),
     ("/auth/mfa/totp/confirm", Route::TotpConfirm),
+    ("/auth/backchannel-logout", Route::BackchannelLogout),
     ("/auth/forward", Route::ForwardAuth),
     ("/auth/forward/{*original}", Route::ForwardAuth),
 ];

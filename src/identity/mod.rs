@@ -7,6 +7,7 @@
 pub mod devices;
 #[cfg(feature = "keycloak")]
 pub mod keycloak;
+pub mod logout;
 pub mod mfa;
 pub mod native;
 pub mod sso;
@@ -119,6 +120,9 @@ pub struct SessionRef<'a> {
     pub device_id: Option<&'a str>,
     /// The token's `iat`, in seconds.
     pub issued_at: Option<i64>,
+    /// An access token (a refresh token otherwise): a change of the user's
+    /// roles refuses access tokens issued before it, not refresh tokens.
+    pub access: bool,
 }
 
 impl<'a> SessionRef<'a> {
@@ -127,6 +131,7 @@ impl<'a> SessionRef<'a> {
             user_id: claims.user_id,
             device_id: claims.device_id.as_deref(),
             issued_at: claims.iat.map(|iat| iat as i64),
+            access: claims.scope.as_deref() != Some(crate::tokens::REFRESH_SCOPE),
         }
     }
 }
@@ -309,6 +314,23 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
     /// Looks an address up regardless of case.
     async fn user_by_email(&self, email: &str) -> Result<Option<User>, IdentityError>;
 
+    /// Looks an address up for an answer that must take the same time for
+    /// known and unknown addresses (resend-verification, deliberate
+    /// difference 3): from the gateway's own store only (keycloak mode: the
+    /// registry and its copy of the verified flag, Keycloak being asked
+    /// only while that copy is not known yet).
+    async fn user_by_email_stored(&self, email: &str) -> Result<Option<User>, IdentityError> {
+        self.user_by_email(email).await
+    }
+
+    /// Whether a verification mail should still go to this user, asked
+    /// after the answer (keycloak mode: the user exists, is enabled and is
+    /// unverified in Keycloak; the registry's copy of the flag is corrected
+    /// on the way).
+    async fn still_unverified(&self, _user: &User) -> Result<bool, IdentityError> {
+        Ok(true)
+    }
+
     async fn list_users(&self, offset: i64, limit: i64) -> Result<Vec<User>, IdentityError>;
 
     async fn update_user(&self, id: i64, patch: UserPatch) -> Result<User, IdentityError>;
@@ -372,6 +394,11 @@ pub trait IdentityBackend: Send + Sync + std::fmt::Debug {
 
     /// A user's device sessions, listed and revoked.
     fn devices(&self) -> Option<&dyn devices::Devices> {
+        None
+    }
+
+    /// The identity provider's back-channel logout.
+    fn backchannel_logout(&self) -> Option<&dyn logout::BackchannelLogout> {
         None
     }
 }

@@ -16,13 +16,26 @@ async fn keycloak_calls(gw: &Gateway) -> u64 {
     keycloak_calls_of(gw, "").await
 }
 
-/// Calls of one operation (all of them when `operation` is empty).
+/// The admin-event reader's calls, made in the background (not for a request).
+const BACKGROUND: [&str; 2] = [
+    "operation=\"admin_events\"",
+    "operation=\"service_account_token\"",
+];
+
+/// Calls of one operation (all of them but the background's when
+/// `operation` is empty).
 async fn keycloak_calls_of(gw: &Gateway, operation: &str) -> u64 {
     let text = crate::edge::metrics(gw).await;
     let label = format!("operation=\"{operation}\"");
     text.lines()
         .filter(|l| l.starts_with("authgate_keycloak_requests_total{"))
-        .filter(|l| operation.is_empty() || l.contains(&label))
+        .filter(|l| {
+            if operation.is_empty() {
+                !BACKGROUND.iter().any(|b| l.contains(b))
+            } else {
+                l.contains(&label)
+            }
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }

@@ -7,6 +7,7 @@
 //! store, keycloak). The other modules test what only one backend or the process
 //! itself has (the legacy database, faults, configuration).
 
+mod authority;
 mod backpressure;
 mod cases;
 mod config_errors;

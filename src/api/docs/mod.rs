@@ -18,6 +18,7 @@ use http::header::{CACHE_CONTROL, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::App;
+use super::backchannel::LogoutError;
 use super::devices::{Ended, SessionOut};
 use super::meta::{Root, Status};
 use super::session::{RefreshAnswer, SessionAnswer, SignedOut};
@@ -196,6 +197,7 @@ fn answer_schemas() -> Map<String, Value> {
         (AuditPage::NAME, AuditPage::component()),
         (SessionOut::NAME, SessionOut::component()),
         (Ended::NAME, Ended::component()),
+        (LogoutError::NAME, LogoutError::component()),
     ]
     .into_iter()
     .map(|(name, schema)| (name.to_string(), schema))
@@ -233,10 +235,15 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
         out["parameters"] = Value::Array(parameters);
     }
     if let Some(body) = &op.body {
+        let media = if body.form {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
         out["requestBody"] = json!({
             "required": true,
             "content": {
-                "application/json": { "schema": Schema::reference(body.name).into_value() },
+                media: { "schema": Schema::reference(body.name).into_value() },
             },
         });
     }
@@ -333,7 +340,7 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
             headers: Vec::new(),
         });
     }
-    if op.body.is_some() || has_params {
+    if op.body.as_ref().is_some_and(|body| !body.form) || has_params {
         shared.push(Answer {
             status: 422,
             description: "The request failed validation (FastAPI's shape).",
@@ -439,6 +446,14 @@ fn render_header(header: Header) -> (String, Value) {
                     "`{name}`: binds the begun login to this browser (`HttpOnly`, `SameSite=lax`, \
                      `Path` of `SSO_CALLBACK_URL`, `Max-Age` of `SSO_LOGIN_TTL_SECONDS`)."
                 ),
+                "schema": Schema::string().into_value(),
+            }),
+        ),
+        Header::NoStore => (
+            "Cache-Control".into(),
+            json!({
+                "description": "`no-store`.",
+                "required": true,
                 "schema": Schema::string().into_value(),
             }),
         ),

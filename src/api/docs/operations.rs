@@ -11,6 +11,7 @@ use super::super::audit::{
     OUTCOME as AUDIT_OUTCOME, SINCE as AUDIT_SINCE, UNTIL as AUDIT_UNTIL, USER_ID as AUDIT_USER_ID,
 };
 use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
+use super::super::backchannel::{self, LogoutError};
 use super::super::devices::{self, Ended, SessionOut};
 use super::super::email_test::TestBody;
 use super::super::forward_auth::{AMBIGUOUS, INVALID_PATH, NO_TARGET, UNTRUSTED};
@@ -112,6 +113,8 @@ pub enum Header {
     Location,
     /// A cookie of this name is set.
     LoginCookie(&'static str),
+    /// `Cache-Control: no-store`.
+    NoStore,
     /// An optional header: its name and what it says.
     Named(&'static str, &'static str),
 }
@@ -165,11 +168,14 @@ impl Answer {
     }
 }
 
-/// A JSON request body: its model's name and schema.
+/// A request body: its model's name and schema, JSON unless `form`.
 #[derive(Debug, Clone)]
 pub struct Body {
     pub name: &'static str,
     pub schema: Schema,
+    /// `application/x-www-form-urlencoded` (read as the operation says; a
+    /// bad one is the operation's own 400, never a 422).
+    pub form: bool,
 }
 
 /// The body model `M` (named after its type).
@@ -178,6 +184,21 @@ fn body<M: Model>() -> Option<Body> {
     Some(Body {
         name: full.rsplit("::").next().unwrap_or(full),
         schema: request_body::<M>(),
+        form: false,
+    })
+}
+
+/// The form body of a back-channel logout.
+fn logout_form() -> Option<Body> {
+    Some(Body {
+        name: "BackchannelLogoutForm",
+        schema: Schema::object()
+            .field(
+                backchannel::FIELD,
+                Schema::string().describe("The logout token: a JWT signed by the realm (RS256)."),
+            )
+            .describe("`application/x-www-form-urlencoded`, as Keycloak posts it."),
+        form: true,
     })
 }
 
@@ -693,6 +714,35 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             ))
             .answer(user_not_found())
             .answer(totp_unsupported()),
+        Route::BackchannelLogout if post => {
+            Operation::new("backchannelLogout", Tag::Enterprise, "Back-channel logout (Keycloak)")
+                .describe(
+                    "Keycloak's OpenID Connect Back-Channel Logout 1.0 call for the `authgate` client \
+                     (the realm sets it as the client's back-channel logout URL, session required). \
+                     The logout token must be signed RS256 by a key of the realm, come from the realm \
+                     (`iss`) for this client (`aud`), be current (`iat`, `exp`), carry the back-channel \
+                     logout event and `sid` or `sub`, have no `nonce`, a `typ` of `logout+jwt` or none, \
+                     and a `jti` never used before. It ends that session (`sid`), or every session of \
+                     the user (`sub` alone), on every replica at their next request; their refresh \
+                     tokens stop refreshing. Not for clients: Keycloak calls it.",
+                )
+                .unsupported(backchannel::FEATURE)
+                .body(logout_form())
+                .answer(Answer {
+                    status: 200,
+                    description: "Logged out (or nothing of it was left to end); empty body.",
+                    content: Content::None,
+                    headers: vec![Header::NoStore],
+                })
+                .answer(
+                    Answer::json(
+                        400,
+                        "The logout token was refused; nothing was revoked.",
+                        Schema::of::<LogoutError>(),
+                    )
+                    .with(Header::NoStore),
+                )
+        }
         Route::ForwardAuth => {
             let id = match *method {
                 Method::GET => "forwardAuth",
@@ -728,6 +778,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
         | Route::SsoCallback => return None,
         | Route::Totp
         | Route::TotpConfirm => return None,
+        | Route::BackchannelLogout => return None,
     };
     Some(op)
 }

@@ -7,6 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::admin_events::AdminEvent;
 use super::http::{KcError, KcHttp};
 
 /// The user attribute holding the contract's integer id.
@@ -479,6 +480,81 @@ impl Admin {
             StatusCode::OK => Ok(r.json::<Provider>("get_identity_provider")?.enabled),
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(r.unexpected("get_identity_provider", "unexpected status")),
+        }
+    }
+
+    /// Admin events from `from_ms` (Keycloak's milliseconds, inclusive),
+    /// oldest first, a page of `max` from `first`; only the kinds that may
+    /// end something (updates, deletions and actions on users, sessions,
+    /// role mappings, group memberships and the realm).
+    pub async fn admin_events(
+        &self,
+        from_ms: i64,
+        first: usize,
+        max: usize,
+    ) -> Result<Result<Vec<AdminEvent>, u16>, KcError> {
+        let from = from_ms.to_string();
+        let first = first.to_string();
+        let max = max.to_string();
+        let query = [
+            ("dateFrom", from.as_str()),
+            ("direction", "asc"),
+            ("first", first.as_str()),
+            ("max", max.as_str()),
+            ("operationTypes", "UPDATE"),
+            ("operationTypes", "DELETE"),
+            ("operationTypes", "ACTION"),
+            ("resourceTypes", "USER"),
+            ("resourceTypes", "USER_SESSION"),
+            ("resourceTypes", "REALM_ROLE_MAPPING"),
+            ("resourceTypes", "CLIENT_ROLE_MAPPING"),
+            ("resourceTypes", "GROUP_MEMBERSHIP"),
+            ("resourceTypes", "REALM"),
+        ];
+        let r = self
+            .http
+            .admin("admin_events", Method::GET, "/admin-events", None, &query)
+            .await?;
+        match r.status {
+            StatusCode::OK => Ok(Ok(r.json("admin_events")?)),
+            // The service account may not read them (realm-management `view-events`).
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => Ok(Err(r.status.as_u16())),
+            _ => Err(r.unexpected("admin_events", "unexpected status")),
+        }
+    }
+
+    /// The realm's settings (`view-realm`), e.g. whether it keeps admin events.
+    pub async fn realm(&self) -> Result<Value, KcError> {
+        let r = self
+            .http
+            .admin("get_realm", Method::GET, "", None, &[])
+            .await?;
+        if !r.status.is_success() {
+            return Err(r.unexpected("get_realm", "realm not readable"));
+        }
+        r.json("get_realm")
+    }
+
+    /// The representation of a client of the realm, by its `clientId`
+    /// (`view-clients`); `Ok(Err(status))` when it may not be read.
+    pub async fn client(&self, client_id: &str) -> Result<Result<Option<Value>, u16>, KcError> {
+        let r = self
+            .http
+            .admin(
+                "get_client",
+                Method::GET,
+                "/clients",
+                None,
+                &[("clientId", client_id)],
+            )
+            .await?;
+        match r.status {
+            StatusCode::OK => {
+                let found: Vec<Value> = r.json("get_client")?;
+                Ok(Ok(found.into_iter().next()))
+            }
+            StatusCode::FORBIDDEN => Ok(Err(403)),
+            _ => Err(r.unexpected("get_client", "unexpected status")),
         }
     }
 

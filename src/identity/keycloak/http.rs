@@ -407,6 +407,13 @@ impl KcHttp {
         request
     }
 
+    /// The service account's user id (the `sub` of its token): the author
+    /// of the admin events authgate's own calls cause.
+    pub async fn service_account_id(&self) -> Result<Option<String>, KcError> {
+        let token = self.admin_token().await?;
+        Ok(super::oidc::KcClaims::of_fresh_token(&token).map(|claims| claims.sub))
+    }
+
     /// Whether the service account gets a token (client id and secret
     /// accepted, service account enabled).
     pub async fn check_service_account(&self) -> Result<(), KcError> {

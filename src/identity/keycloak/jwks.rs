@@ -116,6 +116,17 @@ impl Jwks {
         Ok(claims)
     }
 
+    /// The realm's issuer (`<KEYCLOAK_URL>/realms/<realm>`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The realm's RS256 signing key of this id, from the cache (fetched
+    /// again on an unknown id, at most once per floor interval).
+    pub async fn signing_key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        self.key(kid).await
+    }
+
     async fn key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
         if let Some(key) = self.keys.get(kid).await {
             return Some(key);

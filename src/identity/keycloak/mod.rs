@@ -4,22 +4,33 @@
 //! and the ended sessions ([`registry`]).
 //!
 //! Nothing here runs on the per-request path: verifying a token and reading
-//! `/users/me` use PostgreSQL and keys in memory, never Keycloak.
+//! `/users/me` use PostgreSQL and keys in memory, never Keycloak. Keycloak
+//! stays the authority ([`authority`]): its back-channel logouts and the
+//! changes read from its admin events ([`event_reader`]) end the sessions
+//! they concern in authgate too.
 
 pub mod admin;
+pub mod admin_events;
+mod authority;
 mod broker;
 mod credentials;
 mod device_rows;
 mod devices;
+pub mod event_reader;
+mod event_rows;
 pub mod http;
 pub mod import;
 pub mod jwks;
+pub mod logout_token;
 mod mfa;
 pub mod oidc;
 pub mod registry;
 mod session_ids;
 mod sso;
 mod sso_logins;
+pub mod used_tokens;
+
+pub use authority::{Applied, AuthorityParts};
 
 use std::sync::Arc;
 
@@ -96,10 +107,16 @@ pub struct KeycloakBackend {
     registry: Registry,
     account_locks: AccountLocks,
     sso: SsoParts,
+    /// Back-channel logout: the realm's keys, the logout tokens used.
+    authority: AuthorityParts,
 }
 
 impl KeycloakBackend {
-    pub fn new(http: Arc<KcHttp>, registry: Registry) -> Result<Self, String> {
+    pub fn new(
+        http: Arc<KcHttp>,
+        registry: Registry,
+        authority: AuthorityParts,
+    ) -> Result<Self, String> {
         let (db, clock) = registry.shared();
         let sso = SsoParts {
             broker: broker::Broker::new(Arc::clone(&http), Arc::clone(&clock))?,
@@ -119,6 +136,7 @@ impl KeycloakBackend {
             http,
             registry,
             account_locks: AccountLocks::default(),
+            authority,
         })
     }
 
@@ -148,6 +166,7 @@ impl KeycloakBackend {
             keycloak_id,
             username: user.username.clone(),
             email: user.email.clone().unwrap_or_default(),
+            email_verified: Some(user.email_verified),
         };
         let adopted = self.registry.adopt(&identity).await?;
         if adopted.is_none() {
@@ -215,11 +234,18 @@ impl KeycloakBackend {
         }
     }
 
+    /// The user of a Keycloak user (the registry's copy of its verified
+    /// flag brought up to date on the way).
     async fn user_of(&self, kc: &KcUser) -> Result<Option<User>, IdentityError> {
-        Ok(self
-            .identity_of(kc)
-            .await?
-            .map(|identity| identity.user(kc.email_verified)))
+        let Some(identity) = self.identity_of(kc).await? else {
+            return Ok(None);
+        };
+        if identity.email_verified != Some(kc.email_verified) {
+            self.registry
+                .set_verified(identity.keycloak_id, kc.email_verified)
+                .await?;
+        }
+        Ok(Some(identity.user(kc.email_verified)))
     }
 
     /// The Keycloak user behind a registry id.
@@ -256,7 +282,15 @@ impl KeycloakBackend {
                     Err(_) => None,
                 };
                 let user = match known {
-                    Some(identity) => identity.user(true),
+                    Some(identity) => {
+                        // Keycloak grants no tokens to unverified users.
+                        if identity.email_verified != Some(true) {
+                            self.registry
+                                .set_verified(identity.keycloak_id, true)
+                                .await?;
+                        }
+                        identity.user(true)
+                    }
                     None => {
                         let kc = self
                             .admin
@@ -382,6 +416,7 @@ impl IdentityBackend for KeycloakBackend {
                 .map_err(|_| IdentityError::Internal("Keycloak id is not a UUID".into()))?,
             username: new.username.clone(),
             email: new.email.clone(),
+            email_verified: Some(false),
         };
         // The registry row and the verification token, or no user at all.
         let stored = async {
@@ -550,6 +585,31 @@ impl IdentityBackend for KeycloakBackend {
         }
     }
 
+    /// From the registry and its copy of the verified flag: the same one
+    /// query for known and unknown addresses. A flag not known yet (rows
+    /// from before the registry kept it) is asked of Keycloak, once.
+    async fn user_by_email_stored(&self, email: &str) -> Result<Option<User>, IdentityError> {
+        match self.registry.by_email(email).await? {
+            None => Ok(None),
+            Some(identity) => match identity.email_verified {
+                Some(verified) => Ok(Some(identity.user(verified))),
+                None => self.user_by_email(email).await,
+            },
+        }
+    }
+
+    async fn still_unverified(&self, user: &User) -> Result<bool, IdentityError> {
+        let Some((identity, kc)) = self.kc_user(user.id).await? else {
+            return Ok(false);
+        };
+        if identity.email_verified != Some(kc.email_verified) {
+            self.registry
+                .set_verified(identity.keycloak_id, kc.email_verified)
+                .await?;
+        }
+        Ok(kc.enabled && !kc.email_verified)
+    }
+
     async fn list_users(&self, offset: i64, limit: i64) -> Result<Vec<User>, IdentityError> {
         // The registry holds every user the gateway knows, in id order.
         Ok(self
@@ -604,6 +664,9 @@ impl IdentityBackend for KeycloakBackend {
             .get(&kc.id)
             .await?
             .ok_or(IdentityError::NotFound)?;
+        self.registry
+            .set_verified(identity.keycloak_id, kc.email_verified)
+            .await?;
         let mut user = identity.user(kc.email_verified);
         if let Some(email) = patch.email {
             user.email = email;
@@ -665,6 +728,9 @@ impl IdentityBackend for KeycloakBackend {
         // Keycloak first; the token stays unused if Keycloak fails.
         self.admin.mark_verified(&kc).await?;
         tx.commit().await.map_err(super::native::db::db_error)?;
+        self.registry
+            .set_verified(identity.keycloak_id, true)
+            .await?;
         Ok(Some(identity.user(true)))
     }
 
@@ -711,6 +777,10 @@ impl IdentityBackend for KeycloakBackend {
     }
 
     fn devices(&self) -> Option<&dyn crate::identity::devices::Devices> {
+        Some(self)
+    }
+
+    fn backchannel_logout(&self) -> Option<&dyn crate::identity::logout::BackchannelLogout> {
         Some(self)
     }
 }

@@ -21,6 +21,9 @@ pub struct Identity {
     pub keycloak_id: Uuid,
     pub username: String,
     pub email: String,
+    /// The registry's copy of Keycloak's verified flag; `None` when not
+    /// known yet (and, written, leaves the stored one as it is).
+    pub email_verified: Option<bool>,
 }
 
 impl Identity {
@@ -114,14 +117,15 @@ impl Registry {
     /// an id already taken by another Keycloak user is left as it is.
     pub async fn adopt(&self, identity: &Identity) -> Result<Option<Identity>, IdentityError> {
         sqlx::query(
-            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, email_verified, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $6, $5, $5) ON CONFLICT DO NOTHING",
         )
         .bind(identity.legacy_id)
         .bind(identity.keycloak_id)
         .bind(&identity.username)
         .bind(&identity.email)
         .bind(self.now())
+        .bind(identity.email_verified)
         .execute(self.pool().await)
         .await
         .map_err(db_error)?;
@@ -131,7 +135,7 @@ impl Registry {
     /// A page of the users known here, by id (`GET /users/`).
     pub async fn list(&self, offset: i64, limit: i64) -> Result<Vec<Identity>, IdentityError> {
         sqlx::query_as(
-            "SELECT legacy_id, keycloak_id, username, email FROM authgate_identities \
+            "SELECT legacy_id, keycloak_id, username, email, email_verified FROM authgate_identities \
              WHERE deleted_at IS NULL ORDER BY legacy_id OFFSET $1 LIMIT $2",
         )
         .bind(offset)
@@ -148,17 +152,19 @@ impl Registry {
         identity: &Identity,
     ) -> Result<(), IdentityError> {
         let query = sqlx::query(
-            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) \
+            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, email_verified, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $6, $5, $5) \
              ON CONFLICT (legacy_id) DO UPDATE SET keycloak_id = EXCLUDED.keycloak_id, \
                username = EXCLUDED.username, email = EXCLUDED.email, updated_at = EXCLUDED.updated_at, \
+               email_verified = COALESCE(EXCLUDED.email_verified, authgate_identities.email_verified), \
                deleted_at = NULL",
         )
         .bind(identity.legacy_id)
         .bind(identity.keycloak_id)
         .bind(&identity.username)
         .bind(&identity.email)
-        .bind(self.now());
+        .bind(self.now())
+        .bind(identity.email_verified);
         match tx {
             Some(tx) => query.execute(&mut **tx).await,
             None => query.execute(self.pool().await).await,
@@ -176,12 +182,15 @@ impl Registry {
         let keycloak_ids: Vec<Uuid> = identities.iter().map(|i| i.keycloak_id).collect();
         let usernames: Vec<&str> = identities.iter().map(|i| i.username.as_str()).collect();
         let emails: Vec<&str> = identities.iter().map(|i| i.email.as_str()).collect();
+        let verified: Vec<Option<bool>> = identities.iter().map(|i| i.email_verified).collect();
         sqlx::query(
-            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, created_at, updated_at) \
-             SELECT legacy_id, keycloak_id, username, email, $5, $5 \
-             FROM UNNEST($1::int4[], $2::uuid[], $3::text[], $4::text[]) AS t(legacy_id, keycloak_id, username, email) \
+            "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, email_verified, created_at, updated_at) \
+             SELECT legacy_id, keycloak_id, username, email, email_verified, $5, $5 \
+             FROM UNNEST($1::int4[], $2::uuid[], $3::text[], $4::text[], $6::bool[]) \
+               AS t(legacy_id, keycloak_id, username, email, email_verified) \
              ON CONFLICT (legacy_id) DO UPDATE SET keycloak_id = EXCLUDED.keycloak_id, \
                username = EXCLUDED.username, email = EXCLUDED.email, updated_at = EXCLUDED.updated_at, \
+               email_verified = COALESCE(EXCLUDED.email_verified, authgate_identities.email_verified), \
                deleted_at = NULL",
         )
         .bind(&legacy_ids)
@@ -189,6 +198,7 @@ impl Registry {
         .bind(&usernames)
         .bind(&emails)
         .bind(self.now())
+        .bind(&verified)
         .execute(self.pool().await)
         .await
         .map_err(db_error)?;
@@ -216,7 +226,7 @@ impl Registry {
             return Ok(None);
         };
         sqlx::query_as(
-            "SELECT legacy_id, keycloak_id, username, email FROM authgate_identities \
+            "SELECT legacy_id, keycloak_id, username, email, email_verified FROM authgate_identities \
              WHERE legacy_id = $1 AND deleted_at IS NULL",
         )
         .bind(legacy_id)
@@ -230,7 +240,7 @@ impl Registry {
         keycloak_id: Uuid,
     ) -> Result<Option<Identity>, IdentityError> {
         sqlx::query_as(
-            "SELECT legacy_id, keycloak_id, username, email FROM authgate_identities \
+            "SELECT legacy_id, keycloak_id, username, email, email_verified FROM authgate_identities \
              WHERE keycloak_id = $1 AND deleted_at IS NULL",
         )
         .bind(keycloak_id)
@@ -241,14 +251,39 @@ impl Registry {
 
     /// Whether a live entry has this address (regardless of case).
     pub async fn has_email(&self, email: &str) -> Result<bool, IdentityError> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM authgate_identities \
-             WHERE lower(email) = lower($1) AND deleted_at IS NULL)",
+        Ok(self.by_email(email).await?.is_some())
+    }
+
+    /// The live entry of an address (regardless of case), with the
+    /// registry's copy of its verified flag.
+    pub async fn by_email(&self, email: &str) -> Result<Option<Identity>, IdentityError> {
+        sqlx::query_as(
+            "SELECT legacy_id, keycloak_id, username, email, email_verified FROM authgate_identities \
+             WHERE lower(email) = lower($1) AND deleted_at IS NULL ORDER BY legacy_id LIMIT 1",
         )
         .bind(email)
-        .fetch_one(self.pool().await)
+        .fetch_optional(self.pool().await)
         .await
         .map_err(db_error)
+    }
+
+    /// Records Keycloak's verified flag of a user (unchanged rows are not
+    /// written).
+    pub async fn set_verified(
+        &self,
+        keycloak_id: Uuid,
+        verified: bool,
+    ) -> Result<(), IdentityError> {
+        sqlx::query(
+            "UPDATE authgate_identities SET email_verified = $2 \
+             WHERE keycloak_id = $1 AND email_verified IS DISTINCT FROM $2",
+        )
+        .bind(keycloak_id)
+        .bind(verified)
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        Ok(())
     }
 
     pub async fn mark_deleted(&self, legacy_id: i32) -> Result<(), IdentityError> {
@@ -299,7 +334,8 @@ impl Registry {
 
     pub async fn set_email(&self, legacy_id: i32, email: &str) -> Result<(), IdentityError> {
         sqlx::query(
-            "UPDATE authgate_identities SET email = $2, updated_at = $3 WHERE legacy_id = $1",
+            "UPDATE authgate_identities SET email = $2, updated_at = $3 \
+             WHERE legacy_id = $1 AND email IS DISTINCT FROM $2",
         )
         .bind(legacy_id)
         .bind(email)
@@ -325,15 +361,15 @@ impl Registry {
     }
 
     /// Records a session as ended: its UUID (`device_id`) and, for a
-    /// Keycloak session, its `sid`.
+    /// Keycloak session, its `sid`. `true` when it was not ended before.
     pub async fn end_session(
         &self,
         device_id: &str,
         session_id: Option<&str>,
         legacy_id: i64,
-    ) -> Result<(), IdentityError> {
+    ) -> Result<bool, IdentityError> {
         let ids: Vec<&str> = std::iter::once(device_id).chain(session_id).collect();
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO authgate_ended_sessions (session_id, legacy_id, ended_at) \
              SELECT id, $2, $3 FROM unnest($1::varchar[]) AS id \
              ON CONFLICT (session_id) DO NOTHING",
@@ -344,12 +380,14 @@ impl Registry {
         .execute(self.pool().await)
         .await
         .map_err(db_error)?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     /// Ended by a sign-out (under the token's session id, or under the
     /// `sid` its UUID maps to: sessions ended before they had UUIDs), of a
-    /// deleted user, or issued before the user's `not_before`.
+    /// deleted user, issued before the user's `not_before` (an access
+    /// token: or before their `roles_not_before`), or before the realm's
+    /// "sign out all active sessions".
     pub async fn revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
         let issued_at = session
             .issued_at
@@ -362,12 +400,17 @@ impl Registry {
                                                 WHERE m.device_id = $4)) \
                  OR EXISTS (SELECT 1 FROM authgate_identities WHERE legacy_id = $2 \
                               AND (deleted_at IS NOT NULL \
-                                   OR (not_before IS NOT NULL AND ($3 IS NULL OR $3 < not_before))))",
+                                   OR (not_before IS NOT NULL AND ($3 IS NULL OR $3 < not_before)) \
+                                   OR ($5 AND roles_not_before IS NOT NULL \
+                                       AND ($3 IS NULL OR $3 < roles_not_before)))) \
+                 OR EXISTS (SELECT 1 FROM authgate_admin_events WHERE realm_not_before IS NOT NULL \
+                              AND ($3 IS NULL OR $3 < realm_not_before))",
         )
         .bind(session.device_id.unwrap_or_default())
         .bind(i32::try_from(session.user_id).unwrap_or(i32::MAX))
         .bind(issued_at)
         .bind(device_uuid)
+        .bind(session.access)
         .fetch_one(self.pool().await)
         .await
         .map_err(db_error)
@@ -375,14 +418,38 @@ impl Registry {
 
     /// Refuses every token of the user issued before now (whole seconds).
     pub async fn revoke_all(&self, legacy_id: i32) -> Result<(), IdentityError> {
-        let now = self.clock.unix();
-        let cutoff = DateTime::from_timestamp(now, 0).map(|at| at.naive_utc());
-        sqlx::query("UPDATE authgate_identities SET not_before = $2 WHERE legacy_id = $1")
-            .bind(legacy_id)
-            .bind(cutoff)
-            .execute(self.pool().await)
-            .await
-            .map_err(db_error)?;
+        self.revoke_before(legacy_id, self.clock.unix()).await
+    }
+
+    /// Refuses every token of the user issued before `at` (Unix seconds);
+    /// a later cut-off already recorded stays.
+    pub async fn revoke_before(&self, legacy_id: i32, at: i64) -> Result<(), IdentityError> {
+        let cutoff = DateTime::from_timestamp(at, 0).map(|at| at.naive_utc());
+        sqlx::query(
+            "UPDATE authgate_identities SET not_before = GREATEST(not_before, $2) WHERE legacy_id = $1",
+        )
+        .bind(legacy_id)
+        .bind(cutoff)
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Refuses the user's access tokens issued before `at` (Unix seconds:
+    /// their roles were removed) and drops the roles kept for them; a
+    /// refresh brings the new ones.
+    pub async fn revoke_access_before(&self, legacy_id: i32, at: i64) -> Result<(), IdentityError> {
+        let cutoff = DateTime::from_timestamp(at, 0).map(|at| at.naive_utc());
+        sqlx::query(
+            "UPDATE authgate_identities SET roles_not_before = GREATEST(roles_not_before, $2), \
+             roles = '{}' WHERE legacy_id = $1",
+        )
+        .bind(legacy_id)
+        .bind(cutoff)
+        .execute(self.pool().await)
+        .await
+        .map_err(db_error)?;
         Ok(())
     }
 

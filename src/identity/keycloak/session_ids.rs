@@ -83,6 +83,20 @@ impl Registry {
             .map_err(db_error)
     }
 
+    /// The UUID and the user of a Keycloak session, by its `sid`.
+    pub async fn session_by_sid(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(Uuid, i32)>, IdentityError> {
+        sqlx::query_as(
+            "SELECT device_id, legacy_id FROM authgate_session_ids WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(self.pool().await)
+        .await
+        .map_err(db_error)
+    }
+
     /// The UUIDs of every session authgate saw of a Keycloak user (what a
     /// back-channel logout naming only the user, `sub`, ends), oldest first.
     pub async fn devices_of_user(&self, keycloak_id: Uuid) -> Result<Vec<Uuid>, IdentityError> {

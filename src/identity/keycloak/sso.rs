@@ -65,6 +65,7 @@ impl KeycloakBackend {
             keycloak_id,
             username: kc.username.clone(),
             email: kc.email.clone().unwrap_or_default(),
+            email_verified: Some(kc.email_verified),
         };
         self.registry.upsert(Some(&mut tx), &identity).await?;
         tx.commit()

@@ -360,6 +360,7 @@ fn identity(user: &LegacyUser, keycloak_id: Uuid) -> Identity {
         keycloak_id,
         username: user.username.clone(),
         email: user.email.clone(),
+        email_verified: Some(user.is_verified),
     }
 }
 
