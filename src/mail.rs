@@ -436,3 +436,58 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 }
+
+/// Hostile bytes: the SMTP server's replies are read by lettre's parser
+/// (not written here) and recipients' addresses by its `Mailbox` parser;
+/// both are checked for panics over random and built input (the long run
+/// is `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use lettre::transport::smtp::response::Response;
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn reply() -> impl Strategy<Value = String> {
+        let line = (
+            prop_oneof![100u16..600, Just(250), Just(0), Just(999)],
+            prop_oneof![Just('-'), Just(' '), Just('x')],
+            "[ -~]{0,30}",
+        )
+            .prop_map(|(code, sep, text)| format!("{code}{sep}{text}"));
+        prop_oneof![
+            prop::collection::vec(line, 1..6).prop_map(|lines| lines.join("\r\n") + "\r\n"),
+            (
+                prop::collection::vec("[ -~]{0,20}", 0..4),
+                prop_oneof![Just("\r\n"), Just("\n"), Just("")]
+            )
+                .prop_map(|(lines, end)| lines.join(end)),
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        /// A reply parses or is refused, never a panic; a parsed one has
+        /// a three-digit code and no more lines than were sent.
+        #[test]
+        fn smtp_replies(text in reply()) {
+            if let Ok(response) = text.parse::<Response>() {
+                let code = u16::from(response.code());
+                prop_assert!((100..600).contains(&code));
+                prop_assert!(response.message().count() <= text.lines().count().max(1));
+            }
+        }
+
+        /// A recipient's address (from a sign-up) parses or is refused.
+        #[test]
+        fn recipients(
+            text in prop_oneof![
+                any::<String>(),
+                "[A-Za-z \"]{0,8}<?[a-z.+]{0,10}@[a-z0-9.\\[\\]-]{0,15}>?",
+            ]
+        ) {
+            let _ = text.parse::<Mailbox>();
+        }
+    }
+}

@@ -233,3 +233,44 @@ pub async fn delete(app: &App, req: &Request, id: &str) -> Result<Response, ApiE
         "User deleted successfully",
     ))
 }
+
+/// Hostile bytes: the request bodies of `/users` (the long run is
+/// `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::http::validate::email;
+    use crate::http::validate::prop::{body, check_refusal, content_type, request};
+
+    proptest! {
+        #[test]
+        fn create_body(body in body(&["username", "email", "password"]), ct in content_type()) {
+            let req = request(body, ct);
+            let outcome = validate::json_body::<CreateBody>(&req);
+            check_refusal(&req, &outcome)?;
+            if let Ok(created) = outcome {
+                prop_assert!((3..=50).contains(&created.username.chars().count()));
+                prop_assert!((8..=128).contains(&created.password.chars().count()));
+                prop_assert!(!created.username.contains('\0') && !created.password.contains('\0'));
+                prop_assert_eq!(email::normalize(&created.email), Ok(created.email.clone()));
+            }
+        }
+
+        #[test]
+        fn update_body(body in body(&["email", "password", "is_verified"]), ct in content_type()) {
+            let req = request(body, ct);
+            let outcome = validate::json_body::<UpdateBody>(&req);
+            check_refusal(&req, &outcome)?;
+            if let Ok(update) = outcome {
+                if let Some(password) = &update.password {
+                    prop_assert!((8..=128).contains(&password.chars().count()));
+                }
+                if let Some(address) = &update.email {
+                    prop_assert_eq!(email::normalize(address), Ok(address.clone()));
+                }
+            }
+        }
+    }
+}

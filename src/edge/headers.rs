@@ -439,3 +439,41 @@ mod tests {
         assert!(!has_bearer(&HeaderMap::new()));
     }
 }
+
+/// Hostile bytes: identity values percent-encoded for the upstream's
+/// headers decode back (the long run is `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn decode(bytes: &[u8]) -> String {
+        percent_encoding::percent_decode(bytes)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
+    }
+
+    proptest! {
+        /// Any text becomes visible ASCII without `,`, at most three times
+        /// its length, and decodes back to itself.
+        #[test]
+        fn identity_value_round_trip(value in prop_oneof![any::<String>(), "[%,a-z0-9 ]{0,20}"]) {
+            let encoded = encode_value(&value);
+            let bytes = encoded.as_bytes();
+            prop_assert!(bytes.len() <= 3 * value.len());
+            prop_assert!(bytes.iter().all(|b| b.is_ascii_graphic() && *b != b','));
+            prop_assert_eq!(decode(bytes), value);
+        }
+
+        /// A list splits on `,` into its values again.
+        #[test]
+        fn identity_list_round_trip(values in prop::collection::vec(any::<String>(), 1..6)) {
+            let encoded = encode_list(&values);
+            let back: Vec<String> = encoded.as_bytes().split(|b| *b == b',').map(decode).collect();
+            prop_assert_eq!(back, values);
+        }
+    }
+}

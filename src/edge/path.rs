@@ -400,3 +400,132 @@ mod tests {
         }
     }
 }
+
+/// Hostile bytes: properties over random and grammar-built paths (the
+/// long run is `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Segments that reach every branch: dot segments in their encoded and
+    /// `;` forms, encodings of every class, raw non-ASCII, refusals.
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(String::from(".")),
+            Just(String::from("..")),
+            Just(String::from("%2e")),
+            Just(String::from("%2E%2e")),
+            Just(String::from(".%2E")),
+            Just(String::from("..;")),
+            Just(String::from(".;x=1")),
+            Just(String::from("a;b=c")),
+            Just(String::from("%3b")),
+            Just(String::from("%3B..")),
+            Just(String::from("%61%62")),
+            Just(String::from("%7E")),
+            Just(String::from("%25")),
+            Just(String::from("%2541")),
+            Just(String::from("%252")),
+            Just(String::from("%2f")),
+            Just(String::from("%5C")),
+            Just(String::from("\\")),
+            Just(String::from("%")),
+            Just(String::from("%g0")),
+            Just(String::from("%C3%A9")),
+            Just(String::from("%FF%FE")),
+            Just(String::from("é")),
+            Just(String::from("%00")),
+            Just(String::from("%7f")),
+            "[a-zA-Z0-9._~;=%-]{1,8}",
+            any::<String>().prop_map(|s| s.chars().take(6).collect()),
+        ]
+    }
+
+    fn structured_path() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec((segment(), prop::bool::ANY), 0..12),
+            prop::bool::ANY,
+        )
+            .prop_map(|(segments, trailing)| {
+                let mut out = String::new();
+                for (segment, double) in segments {
+                    out.push_str(if double { "//" } else { "/" });
+                    out.push_str(&segment);
+                }
+                if trailing || out.is_empty() {
+                    out.push('/');
+                }
+                out
+            })
+    }
+
+    fn random_path() -> impl Strategy<Value = Vec<u8>> {
+        (prop::bool::ANY, prop::collection::vec(any::<u8>(), 0..256)).prop_map(
+            |(slash, mut bytes)| {
+                if slash {
+                    bytes.insert(0, b'/');
+                }
+                bytes
+            },
+        )
+    }
+
+    /// What every canonical form holds, whatever the input.
+    fn check(input: &[u8]) -> Result<(), TestCaseError> {
+        let Ok(c) = canonicalize(input) else {
+            return Ok(());
+        };
+        // Bounds: raw non-ASCII takes three bytes (`%XX`), a resolved dot
+        // segment may leave one `/`; decoding and dropping parameters
+        // never grow a path.
+        prop_assert!(c.path.len() <= 3 * input.len() + 1);
+        prop_assert!(c.literal.len() <= c.path.len());
+        prop_assert!(c.policy.len() <= c.literal.len() + 1);
+        // Canonical: visible ASCII, one slash at a time, no dot segment.
+        // ASCII without control characters (a raw space is kept as it
+        // is: the HTTP/1 parser refuses one in a request target).
+        prop_assert!(c.path.bytes().all(|b| b.is_ascii() && !is_control(b)));
+        prop_assert!(c.path.starts_with('/') && c.policy.starts_with('/'));
+        for text in [&c.path, &c.policy] {
+            prop_assert!(!text.contains("//"), "{text:?}");
+            prop_assert!(text.split('/').all(|s| s != "." && s != ".."), "{text:?}");
+        }
+        prop_assert!(!c.literal.bytes().any(is_control));
+        prop_assert!(!c.policy.contains(';'));
+        // Idempotent: the canonical path is its own canonical form.
+        let again = canonicalize(c.path.as_bytes());
+        prop_assert_eq!(
+            again.as_ref(),
+            Ok(&c),
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+        // The quick path for plain paths agrees with the full one.
+        if already_canonical(input) {
+            let full = normalise_encoding(input).map(|p| {
+                remove_dot_segments(&p, |s| {
+                    let bare = s.split(';').next().unwrap_or(s);
+                    bare == "." || bare == ".."
+                })
+            });
+            prop_assert_eq!(full, Ok(c.path.clone()));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes(input in random_path()) {
+            check(&input)?;
+        }
+
+        #[test]
+        fn built_paths(input in structured_path()) {
+            check(input.as_bytes())?;
+        }
+    }
+}

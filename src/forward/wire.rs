@@ -510,3 +510,288 @@ mod tests {
         );
     }
 }
+
+/// Hostile bytes: the upstream answer's head and chunked body over random
+/// and built answers, fed whole and in arbitrary pieces (the long run is
+/// `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn method() -> impl Strategy<Value = Method> {
+        prop_oneof![Just(Method::GET), Just(Method::HEAD), Just(Method::POST)]
+    }
+
+    fn header_line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..100_000).prop_map(|n| format!("Content-Length: {n}")),
+            Just(String::from("Content-Length: 18446744073709551616")),
+            Just(String::from("content-length: -1")),
+            Just(String::from("Transfer-Encoding: chunked")),
+            Just(String::from("Transfer-Encoding: gzip, chunked")),
+            Just(String::from("Transfer-Encoding: chunked, gzip")),
+            Just(String::from("Connection: close")),
+            Just(String::from("Connection: keep-alive, X-Drop")),
+            Just(String::from("X-Drop: 1")),
+            Just(String::from("Upgrade: websocket")),
+            Just(String::from("Keep-Alive: timeout=5")),
+            ("[A-Za-z-]{1,12}", "[ -~\t]{0,40}").prop_map(|(n, v)| format!("{n}: {v}")),
+            "[ -~]{0,30}",
+        ]
+    }
+
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec(
+                prop_oneof![Just(100u16), Just(101), Just(103), 100u16..1000],
+                0..3,
+            ),
+            prop_oneof![
+                Just(200u16),
+                Just(204),
+                Just(304),
+                Just(101),
+                100u16..1000,
+                0u16..100
+            ],
+            prop_oneof![
+                Just("HTTP/1.1"),
+                Just("HTTP/1.0"),
+                Just("HTTP/2"),
+                Just("ICY")
+            ],
+            "[ -~]{0,20}",
+            prop::collection::vec(header_line(), 0..10),
+            prop::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(|(interim, code, version, reason, lines, tail)| {
+                let mut out = Vec::new();
+                for code in interim {
+                    out.extend_from_slice(format!("HTTP/1.1 {code} Info\r\n\r\n").as_bytes());
+                }
+                out.extend_from_slice(format!("{version} {code} {reason}\r\n").as_bytes());
+                for line in lines {
+                    out.extend_from_slice(line.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&tail);
+                out
+            })
+    }
+
+    /// Comparable summary of a parse.
+    fn outcome(r: &Result<Option<Head>, ForwardError>) -> Option<(u16, Framing, bool, usize)> {
+        match r {
+            Ok(Some(h)) => Some((
+                h.header.status.as_u16(),
+                h.framing,
+                h.reusable,
+                h.header.headers.len(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Feeds `bytes` as the connection would, a piece at a time.
+    fn parse_pieces(
+        bytes: &[u8],
+        cuts: &[usize],
+        method: &Method,
+        upgrade: bool,
+    ) -> (Result<Option<Head>, ForwardError>, BytesMut) {
+        let mut buf = BytesMut::new();
+        let mut at = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(bytes.len());
+        for cut in cuts {
+            buf.extend_from_slice(&bytes[at..cut.max(at)]);
+            at = cut.max(at);
+            match parse_head(&mut buf, method, upgrade) {
+                Ok(None) => {
+                    assert!(buf.len() <= MAX_HEAD_BYTES);
+                    continue;
+                }
+                done => {
+                    // What the connection had read past the head stays.
+                    buf.extend_from_slice(&bytes[at..]);
+                    return (done, buf);
+                }
+            }
+        }
+        (Ok(None), buf)
+    }
+
+    fn check_head(
+        bytes: &[u8],
+        cuts: &[usize],
+        method: &Method,
+        upgrade: bool,
+    ) -> Result<(), TestCaseError> {
+        let mut whole = BytesMut::from(bytes);
+        let at_once = parse_head(&mut whole, method, upgrade);
+        if matches!(at_once, Ok(None)) {
+            // Bound: an incomplete head is never held beyond the cap.
+            prop_assert!(whole.len() <= MAX_HEAD_BYTES);
+        }
+        if let Ok(Some(head)) = &at_once {
+            prop_assert!(whole.len() <= bytes.len());
+            // Hop-by-hop headers never reach the client (101 keeps Upgrade).
+            for name in [
+                "connection",
+                "keep-alive",
+                "te",
+                "trailer",
+                "proxy-authenticate",
+            ] {
+                if head.header.status.as_u16() != 101 || name != "connection" {
+                    prop_assert!(head.header.headers.get(name).is_none(), "{name} passed");
+                }
+            }
+            if head.framing == Framing::Close {
+                prop_assert!(!head.reusable);
+            }
+        }
+        let (pieces, rest) = parse_pieces(bytes, cuts, method, upgrade);
+        prop_assert_eq!(outcome(&at_once), outcome(&pieces));
+        if outcome(&at_once).is_some() {
+            prop_assert_eq!(&whole[..], &rest[..]);
+        }
+        Ok(())
+    }
+
+    /// A body in the chunked coding: sizes in either case, extensions,
+    /// trailers, and what follows the body.
+    fn chunked() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<u8>, Vec<u8>)> {
+        (
+            prop::collection::vec(
+                (
+                    prop::collection::vec(any::<u8>(), 1..300),
+                    prop::bool::ANY,
+                    prop::option::of("[a-z]{1,5}(=[a-z0-9]{1,5})?"),
+                ),
+                0..8,
+            ),
+            prop::collection::vec("[A-Za-z-]{1,10}: [ -~]{0,20}", 0..3),
+            prop::collection::vec(any::<u8>(), 0..20),
+        )
+            .prop_map(|(chunks, trailers, after)| {
+                let mut wire = Vec::new();
+                let mut body = Vec::new();
+                for (data, upper, ext) in chunks {
+                    let size = if upper {
+                        format!("{:X}", data.len())
+                    } else {
+                        format!("{:x}", data.len())
+                    };
+                    wire.extend_from_slice(size.as_bytes());
+                    if let Some(ext) = ext {
+                        wire.extend_from_slice(format!(";{ext}").as_bytes());
+                    }
+                    wire.extend_from_slice(b"\r\n");
+                    wire.extend_from_slice(&data);
+                    wire.extend_from_slice(b"\r\n");
+                    body.push(data);
+                }
+                wire.extend_from_slice(b"0\r\n");
+                for t in trailers {
+                    wire.extend_from_slice(t.as_bytes());
+                    wire.extend_from_slice(b"\r\n");
+                }
+                wire.extend_from_slice(b"\r\n");
+                (body, wire, after)
+            })
+    }
+
+    /// Decodes `wire` fed in pieces; the body, whether it ended, what is left.
+    fn dechunk(wire: &[u8], cuts: &[usize]) -> (Result<Vec<u8>, ForwardError>, bool, BytesMut) {
+        let mut d = Dechunker::default();
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.push(wire.len());
+        let mut at = 0;
+        for cut in cuts {
+            let cut = cut.max(at);
+            buf.extend_from_slice(&wire[at..cut]);
+            at = cut;
+            let mut out = Vec::new();
+            if let Err(e) = d.decode(&mut buf, &mut out) {
+                return (Err(e), false, buf);
+            }
+            // Bound: until the body ends, at most one line is held.
+            if !d.done() {
+                assert!(buf.len() <= MAX_LINE_BYTES, "{} bytes held", buf.len());
+            }
+            for piece in out {
+                body.extend_from_slice(&piece);
+            }
+        }
+        (Ok(body), d.done(), buf)
+    }
+
+    proptest! {
+        #[test]
+        fn answer_head_random_bytes(
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+            cuts in prop::collection::vec(any::<usize>(), 0..4),
+            method in method(),
+            upgrade in prop::bool::ANY,
+        ) {
+            check_head(&bytes, &cuts, &method, upgrade)?;
+        }
+
+        #[test]
+        fn answer_head_built(
+            bytes in head(),
+            cuts in prop::collection::vec(any::<usize>(), 0..4),
+            method in method(),
+            upgrade in prop::bool::ANY,
+        ) {
+            check_head(&bytes, &cuts, &method, upgrade)?;
+        }
+
+        /// Round trip: what was chunked comes back, in any pieces, and the
+        /// bytes after the body stay for the next answer.
+        #[test]
+        fn chunked_round_trip(
+            (body, wire, after) in chunked(),
+            cuts in prop::collection::vec(any::<usize>(), 0..6),
+        ) {
+            let mut all = wire.clone();
+            all.extend_from_slice(&after);
+            let (decoded, done, rest) = dechunk(&all, &cuts);
+            prop_assert_eq!(decoded.ok(), Some(body.concat()));
+            prop_assert!(done);
+            prop_assert_eq!(&rest[..], &after[..]);
+        }
+
+        /// Random and mutated chunked bodies: never a panic, the held
+        /// bytes stay within one line.
+        #[test]
+        fn chunked_hostile(
+            (_, mut wire, _) in chunked(),
+            noise in prop::collection::vec(any::<u8>(), 0..64),
+            edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            random in prop::bool::ANY,
+            cuts in prop::collection::vec(any::<usize>(), 0..6),
+        ) {
+            if random {
+                wire = noise;
+            } else {
+                for (at, byte) in edits {
+                    if !wire.is_empty() {
+                        let at = at % wire.len();
+                        wire[at] = byte;
+                    }
+                }
+            }
+            let _ = dechunk(&wire, &cuts);
+        }
+    }
+}

@@ -119,3 +119,98 @@ mod tests {
         assert_eq!(request_id(Some(&"x".repeat(200))).len(), 32);
     }
 }
+
+/// Hostile bytes: the `X-Forwarded-For` walk and the request id over
+/// random and built input (the long run is `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(IpAddr::from),
+            any::<[u8; 16]>().prop_map(IpAddr::from),
+            // A few addresses, so that hops fall inside the trusted nets.
+            (0u8..4).prop_map(|last| IpAddr::from([10, 0, 0, last])),
+        ]
+    }
+
+    fn hop() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ip().prop_map(|ip| ip.to_string()),
+            (ip(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::new(ip, port).to_string()),
+            ip().prop_map(|ip| format!("  {ip}\t")),
+            Just(String::new()),
+            Just(String::from("unknown")),
+            Just(String::from("[::1]")),
+            Just(String::from("1.2.3.4:99999")),
+            "[0-9a-fA-F:.\\[\\] ]{0,20}",
+            any::<String>(),
+        ]
+    }
+
+    fn header() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(hop(), 0..10).prop_map(|hops| hops.join(",")),
+            any::<String>(),
+        ]
+    }
+
+    fn trusted() -> impl Strategy<Value = Vec<IpNet>> {
+        prop::collection::vec(
+            prop_oneof![
+                Just("10.0.0.0/30".parse::<IpNet>().unwrap()),
+                Just("::/0".parse::<IpNet>().unwrap()),
+                (ip(), 0u8..=128).prop_map(|(ip, len)| {
+                    let len = if ip.is_ipv4() { len % 33 } else { len };
+                    IpNet::new(ip, len).unwrap()
+                }),
+            ],
+            0..4,
+        )
+    }
+
+    proptest! {
+        /// Never a panic; the client is the peer or one of the hops, an
+        /// untrusted peer is believed, and every hop nearer than the
+        /// client is a trusted proxy. No allocation but the hops' parse.
+        #[test]
+        fn forwarded_for_walk(peer in proptest::option::of(ip()), xff in proptest::option::of(header()), nets in trusted()) {
+            let found = client_ip(peer, xff.as_deref(), &nets);
+            prop_assert_eq!(found.is_some(), peer.is_some());
+            let (Some(peer), Some(found)) = (peer, found) else { return Ok(()) };
+            let is_trusted = |ip: &IpAddr| nets.iter().any(|n| n.contains(ip));
+            if !is_trusted(&peer) {
+                prop_assert_eq!(found, peer);
+                return Ok(());
+            }
+            if found != peer {
+                let hops: Vec<Option<IpAddr>> = xff
+                    .as_deref()
+                    .unwrap_or_default()
+                    .rsplit(',')
+                    .map(|h| parse_hop(h.trim()))
+                    .collect();
+                let at = hops.iter().position(|h| *h == Some(found));
+                prop_assert!(at.is_some(), "{found} is not a hop of {xff:?}");
+                let nearer = &hops[..at.unwrap_or_default()];
+                prop_assert!(nearer.iter().all(|h| h.is_some_and(|ip| is_trusted(&ip))));
+            }
+        }
+
+        /// A sane id comes back as sent; anything else is replaced by a
+        /// new one: at most 128 bytes of `[A-Za-z0-9-_.:]` either way.
+        #[test]
+        fn request_ids(incoming in proptest::option::of(prop_oneof!["[A-Za-z0-9._:-]{0,140}", any::<String>()])) {
+            let id = request_id(incoming.as_deref());
+            prop_assert!(!id.is_empty() && id.len() <= 128);
+            prop_assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)));
+            if let Some(sent) = incoming.filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))) {
+                prop_assert_eq!(id, sent);
+            }
+        }
+    }
+}

@@ -359,3 +359,179 @@ mod tests {
         }
     }
 }
+
+/// Hostile bytes: the routes file over random bytes, built files and
+/// their mutations, with the round trip of a written file (the long run is
+/// `scripts/fuzz.sh`). Upstreams are address literals only: a host name
+/// would be a DNS query per case.
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    struct Spec {
+        prefix: String,
+        upstreams: Vec<SocketAddr>,
+        policy: Policy,
+        allow_services: bool,
+        rate_limit: Option<(u32, &'static str)>,
+        connect_timeout_ms: Option<u64>,
+        read_timeout_ms: Option<u64>,
+        case_insensitive: bool,
+        forward_access_token: bool,
+        upstream_h2: bool,
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            prop::collection::vec("[a-zA-Z0-9_~-]{1,6}", 0..4),
+            prop::collection::vec(
+                (any::<std::net::IpAddr>(), any::<u16>())
+                    .prop_map(|(ip, port)| SocketAddr::new(ip, port)),
+                0..3,
+            ),
+            prop_oneof![
+                Just(Policy::Public),
+                Just(Policy::Authenticated),
+                "[a-z:_-]{1,10}".prop_map(Policy::Role),
+            ],
+            (
+                any::<bool>(),
+                proptest::option::of((
+                    1u32..100_000,
+                    prop_oneof![Just("second"), Just("m"), Just("HOUR")],
+                )),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(0u64..1_000_000),
+            ),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+        )
+            .prop_map(
+                |(segments, upstreams, policy, (allow, rate, ct, rt), (ci, fwd, h2))| Spec {
+                    prefix: format!("/{}", segments.join("/")),
+                    upstreams,
+                    policy,
+                    allow_services: allow,
+                    rate_limit: rate,
+                    connect_timeout_ms: ct,
+                    read_timeout_ms: rt,
+                    case_insensitive: ci,
+                    forward_access_token: fwd,
+                    upstream_h2: h2,
+                },
+            )
+    }
+
+    fn file(specs: &[Spec]) -> String {
+        let mut out = String::new();
+        for s in specs {
+            out.push_str("[[routes]]\n");
+            out.push_str(&format!("prefix = {:?}\n", s.prefix));
+            let ups: Vec<String> = s
+                .upstreams
+                .iter()
+                .map(|u| format!("{:?}", u.to_string()))
+                .collect();
+            out.push_str(&format!("upstreams = [{}]\n", ups.join(", ")));
+            out.push_str(&format!("policy = {:?}\n", s.policy.to_string()));
+            out.push_str(&format!("allow_services = {}\n", s.allow_services));
+            if let Some((n, unit)) = s.rate_limit {
+                out.push_str(&format!("rate_limit = \"{n}/{unit}\"\n"));
+            }
+            if let Some(ms) = s.connect_timeout_ms {
+                out.push_str(&format!("connect_timeout_ms = {ms}\n"));
+            }
+            if let Some(ms) = s.read_timeout_ms {
+                out.push_str(&format!("read_timeout_ms = {ms}\n"));
+            }
+            out.push_str(&format!(
+                "case_insensitive = {}\nforward_access_token = {}\nupstream_h2 = {}\n\n",
+                s.case_insensitive, s.forward_access_token, s.upstream_h2
+            ));
+        }
+        out
+    }
+
+    proptest! {
+        /// Round trip: a file written from routes reads back as them
+        /// (longest prefix first), or is refused for what the rules
+        /// refuse (a prefix twice, services on a public route, a TOML
+        /// integer beyond i64).
+        #[test]
+        fn written_file_reads_back(specs in prop::collection::vec(spec(), 0..5)) {
+            let text = file(&specs);
+            let parsed = parse(&text);
+            let mut prefixes: Vec<&str> = specs.iter().map(|s| s.prefix.as_str()).collect();
+            prefixes.sort_unstable();
+            let twice = prefixes.windows(2).any(|w| w[0] == w[1]);
+            let refusable = twice
+                || specs.iter().any(|s| s.allow_services && s.policy == Policy::Public)
+                || specs.iter().any(|s| s.connect_timeout_ms.is_some_and(|ms| ms > i64::MAX as u64));
+            let Ok(routes) = parsed else {
+                prop_assert!(refusable, "{parsed:?}\n{text}");
+                return Ok(());
+            };
+            prop_assert!(!twice);
+            prop_assert_eq!(routes.len(), specs.len());
+            prop_assert!(routes.windows(2).all(|w| w[0].prefix.len() >= w[1].prefix.len()));
+            for s in &specs {
+                let r = routes.iter().find(|r| r.prefix == s.prefix).unwrap();
+                prop_assert_eq!(&r.upstreams, &s.upstreams);
+                prop_assert_eq!(&r.policy, &s.policy);
+                prop_assert_eq!(r.allow_services, s.allow_services);
+                prop_assert_eq!(r.rate_limit.is_some(), s.rate_limit.is_some());
+                prop_assert_eq!(r.connect_timeout, Duration::from_millis(s.connect_timeout_ms.unwrap_or(2_000)));
+                prop_assert_eq!(r.read_timeout, Duration::from_millis(s.read_timeout_ms.unwrap_or(60_000)));
+                prop_assert_eq!((r.case_insensitive, r.forward_access_token, r.upstream_h2),
+                    (s.case_insensitive, s.forward_access_token, s.upstream_h2));
+                prop_assert!(r.matches(&s.prefix));
+            }
+        }
+
+        /// Random bytes, and files without upstreams with bytes changed,
+        /// cut or inserted: never a panic; what is accepted has plain
+        /// prefixes, each once.
+        #[test]
+        fn hostile_files(
+            specs in prop::collection::vec(spec(), 0..4),
+            edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6),
+            random in proptest::option::of(prop::collection::vec(any::<u8>(), 0..300)),
+        ) {
+            let bytes = random.unwrap_or_else(|| {
+                let specs: Vec<Spec> = specs.into_iter().map(|s| Spec { upstreams: Vec::new(), ..s }).collect();
+                let mut bytes = file(&specs).into_bytes();
+                for (at, byte, how) in edits {
+                    let at = at % (bytes.len() + 1);
+                    match how {
+                        0 if at < bytes.len() => bytes[at] = byte,
+                        1 => bytes.insert(at, byte),
+                        _ => bytes.truncate(at),
+                    }
+                }
+                bytes
+            });
+            // A mutation may only make a host name of an upstream literal
+            // when there is one; the built files have none.
+            if let Ok(routes) = parse_bytes(&bytes) {
+                let mut prefixes: Vec<&str> = routes.iter().map(|r| r.prefix.as_str()).collect();
+                for p in &prefixes {
+                    let settled = crate::edge::path::canonicalize(p.as_bytes()).map(|c| c.path);
+                    prop_assert_eq!(settled.as_deref(), Ok(*p));
+                }
+                prefixes.sort_unstable();
+                prop_assert!(prefixes.windows(2).all(|w| w[0] != w[1]));
+            }
+        }
+
+        /// `rate_limit` texts: never a panic; a quota is at least one.
+        #[test]
+        fn quotas(text in prop_oneof![any::<String>(), "[ 0-9]{0,12}/[ a-zA-Z]{0,8}"]) {
+            if let Ok(quota) = Quota::parse(&text) {
+                prop_assert!(quota.count.get() >= 1);
+            }
+        }
+    }
+}

@@ -804,3 +804,150 @@ mod tests {
         assert!(tokens.verify_access(&reset).is_err());
     }
 }
+
+/// Hostile bytes: the legacy HS256 tokens (access, e-mail) and the JWE
+/// refresh token over round trips, mutated segments and random text (the
+/// long run is `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const SECRET: &[u8] = b"9e25a2588fcee7d21ea15fb1a63d5135";
+    const NOW: i64 = 1_732_790_000;
+
+    fn service() -> TokenService {
+        TokenService::new(
+            SECRET,
+            Lifetimes {
+                access: Duration::from_secs(3600),
+                refresh: Duration::from_secs(7 * 86400),
+                email: Duration::from_secs(86400),
+            },
+            Arc::new(ManualClock::at(NOW)),
+        )
+        .unwrap()
+        .without_verified_cache()
+    }
+
+    fn subject() -> impl Strategy<Value = Subject> {
+        (
+            any::<i64>(),
+            proptest::option::of(any::<String>()),
+            proptest::option::of("[a-f0-9-]{0,36}"),
+            proptest::option::of(any::<String>()),
+            proptest::option::of(prop::collection::vec(any::<String>(), 0..4)),
+        )
+            .prop_map(
+                |(user_id, email, device_id, upstream_refresh, roles)| Subject {
+                    user_id,
+                    email,
+                    device_id,
+                    upstream_refresh,
+                    roles,
+                },
+            )
+    }
+
+    /// A segment to put into a token: base64 of JSON of every shape (what
+    /// a forger would try), bare text, or nothing.
+    fn segment() -> impl Strategy<Value = String> {
+        let json = prop_oneof![
+            Just(r#"{"alg":"none","typ":"JWT"}"#.to_string()),
+            Just(r#"{"alg":"HS512"}"#.to_string()),
+            Just(r#"{"alg":"RS256","kid":"x"}"#.to_string()),
+            Just(r#"{"alg":"HS256","typ":"JWT","crit":["b64"]}"#.to_string()),
+            Just(r#"{"user_id":1,"exp":1e400,"scope":"access_token"}"#.to_string()),
+            Just(r#"{"user_id":"1","exp":"soon"}"#.to_string()),
+            Just(r#"{"user_id":1,"exp":4102444800,"scope":"access_token"}"#.to_string()),
+            Just("[".repeat(200)),
+            any::<String>(),
+        ];
+        prop_oneof![
+            json.prop_map(|j| URL_SAFE_NO_PAD.encode(j)),
+            "[A-Za-z0-9_=+/-]{0,40}",
+            Just(String::new()),
+            any::<String>(),
+        ]
+    }
+
+    fn mutated(token: &str, part: usize, with: String, how: u8) -> String {
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        let part = part % parts.len();
+        match how % 5 {
+            0 => parts[part] = with,
+            1 => {
+                parts.remove(part);
+            }
+            2 => parts.insert(part, with),
+            3 => parts[part].push_str(&with),
+            _ => {
+                // One character of the segment changed.
+                let mut chars: Vec<char> = parts[part].chars().collect();
+                if !chars.is_empty() {
+                    let at = usize::from(how) % chars.len();
+                    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+                }
+                parts[part] = chars.into_iter().collect();
+            }
+        }
+        parts.join(".")
+    }
+
+    proptest! {
+        /// Round trip: what is minted verifies, with the subject's claims.
+        #[test]
+        fn session_round_trip(subject in subject()) {
+            let tokens = service();
+            let access = tokens.verify_access(&tokens.mint_access(&subject).unwrap()).unwrap();
+            prop_assert_eq!(access.user_id, subject.user_id);
+            prop_assert_eq!(&access.email, &subject.email);
+            prop_assert_eq!(&access.device_id, &subject.device_id);
+            prop_assert_eq!(&access.roles, &subject.roles);
+            prop_assert_eq!(access.kc_rt, None);
+            let refresh = tokens.verify_refresh(&tokens.mint_refresh(&subject).unwrap()).unwrap();
+            prop_assert_eq!(refresh.user_id, subject.user_id);
+            prop_assert_eq!(&refresh.kc_rt, &subject.upstream_refresh);
+            prop_assert_eq!(refresh.roles, None);
+            // Neither passes for the other.
+            prop_assert!(tokens.verify_refresh(&tokens.mint_access(&subject).unwrap()).is_err());
+        }
+
+        #[test]
+        fn email_round_trip(address in any::<String>(), reset in prop::bool::ANY) {
+            let tokens = service();
+            let purpose = if reset { EmailPurpose::PasswordReset } else { EmailPurpose::Verification };
+            let other = if reset { EmailPurpose::Verification } else { EmailPurpose::PasswordReset };
+            let token = tokens.mint_email(&address, purpose).unwrap();
+            prop_assert_eq!(tokens.verify_email(&token, purpose).unwrap().sub, address);
+            prop_assert_eq!(tokens.verify_email(&token, other), Err(TokenError::Scope));
+        }
+
+        /// Mutated segments and random text: never a panic, and nothing
+        /// but the minted token itself verifies (to its own claims).
+        #[test]
+        fn hostile_tokens(
+            subject in subject(),
+            part in any::<usize>(),
+            with in segment(),
+            how in any::<u8>(),
+            random in proptest::option::of(any::<String>()),
+        ) {
+            let tokens = service();
+            let access = tokens.mint_access(&subject).unwrap();
+            let hostile = random.unwrap_or_else(|| mutated(&access, part, with, how));
+            if let Ok(claims) = tokens.verify_access(&hostile) {
+                prop_assert_eq!(claims.user_id, subject.user_id);
+                prop_assert_eq!(&claims.email, &subject.email);
+            }
+            if let Ok(claims) = tokens.verify_email(&hostile, EmailPurpose::Verification) {
+                return Err(TestCaseError::fail(format!("an access token passed as an e-mail token: {claims:?}")));
+            }
+            let _ = tokens.verify_refresh(&hostile);
+            let _ = is_rs256(&hostile);
+        }
+    }
+}

@@ -704,3 +704,212 @@ mod tests {
         assert_eq!(query_int(&req, "other", 100, 0, 1000).unwrap(), 100);
     }
 }
+
+/// Hostile bytes: JSON bodies and their validation, e-mail addresses,
+/// URLs and query parameters over random and built input (the long run is
+/// `scripts/fuzz.sh`). The strategies serve the request models' own
+/// properties too (`crate::api::users`).
+#[cfg(test)]
+pub(crate) mod prop {
+    use http::Method;
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Text that reaches the checks' branches: NUL, control and non-ASCII
+    /// characters, addresses, URLs, lengths around the limits.
+    pub fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-z]{0,3}",
+            "[a-zA-Z0-9]{45,55}",
+            "[ -~]{120,135}",
+            "[a-z.]{1,10}@[a-zA-Z0-9.-]{1,20}",
+            "[A-Za-z ]{0,8}<[a-z]{1,8}@[a-z]{1,8}\\.(com|test|local|123|xn--p1ai)>",
+            "(https?|ftp|javascript)://[a-z0-9.:@\\[\\]-]{0,20}(/[ -~]{0,10})?",
+            "[a-z]{0,4}\u{0}[a-z]{0,4}",
+            "[\u{80}-\u{10ffff}]{1,10}@[\u{80}-\u{10ffff}]{1,10}",
+            Just(String::from("1")),
+            Just(String::from(" yes ")),
+        ]
+    }
+
+    /// Any JSON value, nesting bounded.
+    pub fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop_oneof![Just(0.0), Just(1.0), Just(-0.0)].prop_map(Value::from),
+            text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z_]{1,10}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A body for a model with these field names: an object of them (some
+    /// missing, of any type, beside extra keys), any JSON, broken JSON,
+    /// random bytes, deep nesting.
+    pub fn body(names: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+        let object: BoxedStrategy<Vec<u8>> = (
+            prop::collection::vec(
+                proptest::option::of(prop_oneof![text().prop_map(Value::String), value()]),
+                names.len(),
+            ),
+            prop::collection::vec(("[a-z_]{1,10}", value()), 0..3),
+        )
+            .prop_map(move |(values, extra)| {
+                let mut map = Map::new();
+                for (name, v) in names.iter().zip(values) {
+                    if let Some(v) = v {
+                        map.insert((*name).to_string(), v);
+                    }
+                }
+                for (k, v) in extra {
+                    map.insert(k, v);
+                }
+                serde_json::to_vec(&Value::Object(map)).unwrap_or_default()
+            })
+            .boxed();
+        prop_oneof![
+            4 => object.clone(),
+            1 => value().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+            1 => (object, any::<usize>(), any::<u8>()).prop_map(|(mut b, at, byte)| {
+                if !b.is_empty() {
+                    let at = at % b.len();
+                    b[at] = byte;
+                }
+                b
+            }),
+            1 => prop::collection::vec(any::<u8>(), 0..200),
+            1 => (1usize..5000).prop_map(|depth| {
+                let mut b = "[".repeat(depth).into_bytes();
+                b.extend_from_slice(&b"]".repeat(depth));
+                b
+            }),
+        ]
+    }
+
+    pub fn content_type() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(prop_oneof![
+            Just("application/json".to_string()),
+            Just("Application/JSON; charset=utf-8".to_string()),
+            Just("application/problem+json".to_string()),
+            Just("text/plain".to_string()),
+            "[ -~]{0,30}",
+        ])
+    }
+
+    pub fn request(body: Vec<u8>, content_type: Option<String>) -> Request {
+        let mut req = Request::new(Method::POST, "/users/");
+        req.body = bytes::Bytes::from(body);
+        if let Some(value) = content_type.and_then(|ct| http::HeaderValue::from_str(&ct).ok()) {
+            req.headers.insert("content-type", value);
+        }
+        req
+    }
+
+    /// What every refusal holds: at most one issue per field (or one for
+    /// the whole body), and a 422 answer of at most (fields + 1) times
+    /// (6 × body + 1 KiB): each issue quotes the body at most once, and
+    /// JSON writes a byte as at most six (`\u0001`).
+    pub fn check_refusal<M: Model>(
+        req: &Request,
+        outcome: &Result<M, Rejection>,
+    ) -> Result<(), TestCaseError> {
+        if let Err(Rejection(issues)) = outcome {
+            prop_assert!(!issues.is_empty());
+            prop_assert!(issues.len() <= M::FIELDS.len().max(1));
+            let answer = serde_json::to_vec(&json!({ "detail": issues })).unwrap();
+            let bound = (M::FIELDS.len() + 1) * (6 * req.body.len() + 1024);
+            prop_assert!(answer.len() <= bound, "{} > {bound}", answer.len());
+        }
+        Ok(())
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Every {
+        text: String,
+        email: String,
+        url: Option<String>,
+        flag: Option<bool>,
+    }
+
+    impl Model for Every {
+        const FIELDS: &'static [Field] = &[
+            Field::string("text", 3, 50),
+            Field::email("email"),
+            Field::url("url").optional(),
+            Field::boolean("flag").optional(),
+        ];
+    }
+
+    proptest! {
+        /// A model with every kind of field: never a panic, bounded
+        /// refusals, and what passes holds what the fields promise.
+        #[test]
+        fn json_bodies(body in body(&["text", "email", "url", "flag"]), ct in content_type()) {
+            let req = request(body, ct);
+            let outcome = json_body::<Every>(&req);
+            check_refusal(&req, &outcome)?;
+            if let Ok(every) = outcome {
+                let _ = every.flag;
+                let len = every.text.chars().count();
+                prop_assert!((3..=50).contains(&len) && !every.text.contains('\0'));
+                prop_assert_eq!(email::normalize(&every.email), Ok(every.email.clone()));
+                if let Some(url) = &every.url {
+                    prop_assert!(url.starts_with("http://") || url.starts_with("https://"));
+                    let again = http_url(url).ok();
+                    prop_assert_eq!(again.as_ref(), Some(url));
+                }
+            }
+        }
+
+        /// Addresses: never a panic; a normal form fits the column and is
+        /// its own normal form.
+        #[test]
+        fn email_addresses(input in text()) {
+            if let Ok(address) = email::normalize(&input) {
+                prop_assert!(address.chars().count() <= email::MAX_STORED_LEN);
+                prop_assert_eq!(email::normalize(&address), Ok(address.clone()));
+            }
+        }
+
+        /// Integer and text query parameters: never a panic; what passes
+        /// is within the bounds and of the kind.
+        #[test]
+        fn query_parameters(
+            query in prop_oneof![
+                any::<String>(),
+                "(limit|offset|action|since)=[-+ 0-9a-zA-Z%:.]{0,25}(&[a-z]{1,6}=[ -~]{0,10}){0,3}",
+            ],
+            min in -100i64..100,
+            span in 0i64..1000,
+        ) {
+            let mut req = Request::new(Method::GET, "/users/");
+            req.query = Some(query.clone());
+            let max = min + span;
+            if let Ok(n) = query_int(&req, "limit", min, min, max) {
+                prop_assert!((min..=max).contains(&n));
+            }
+            let _ = path_int("user_id", &query);
+            let word = QueryText { name: "action", kind: TextKind::Word(20), description: "" };
+            if let Ok(Some(w)) = word.read(&req) {
+                prop_assert!(w.chars().count() <= 20);
+            }
+            let one = QueryText { name: "action", kind: TextKind::OneOf(&["signin", "signup"]), description: "" };
+            if let Ok(Some(w)) = one.read(&req) {
+                prop_assert!(w == "signin" || w == "signup");
+            }
+            let since = QueryText { name: "since", kind: TextKind::DateTime, description: "" };
+            let _ = since.read_time(&req);
+        }
+    }
+}

@@ -464,3 +464,173 @@ fn describe(err: &reqwest::Error) -> String {
         err.to_string()
     }
 }
+
+/// Hostile bytes: Keycloak's answers (Admin API and token endpoint) as
+/// the gateway decodes them, over random and built bodies (the long run
+/// is `scripts/fuzz.sh`).
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::prop;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::admin::{ImportResult, KcSession, KcUser};
+    use super::super::oidc::KcClaims;
+    use super::*;
+
+    fn text() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<String>().prop_map(Value::from),
+            "[a-z0-9-]{0,12}".prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+            Just(json!([])),
+            Just(json!({})),
+        ]
+    }
+
+    fn strings() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            prop::collection::vec(text(), 0..4).prop_map(Value::Array),
+            text(),
+        ]
+    }
+
+    /// A user, a session, an import line or a token's claims, keys kept
+    /// or dropped, values of any type.
+    fn object() -> impl Strategy<Value = Value> {
+        let keys = [
+            "id",
+            "username",
+            "email",
+            "emailVerified",
+            "enabled",
+            "requiredActions",
+            "totp",
+            "ipAddress",
+            "start",
+            "lastAccess",
+            "action",
+            "resourceType",
+            "resourceName",
+            "sub",
+            "exp",
+            "iat",
+            "typ",
+            "sid",
+            "user_id",
+            "preferred_username",
+            "azp",
+            "client_id",
+            "error",
+            "error_description",
+            "errorMessage",
+        ];
+        (
+            prop::collection::vec(proptest::option::of(text()), keys.len()),
+            proptest::option::of(prop::collection::vec(("[a-z_]{1,10}", strings()), 0..3)),
+            proptest::option::of(strings()),
+            proptest::option::of(prop::collection::vec(("[a-z-]{1,8}", strings()), 0..3)),
+            prop_oneof![
+                Just("ADDED"),
+                Just("SKIPPED"),
+                Just("OVERWRITTEN"),
+                Just("added")
+            ],
+        )
+            .prop_map(move |(values, attributes, realm_roles, clients, action)| {
+                let mut map = serde_json::Map::new();
+                for (key, value) in keys.iter().zip(values) {
+                    if let Some(value) = value {
+                        map.insert((*key).to_string(), value);
+                    }
+                }
+                if map.contains_key("action") {
+                    map.insert("action".into(), action.into());
+                }
+                if let Some(attributes) = attributes {
+                    let mut attrs: serde_json::Map<String, Value> =
+                        attributes.into_iter().collect();
+                    attrs.insert("legacy_id".into(), json!(["42", "x"]));
+                    map.insert("attributes".into(), Value::Object(attrs));
+                }
+                if let Some(roles) = realm_roles {
+                    map.insert("realm_access".into(), json!({ "roles": roles }));
+                }
+                if let Some(clients) = clients {
+                    let access: serde_json::Map<String, Value> = clients
+                        .into_iter()
+                        .map(|(c, roles)| (c, json!({ "roles": roles })))
+                        .collect();
+                    map.insert("resource_access".into(), Value::Object(access));
+                }
+                Value::Object(map)
+            })
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => object().prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+            2 => prop::collection::vec(object(), 0..4)
+                .prop_map(|v| serde_json::to_vec(&v).unwrap_or_default()),
+            1 => prop::collection::vec(any::<u8>(), 0..400),
+            1 => any::<String>().prop_map(String::into_bytes),
+        ]
+    }
+
+    fn answer(body: Vec<u8>, status: u16) -> KcResponse {
+        KcResponse {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            location: None,
+            content_type: Some("application/json".into()),
+            body: body.into(),
+        }
+    }
+
+    proptest! {
+        /// Every decoding the gateway does of an answer: never a panic;
+        /// an unexpected answer is quoted in at most 300 characters; the
+        /// roles of a token are no more than it lists.
+        #[test]
+        fn keycloak_answers(body in body(), status in 100u16..600) {
+            let r = answer(body, status);
+            if let Ok(user) = r.json::<KcUser>("user") {
+                let _ = user.legacy_id();
+            }
+            let _ = r.json::<Vec<KcUser>>("users");
+            let _ = r.json::<Vec<KcSession>>("sessions");
+            let _ = r.json::<Vec<ImportResult>>("import");
+            if let Ok(claims) = r.json::<KcClaims>("token") {
+                let listed = claims.realm_access.as_ref().map_or(0, |r| r.roles.len())
+                    + claims.resource_access.iter().flatten().map(|(_, a)| a.roles.len()).sum::<usize>();
+                let roles = claims.roles();
+                prop_assert!(roles.len() <= listed);
+                prop_assert!(roles.windows(2).all(|w| w[0] < w[1]));
+                let _ = claims.service_client();
+            }
+            let (error, description) = r.oauth_error();
+            prop_assert!(error.len() + description.len() <= r.body.len());
+            prop_assert!(r.admin_error().len() <= r.body.len());
+            let KcError::Unexpected { body, .. } = r.unexpected("op", "why") else {
+                return Err(TestCaseError::fail("not an unexpected answer"));
+            };
+            prop_assert!(body.chars().count() <= 300);
+        }
+
+        /// The claims of a token read straight from the token endpoint:
+        /// never a panic, whatever the token endpoint sent.
+        #[test]
+        fn fresh_token_claims(
+            claims in object(),
+            random in proptest::option::of(any::<String>()),
+            junk in "[A-Za-z0-9_.-]{0,20}",
+        ) {
+            use base64::Engine;
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&claims).unwrap_or_default());
+            let token = random.unwrap_or_else(|| format!("eyJhbGciOiJSUzI1NiJ9.{payload}.{junk}"));
+            let _ = KcClaims::of_fresh_token(&token);
+        }
+    }
+}

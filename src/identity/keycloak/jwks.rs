@@ -246,3 +246,153 @@ fn session_claims(claims: KcClaims) -> Result<SessionClaims, TokenError> {
         roles: Some(roles),
     })
 }
+
+/// Hostile bytes: the Keycloak-token path (RS256 bearer tokens) over
+/// mutated segments of a signed token and random text, verified against
+/// a cached key as in service (the long run is `scripts/fuzz.sh`). An
+/// unknown `kid` makes one fetch attempt per 10 s, to the discard port.
+#[cfg(test)]
+mod prop {
+    use std::sync::LazyLock;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+    use jsonwebtoken::{EncodingKey, Header};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::{KeycloakSettings, TokenFormat};
+    use crate::metrics::Metrics;
+
+    const PRIVATE_PEM: &str = include_str!("../../../benches/fixtures/bench-rsa2048.pem");
+    const JWKS: &str = include_str!("../../../benches/fixtures/bench-jwks.json");
+    const NOW: i64 = 1_800_000_000;
+
+    struct Fixture {
+        runtime: tokio::runtime::Runtime,
+        jwks: Arc<Jwks>,
+        /// Signed once (an RSA signature per case would be the whole run).
+        token: String,
+    }
+
+    static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let settings = KeycloakSettings {
+            url: "http://127.0.0.1:9".parse().unwrap(),
+            public_url: "http://127.0.0.1:9".parse().unwrap(),
+            realm: "authgate".into(),
+            client_id: "authgate".into(),
+            client_secret: "s".into(),
+            password_check_client_id: "c".into(),
+            password_check_client_secret: "s".into(),
+            import_client_id: "i".into(),
+            import_client_secret: "s".into(),
+            timeout: Duration::from_millis(200),
+            token_format: TokenFormat::Legacy,
+        };
+        let http = Arc::new(KcHttp::new(&settings, Arc::new(Metrics::new().unwrap())).unwrap());
+        let issuer = http.realm_url().to_string();
+        let jwks =
+            Arc::new(Jwks::new(http, Arc::new(ManualClock::at(NOW))).without_verified_cache());
+        let set: JwkSet = serde_json::from_str(JWKS).unwrap();
+        let kid = set.keys[0].common.key_id.clone().unwrap();
+        let AlgorithmParameters::RSA(rsa) = &set.keys[0].algorithm else {
+            panic!("fixture key is not RSA");
+        };
+        let key = DecodingKey::from_rsa_components(&rsa.n, &rsa.e).unwrap();
+        runtime.block_on(jwks.insert_key(&kid, key));
+        let der: String = PRIVATE_PEM
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let signing = EncodingKey::from_rsa_der(&STANDARD.decode(der).unwrap());
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid);
+        let claims = serde_json::json!({
+            "exp": NOW + 300, "iat": NOW, "iss": issuer, "sub": "0f8e", "typ": "Bearer",
+            "azp": "authgate", "sid": "5d2e", "user_id": 42, "email": "ada@example.com",
+            "preferred_username": "ada",
+            "realm_access": {"roles": ["user", "offline_access"]},
+            "resource_access": {"authgate": {"roles": ["reader"]}},
+        });
+        let token = jsonwebtoken::encode(&header, &claims, &signing).unwrap();
+        Fixture {
+            runtime,
+            jwks,
+            token,
+        }
+    });
+
+    fn segment() -> impl Strategy<Value = String> {
+        let json = prop_oneof![
+            Just(r#"{"alg":"none"}"#.to_string()),
+            Just(r#"{"alg":"HS256","kid":"bench-rs256"}"#.to_string()),
+            Just(r#"{"alg":"RS256"}"#.to_string()),
+            Just(r#"{"alg":"RS256","kid":"other"}"#.to_string()),
+            Just(r#"{"alg":"RS256","kid":1}"#.to_string()),
+            Just(r#"{"sub":"x","user_id":1,"exp":1e999}"#.to_string()),
+            Just(r#"{"sub":"x","realm_access":{"roles":"admin"}}"#.to_string()),
+            any::<String>(),
+        ];
+        prop_oneof![
+            json.prop_map(|j| URL_SAFE_NO_PAD.encode(j)),
+            "[A-Za-z0-9_-]{0,60}",
+            any::<String>(),
+        ]
+    }
+
+    fn mutated(token: &str, part: usize, with: String, how: u8) -> String {
+        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+        let part = part % parts.len();
+        match how % 5 {
+            0 => parts[part] = with,
+            1 => {
+                parts.remove(part);
+            }
+            2 => parts.insert(part, with),
+            3 => parts[part].push_str(&with),
+            _ => {
+                let mut chars: Vec<char> = parts[part].chars().collect();
+                if !chars.is_empty() {
+                    let at = usize::from(how) % chars.len();
+                    chars[at] = if chars[at] == 'A' { 'B' } else { 'A' };
+                }
+                parts[part] = chars.into_iter().collect();
+            }
+        }
+        parts.join(".")
+    }
+
+    #[test]
+    fn the_signed_token_verifies() {
+        let f = &*FIXTURE;
+        let claims = f.runtime.block_on(f.jwks.verify(&f.token)).unwrap();
+        assert_eq!(claims.user_id, Some(42));
+        assert_eq!(claims.roles(), ["authgate:reader", "user"]);
+    }
+
+    proptest! {
+        /// Never a panic, and nothing but the signed token verifies.
+        #[test]
+        fn hostile_rs256_tokens(
+            part in any::<usize>(),
+            with in segment(),
+            how in any::<u8>(),
+            random in proptest::option::of(any::<String>()),
+        ) {
+            let f = &*FIXTURE;
+            let hostile = random.unwrap_or_else(|| mutated(&f.token, part, with, how));
+            let verified = f.runtime.block_on(f.jwks.verify(&hostile));
+            if let Ok(claims) = verified {
+                prop_assert_eq!(claims.user_id, Some(42));
+                prop_assert_eq!(claims.sub, "0f8e");
+            }
+            let _ = crate::tokens::is_rs256(&hostile);
+        }
+    }
+}
