@@ -294,6 +294,7 @@ mod prop {
             import_client_secret: "s".into(),
             timeout: Duration::from_millis(200),
             token_format: TokenFormat::Legacy,
+            admin_events_interval: None,
         };
         let http = Arc::new(KcHttp::new(&settings, Arc::new(Metrics::new().unwrap())).unwrap());
         let issuer = http.realm_url().to_string();
