@@ -39,9 +39,19 @@ use super::{
 use crate::tokens::{EmailPurpose, SessionClaims};
 
 impl From<KcError> for IdentityError {
+    /// Keycloak unreachable, slow, answering 5xx, or answering a call
+    /// something that is not one of its documented outcomes (a 400 `Cannot
+    /// parse the JSON` to a body authgate built, a body that does not parse:
+    /// what a Keycloak that is stopping or starting answers) is the
+    /// contract's 503 `Keycloak unavailable`; the client may try again. A
+    /// failure on authgate's side before anything was asked (status 0) or a
+    /// conflict Keycloak meant (409) stays an internal error.
     fn from(err: KcError) -> Self {
         match err {
             KcError::Unavailable(_) => IdentityError::Unavailable("Keycloak"),
+            KcError::Unexpected { status, .. } if status != 0 && status != 409 => {
+                IdentityError::Unavailable("Keycloak")
+            }
             KcError::Unexpected { .. } => IdentityError::Internal(err.to_string()),
         }
     }
@@ -712,5 +722,53 @@ impl IdentityBackend for KeycloakBackend {
 
     fn devices(&self) -> Option<&dyn crate::identity::devices::Devices> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn unexpected(status: u16, body: &str) -> IdentityError {
+        KcError::Unexpected {
+            operation: "update_user",
+            status,
+            body: body.into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn answers_that_are_no_documented_outcome_are_keycloak_unavailable() {
+        for (status, body) in [
+            (400, "{\"error\":\"Cannot parse the JSON\"}"),
+            (400, "{\"errorMessage\":\"Could not update user!\"}"),
+            (401, ""),
+            (404, "{\"error\":\"HTTP 404 Not Found\"}"),
+            (200, "<html>not JSON</html>"),
+            (500, "{}"),
+        ] {
+            let err = unexpected(status, body);
+            assert!(
+                matches!(err, IdentityError::Unavailable("Keycloak")),
+                "{status}: {err:?}"
+            );
+            assert_eq!(err.to_string(), "Keycloak unavailable");
+        }
+        let err: IdentityError =
+            KcError::Unavailable("find_user_by_email: timed out".into()).into();
+        assert_eq!(err.to_string(), "Keycloak unavailable");
+    }
+
+    #[test]
+    fn local_failures_and_meant_conflicts_stay_internal() {
+        assert!(matches!(
+            unexpected(0, "bad redirect"),
+            IdentityError::Internal(_)
+        ));
+        assert!(matches!(
+            unexpected(409, "User exists with same email"),
+            IdentityError::Internal(_)
+        ));
     }
 }
