@@ -264,3 +264,38 @@ async fn admin_token_is_fetched_once_under_concurrency() {
     assert!(keycloak_calls_of(gw, "create_user").await >= 8);
     assert_eq!(keycloak_calls_of(gw, "service_account_token").await, 1);
 }
+
+/// `KEYCLOAK_TIMEOUT_MS` bounds each call; a request that makes several
+/// calls in a row to a slow Keycloak (each answering within that bound) is
+/// bounded as a whole by `KEYCLOAK_REQUEST_DEADLINE_MS`: the contract's 503,
+/// cut by the deadline (as the log says), not the sum of its calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_keycloak_costs_a_request_its_deadline_not_the_sum_of_its_calls() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "5000")
+            .set("KEYCLOAK_REQUEST_DEADLINE_MS", "2000")
+    })
+    .await;
+    let gw = &env_.gw;
+
+    // Every answer comes 900 ms late: each call is within its timeout, a
+    // sign-up's several calls are not within the deadline.
+    relay.hold_answers("", Some(Duration::from_millis(900)));
+    let newcomer = crate::harness::TestUser::new("kcslow");
+    gw.post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    let log = gw.log_text();
+    assert!(log.contains("the request's deadline passed"), "{log}");
+
+    // Keycloak quick again: the same sign-up goes through.
+    relay.hold_answers("", None);
+    let reply = gw.post("/users/signup", newcomer.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
