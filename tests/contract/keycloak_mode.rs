@@ -299,3 +299,52 @@ async fn a_slow_keycloak_costs_a_request_its_deadline_not_the_sum_of_its_calls()
     let reply = gw.post("/users/signup", newcomer.signup_body()).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
+
+/// A `create_user` whose answer never comes (Keycloak slow just after it
+/// came back): the client gets 503, but Keycloak created the user, which
+/// no registry row names. The same sign-up again succeeds, and leaves one
+/// Keycloak user, never an address that can never sign up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_whose_create_timed_out_converges_on_its_retry() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "1500")
+    })
+    .await;
+    let gw = &env_.gw;
+    let admin = crate::kc_admin::KcAdmin::connect().await;
+
+    relay.hold_answers(
+        "POST /admin/realms/authgate/users HTTP",
+        Some(Duration::MAX),
+    );
+    let newcomer = crate::harness::TestUser::new("kcorphan");
+    gw.post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    let by_name = format!("/users?exact=true&username={}", newcomer.username);
+    let mut orphan = Value::Null;
+    for _ in 0..100 {
+        orphan = admin.get(&by_name).await;
+        if orphan.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let orphan_id = orphan[0]["id"]
+        .as_str()
+        .expect("Keycloak created the user")
+        .to_string();
+
+    relay.hold_answers("", None);
+    let reply = gw.post("/users/signup", newcomer.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let users = admin.get(&by_name).await;
+    assert_eq!(users.as_array().map(Vec::len), Some(1), "{users}");
+    assert_ne!(users[0]["id"].as_str(), Some(orphan_id.as_str()));
+}
