@@ -348,3 +348,50 @@ async fn a_sign_up_whose_create_timed_out_converges_on_its_retry() {
     assert_eq!(users.as_array().map(Vec::len), Some(1), "{users}");
     assert_ne!(users[0]["id"].as_str(), Some(orphan_id.as_str()));
 }
+
+/// Nothing of an outage lingers in the gateway (admin token, JWKS, pooled
+/// connections, a back-off): the first requests once Keycloak is reachable
+/// again succeed, on the first or second try, without waiting for `/ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_requests_after_keycloak_returns_succeed() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "2000")
+    })
+    .await;
+    let gw = &env_.gw;
+    let user = gw.verified_user(&env_.mail, "kcback").await;
+
+    relay.cut();
+    let newcomer = crate::harness::TestUser::new("kcbacknew");
+    for _ in 0..3 {
+        gw.signin(&user.username, &user.password)
+            .await
+            .assert_detail(503, "Keycloak unavailable");
+        gw.post("/users/signup", newcomer.signup_body())
+            .await
+            .assert_detail(503, "Keycloak unavailable");
+        gw.post(
+            "/users/refresh-token",
+            json!({"refresh_token": user.refresh_token}),
+        )
+        .await;
+    }
+
+    relay.restore().await;
+    let mut signin = gw.signin(&user.username, &user.password).await;
+    if signin.status != 200 {
+        signin = gw.signin(&user.username, &user.password).await;
+    }
+    assert_eq!(signin.status, 200, "{}", signin.text);
+    let mut signup = gw.post("/users/signup", newcomer.signup_body()).await;
+    if signup.status != 200 {
+        signup = gw.post("/users/signup", newcomer.signup_body()).await;
+    }
+    assert_eq!(signup.status, 200, "{}", signup.text);
+}
