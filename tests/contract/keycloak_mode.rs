@@ -395,3 +395,49 @@ async fn the_first_requests_after_keycloak_returns_succeed() {
     }
     assert_eq!(signup.status, 200, "{}", signup.text);
 }
+
+/// The same, without a retry: the gateway removes the user Keycloak created
+/// for the failed sign-up by itself, once Keycloak answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_of_a_sign_up_whose_create_timed_out_is_removed_in_the_background() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "1500")
+    })
+    .await;
+    let gw = &env_.gw;
+    let admin = crate::kc_admin::KcAdmin::connect().await;
+
+    relay.hold_answers(
+        "POST /admin/realms/authgate/users HTTP",
+        Some(Duration::MAX),
+    );
+    let newcomer = crate::harness::TestUser::new("kcgone");
+    gw.post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    relay.hold_answers("", None);
+    let by_name = format!("/users?exact=true&username={}", newcomer.username);
+    let mut seen = false;
+    let mut gone = false;
+    // The looks come after 1, 2, 4, 8 ... s: the first ones are enough.
+    for _ in 0..300 {
+        let users = admin.get(&by_name).await;
+        let present = users.as_array().is_some_and(|a| !a.is_empty());
+        seen |= present;
+        if seen && !present {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "Keycloak created the user");
+    assert!(gone, "the user is removed:\n{}", gw.log_text());
+    let reply = gw.post("/users/signup", newcomer.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
