@@ -236,6 +236,7 @@ fn verify_rs256(c: &mut Criterion) {
         import_client_id: "authgate-import".into(),
         import_client_secret: "authgate-import-dev-secret".into(),
         timeout: Duration::from_secs(1),
+        request_deadline: Duration::from_secs(1),
         token_format: TokenFormat::Legacy,
         admin_events_interval: None,
     };

@@ -11,10 +11,17 @@
 //! really is down still answers its caller 502 (connection refused) or 504
 //! (connect timeout).
 //!
+//! An upstream that refuses a connection (or fails it otherwise, before a
+//! byte was sent) is marked down at once ([`Balancer::mark_down`], passive
+//! health) until the next periodic probe decides again, and the request goes
+//! to the route's next upstream ([`Balancer::pick_avoiding`]) whatever its
+//! method: nothing of it reached anyone.
+//!
 //! A balancer's periodic checks ([`Balancer::keep_checking`]) live exactly
 //! as long as the balancer: a route removed by a reload stops being probed
 //! once the last request that chose it is done.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,6 +44,9 @@ pub struct Balancer {
     /// turn has just gone round every upstream in vain).
     any_turn: AtomicUsize,
     check_every: Duration,
+    /// Upstreams that refused a connection since the last probe: skipped
+    /// like the ones the probe found down, until the next probe.
+    refused: Mutex<HashSet<SocketAddr>>,
     /// The periodic checks, ended with the balancer.
     checks: Mutex<Option<AbortHandle>>,
 }
@@ -53,6 +63,7 @@ impl Balancer {
             upstreams: upstreams.to_vec(),
             any_turn: AtomicUsize::new(0),
             check_every,
+            refused: Mutex::new(HashSet::new()),
             checks: Mutex::new(None),
         })
     }
@@ -65,21 +76,57 @@ impl Balancer {
     /// The next upstream: round robin over the healthy ones, or over all of
     /// them when none is healthy. None only for a route without upstreams.
     pub fn pick(&self) -> Option<SocketAddr> {
-        match self.lb.select(b"", MAX_STEPS) {
-            Some(backend) => address(&backend),
-            None => {
-                let all = self.lb.backends().get_backend();
-                let turn = self.any_turn.fetch_add(1, Ordering::Relaxed);
-                let backend = all.iter().nth(turn.checked_rem(all.len())?)?;
-                address(backend)
-            }
+        self.pick_avoiding(&[])
+    }
+
+    /// The next upstream that is not in `tried`: round robin over the
+    /// healthy ones (neither found down by the last probe nor refused since),
+    /// or over all the others when none is. None once every upstream is
+    /// in `tried`.
+    pub fn pick_avoiding(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let healthy = {
+            let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            self.lb.select_with(b"", MAX_STEPS, |backend, healthy| {
+                healthy
+                    && address(backend)
+                        .is_some_and(|addr| !refused.contains(&addr) && !tried.contains(&addr))
+            })
+        };
+        if let Some(addr) = healthy.as_ref().and_then(address) {
+            return Some(addr);
         }
+        let left: Vec<SocketAddr> = self
+            .upstreams
+            .iter()
+            .filter(|addr| !tried.contains(addr))
+            .copied()
+            .collect();
+        let turn = self.any_turn.fetch_add(1, Ordering::Relaxed);
+        left.get(turn.checked_rem(left.len())?).copied()
+    }
+
+    /// Whether an upstream not in `tried` is left to try.
+    pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
+        self.upstreams.iter().any(|addr| !tried.contains(addr))
+    }
+
+    /// Marks `addr` down until the next probe: it refused a connection.
+    pub fn mark_down(&self, addr: SocketAddr) {
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(addr);
     }
 
     /// Probes every upstream once, side by side (each gives up after
     /// TcpHealthCheck's 1 s connect timeout).
     pub async fn probe(&self) {
         self.lb.backends().run_health_check(true).await;
+        // The probe has the last word on what the refusals said before it.
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Probes the upstreams every `check_every` from now on, on the current
@@ -168,6 +215,25 @@ mod tests {
         let after_drop = probes.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(probes.load(Ordering::SeqCst), after_drop);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_marked_down_is_skipped_until_the_next_probe() {
+        let (first, second) = (probed().await.0, probed().await.0);
+        let balancer = Balancer::new(&[first, second], Duration::from_secs(5)).unwrap();
+        balancer.probe().await;
+        balancer.mark_down(first);
+        for _ in 0..4 {
+            assert_eq!(balancer.pick(), Some(second));
+        }
+        // Nothing else left: the one marked down is tried after all.
+        assert_eq!(balancer.pick_avoiding(&[second]), Some(first));
+        assert_eq!(balancer.pick_avoiding(&[first, second]), None);
+        assert!(!balancer.has_untried(&[first, second]));
+        balancer.probe().await;
+        let picked: std::collections::BTreeSet<_> =
+            (0..4).filter_map(|_| balancer.pick()).collect();
+        assert_eq!(picked, [first, second].into_iter().collect());
     }
 
     #[tokio::test]

@@ -50,6 +50,8 @@ pub struct KeycloakSettings {
     pub import_client_secret: String,
     /// Bound on every call to Keycloak.
     pub timeout: Duration,
+    /// Bound on all the Keycloak calls of one request together.
+    pub request_deadline: Duration,
     pub token_format: TokenFormat,
     /// `KEYCLOAK_PUBLIC_URL`: Keycloak's base URL as browsers reach it (single
     /// sign-on sends them there); `url` unless set.
@@ -1043,6 +1045,11 @@ fn keycloak_settings(src: &Source<'_>) -> Result<KeycloakSettings, ConfigError> 
             "authgate-import-dev-secret",
         ),
         timeout: Duration::from_millis(src.number("KEYCLOAK_TIMEOUT_MS", 5000u64, 100)?),
+        request_deadline: Duration::from_millis(src.number(
+            "KEYCLOAK_REQUEST_DEADLINE_MS",
+            8000u64,
+            100,
+        )?),
         token_format,
         admin_events_interval: admin_events_interval(src)?,
     })
@@ -1235,6 +1242,32 @@ mod tests {
             map.insert(name.into(), value.into());
             let err = Config::from_map(&map).unwrap_err();
             assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+        }
+    }
+
+    #[test]
+    fn keycloak_request_deadline_default_and_bounds() {
+        let config = Config::from_map(&base()).unwrap();
+        assert_eq!(
+            config.keycloak.request_deadline,
+            Duration::from_millis(8000)
+        );
+        let mut map = base();
+        map.insert("KEYCLOAK_REQUEST_DEADLINE_MS".into(), "2500".into());
+        let config = Config::from_map(&map).unwrap();
+        assert_eq!(
+            config.keycloak.request_deadline,
+            Duration::from_millis(2500)
+        );
+        for value in ["0", "99", "soon"] {
+            let mut map = base();
+            map.insert("KEYCLOAK_REQUEST_DEADLINE_MS".into(), value.into());
+            let err = Config::from_map(&map).unwrap_err();
+            assert!(
+                err.0.contains("KEYCLOAK_REQUEST_DEADLINE_MS"),
+                "{value}: {}",
+                err.0
+            );
         }
     }
 

@@ -29,7 +29,7 @@ use crate::api::{App, forward_auth};
 use crate::conn::ClientPolicy;
 use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
-use crate::forward::{Forwarder, Target, Upgrade};
+use crate::forward::{ForwardError, Forwarder, Target, Upgrade};
 use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
@@ -74,6 +74,8 @@ pub struct Ctx {
     /// Set when the request is forwarded: its route (kept whatever reloads
     /// happen meanwhile) and who it is for.
     forward: Option<(Arc<Route>, Option<Identity>)>,
+    /// The upstreams that refused this request's connection, in turn.
+    refused: Vec<SocketAddr>,
     upstream_started: Option<Instant>,
 }
 
@@ -125,7 +127,8 @@ impl Gateway {
     }
 
     /// The chosen route and an upstream address for it (see
-    /// [`crate::balance`]: a healthy one, any when none is).
+    /// [`crate::balance`]: a healthy one, any when none is), never one that
+    /// refused this request already.
     fn pick_upstream(ctx: &Ctx) -> pingora::Result<(Arc<Route>, SocketAddr)> {
         let route = ctx
             .forward
@@ -135,9 +138,40 @@ impl Gateway {
         let addr = route
             .balancer
             .as_ref()
-            .and_then(|balancer| balancer.pick())
+            .and_then(|balancer| balancer.pick_avoiding(&ctx.refused))
             .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream"))?;
         Ok((route, addr))
+    }
+
+    /// `addr` refused (or failed) the connection before anything was sent:
+    /// it is marked down until its next probe, and the request may go to
+    /// another upstream of its route, whatever its method, when one is left.
+    fn next_upstream(
+        &self,
+        ctx: &mut Ctx,
+        addr: SocketAddr,
+        error: &dyn std::fmt::Display,
+    ) -> bool {
+        ctx.refused.push(addr);
+        let Some((route, _)) = &ctx.forward else {
+            return false;
+        };
+        let Some(balancer) = &route.balancer else {
+            return false;
+        };
+        balancer.mark_down(addr);
+        let again = balancer.has_untried(&ctx.refused);
+        if again {
+            self.app
+                .metrics
+                .upstream_errors
+                .with_label_values(&[route.label.as_str(), "connect_refused_next"])
+                .inc();
+            ctx.span.in_scope(|| {
+                tracing::warn!(upstream = %addr, %error, "upstream refused the connection; trying the next one")
+            });
+        }
+        again
     }
 
     /// Counts an upstream answer and the time it took.
@@ -160,20 +194,27 @@ impl Gateway {
     /// Forwards a request without a body on the lean path (see
     /// [`crate::forward`]) and streams the answer back.
     async fn forward_lean(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
-        let (upstream, addr) = Self::pick_upstream(ctx)?;
-        let target = Target {
-            addr,
-            connect_timeout: upstream.config.connect_timeout,
-            read_timeout: upstream.config.read_timeout,
+        let (mut header, exchange, span) = loop {
+            let (upstream, addr) = Self::pick_upstream(ctx)?;
+            let target = Target {
+                addr,
+                connect_timeout: upstream.config.connect_timeout,
+                read_timeout: upstream.config.read_timeout,
+            };
+            ctx.upstream_started = Some(Instant::now());
+            // One span per upstream exchange, under the request's.
+            let span = tracing::debug_span!(parent: &ctx.span, "upstream", %addr);
+            match self
+                .forwarder
+                .send(session, target)
+                .instrument(span.clone())
+                .await
+            {
+                Ok((header, exchange)) => break (header, exchange, span),
+                Err(ForwardError::Connect(e)) if self.next_upstream(ctx, addr, &e) => {}
+                Err(err) => return Err(err.into()),
+            }
         };
-        ctx.upstream_started = Some(Instant::now());
-        // One span per upstream exchange, under the request's.
-        let span = tracing::debug_span!(parent: &ctx.span, "upstream", %addr);
-        let (mut header, exchange) = self
-            .forwarder
-            .send(session, target)
-            .instrument(span.clone())
-            .await?;
         self.observe_upstream_answer(ctx, header.status);
         stamp(&mut header, ctx)?;
         let empty = exchange.is_empty();
@@ -195,19 +236,26 @@ impl Gateway {
         ctx: &mut Ctx,
         credentials: Option<http::HeaderMap>,
     ) -> pingora::Result<()> {
-        let (upstream, addr) = Self::pick_upstream(ctx)?;
-        let target = Target {
-            addr,
-            connect_timeout: upstream.config.connect_timeout,
-            read_timeout: upstream.config.read_timeout,
+        let (upstream, mut header, upgrade, span) = loop {
+            let (upstream, addr) = Self::pick_upstream(ctx)?;
+            let target = Target {
+                addr,
+                connect_timeout: upstream.config.connect_timeout,
+                read_timeout: upstream.config.read_timeout,
+            };
+            ctx.upstream_started = Some(Instant::now());
+            let span = tracing::debug_span!(parent: &ctx.span, "upstream", %addr, tunnel = true);
+            match self
+                .forwarder
+                .open_tunnel(session, target)
+                .instrument(span.clone())
+                .await
+            {
+                Ok((header, upgrade)) => break (upstream, header, upgrade, span),
+                Err(ForwardError::Connect(e)) if self.next_upstream(ctx, addr, &e) => {}
+                Err(err) => return Err(err.into()),
+            }
         };
-        ctx.upstream_started = Some(Instant::now());
-        let span = tracing::debug_span!(parent: &ctx.span, "upstream", %addr, tunnel = true);
-        let (mut header, upgrade) = self
-            .forwarder
-            .open_tunnel(session, target)
-            .instrument(span.clone())
-            .await?;
         self.observe_upstream_answer(ctx, header.status);
         stamp(&mut header, ctx)?;
         match upgrade {
@@ -282,6 +330,7 @@ impl ProxyHttp for Gateway {
             hsts: None,
             grpc: false,
             forward: None,
+            refused: Vec::new(),
             upstream_started: None,
         }
     }
@@ -451,6 +500,29 @@ impl ProxyHttp for Gateway {
         }
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
+    }
+
+    /// A connection refused (or failed) before anything was sent goes to
+    /// the route's next upstream, whatever the method; pingora asks
+    /// [`Self::upstream_peer`] again, which avoids the ones that refused.
+    /// A connect timeout is answered 504 as before: trying another would
+    /// double the client's wait.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if matches!(
+            e.etype(),
+            ErrorType::ConnectRefused | ErrorType::ConnectError
+        ) && let Some(addr) = peer._address.as_inet().copied()
+            && self.next_upstream(ctx, addr, &e)
+        {
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_response_filter(

@@ -192,10 +192,11 @@ impl App {
         let path = req.path.clone();
         let (route, mut response) = match self.router.resolve(&req.method, &req.path) {
             Resolution::Found(route, param) => {
-                let response = self
-                    .dispatch(route, param, req)
-                    .await
-                    .unwrap_or_else(ApiError::into_response);
+                let within = self.config.keycloak.request_deadline;
+                let response =
+                    crate::identity::deadline::scope(within, self.dispatch(route, param, req))
+                        .await
+                        .unwrap_or_else(ApiError::into_response);
                 (Some(route), response)
             }
             Resolution::WrongMethod(allow) => {

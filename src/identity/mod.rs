@@ -4,6 +4,7 @@
 //! Backends hold no HTTP plumbing: they speak in users, sessions and tokens,
 //! and fail with [`IdentityError`].
 
+pub mod deadline;
 pub mod devices;
 #[cfg(feature = "keycloak")]
 pub mod keycloak;

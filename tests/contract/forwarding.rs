@@ -420,3 +420,74 @@ async fn only_idempotent_requests_are_sent_again_after_a_pooled_connection_close
         .count();
     assert_eq!(gets, 2, "a GET goes again on a new connection");
 }
+
+/// A connection refused means nothing was sent: while one of a route's two
+/// upstreams is down, and before a health check has noticed, every request
+/// (GET on the lean path, POST with and without a body on pingora's path)
+/// goes to the other one instead of failing. With both down, the contract's
+/// 502 as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_goes_to_the_routes_other_upstream() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let routes = routes_file(&format!(
+        "[[routes]]\nprefix = \"/pair\"\nupstreams = [\"{}\", \"{}\"]\n",
+        a.host_port(),
+        b.host_port()
+    ));
+    let env = Env::native_with(|o| o.set("ROUTES_FILE", &routes)).await;
+    let gw = &env.gw;
+    // Both up, as the first probe found them: both take turns.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let reply = gw.get("/pair/echo").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        seen.insert(reply.json["upstream"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    // b stops; the next probe is seconds away.
+    let (a_addr, b_addr) = (a.host_port(), b.host_port());
+    drop(b);
+    while TcpStream::connect(&b_addr).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..6 {
+        let reply = gw.get("/pair/echo").await;
+        assert_eq!(
+            (reply.status, reply.json["upstream"].as_str()),
+            (200, Some("a")),
+            "GET {i}: {}",
+            reply.text
+        );
+        let with_body = gw
+            .send(gw.http.post(gw.url("/pair/echo")).body("payload"))
+            .await;
+        assert_eq!(
+            (with_body.status, with_body.json["upstream"].as_str()),
+            (200, Some("a")),
+            "POST {i}: {}",
+            with_body.text
+        );
+        assert_eq!(with_body.json["body"], "payload");
+        let without_body = gw.send(gw.http.post(gw.url("/pair/echo"))).await;
+        assert_eq!(
+            (without_body.status, without_body.json["upstream"].as_str()),
+            (200, Some("a")),
+            "empty POST {i}: {}",
+            without_body.text
+        );
+    }
+
+    // Both down: nothing left to try.
+    drop(a);
+    while TcpStream::connect(&a_addr).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gw.get("/pair/echo").await.assert_detail(502, "Bad Gateway");
+    gw.send(gw.http.post(gw.url("/pair/echo")).body("payload"))
+        .await
+        .assert_detail(502, "Bad Gateway");
+    gw.send(gw.http.post(gw.url("/pair/echo")))
+        .await
+        .assert_detail(502, "Bad Gateway");
+}

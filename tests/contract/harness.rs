@@ -676,11 +676,24 @@ pub fn link_in(mail: &Value) -> String {
         .replace("&#39;", "'")
 }
 
-/// A TCP relay to `target` on a fixed local port, that can be cut and restored.
+/// A TCP relay to `target` on a fixed local port, that can be cut and
+/// restored, and whose answers can be held back ([`Relay::hold_answers`]):
+/// the requests still reach the target, which acts on them, but the caller
+/// waits for answers that come late or never.
 pub struct Relay {
     pub port: u16,
     target: SocketAddr,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    hold: Arc<Mutex<Hold>>,
+}
+
+/// Which answers the relay holds back, and for how long.
+#[derive(Clone, Default)]
+struct Hold {
+    /// Only answers to requests whose head contains this (any when empty).
+    to: String,
+    /// `None`: pass at once; `Some(Duration::MAX)`: never.
+    delay: Option<Duration>,
 }
 
 impl Relay {
@@ -691,19 +704,32 @@ impl Relay {
             port,
             target,
             tasks: Arc::new(Mutex::new(Vec::new())),
+            hold: Arc::new(Mutex::new(Hold::default())),
         };
         relay.serve(listener);
         relay
     }
 
+    /// From now on, answers to requests whose head contains `to` (every
+    /// answer when empty) are passed on only after `delay`
+    /// (`Duration::MAX`: dropped); `None` passes them at once again.
+    pub fn hold_answers(&self, to: &str, delay: Option<Duration>) {
+        *self.hold.lock().unwrap() = Hold {
+            to: to.to_string(),
+            delay,
+        };
+    }
+
     fn serve(&self, listener: TcpListener) {
         let target = self.target;
         let tasks = Arc::clone(&self.tasks);
+        let hold = Arc::clone(&self.hold);
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
+                let hold = Arc::clone(&hold);
                 let conn = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = TcpStream::connect(target).await {
+                        relay_held(client, server, hold).await;
                     }
                 });
                 tasks.lock().unwrap().push(conn);
@@ -722,5 +748,57 @@ impl Relay {
     pub async fn restore(&self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
         self.serve(listener);
+    }
+}
+
+/// Relays one connection both ways; answers after a request the hold names
+/// wait (or are dropped) as it says at the time the request passed.
+async fn relay_held(client: TcpStream, server: TcpStream, hold: Arc<Mutex<Hold>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    // The hold of the last request sent on this connection.
+    let current: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&current);
+    let up = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let hold = hold.lock().unwrap().clone();
+            let head = String::from_utf8_lossy(&buf[..n]);
+            if hold.to.is_empty() || head.contains(&hold.to) {
+                *seen.lock().unwrap() = hold.delay;
+            } else if head.starts_with(|c: char| c.is_ascii_uppercase()) {
+                *seen.lock().unwrap() = None;
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let delay = *current.lock().unwrap();
+            match delay {
+                Some(d) if d == Duration::MAX => continue,
+                Some(d) => tokio::time::sleep(d).await,
+                None => {}
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
     }
 }

@@ -277,3 +277,180 @@ async fn admin_token_is_fetched_once_under_concurrency() {
     assert!(keycloak_calls_of(gw, "create_user").await >= 8);
     assert_eq!(keycloak_calls_of(gw, "service_account_token").await, 1);
 }
+
+/// `KEYCLOAK_TIMEOUT_MS` bounds each call; a request that makes several
+/// calls in a row to a slow Keycloak (each answering within that bound) is
+/// bounded as a whole by `KEYCLOAK_REQUEST_DEADLINE_MS`: the contract's 503,
+/// cut by the deadline (as the log says), not the sum of its calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_keycloak_costs_a_request_its_deadline_not_the_sum_of_its_calls() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "5000")
+            .set("KEYCLOAK_REQUEST_DEADLINE_MS", "2000")
+    })
+    .await;
+    let gw = &env_.gw;
+
+    // Every answer comes 900 ms late: each call is within its timeout, a
+    // sign-up's several calls are not within the deadline.
+    relay.hold_answers("", Some(Duration::from_millis(900)));
+    let newcomer = crate::harness::TestUser::new("kcslow");
+    gw.post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    let log = gw.log_text();
+    assert!(log.contains("the request's deadline passed"), "{log}");
+
+    // Keycloak quick again: the same sign-up goes through.
+    relay.hold_answers("", None);
+    let reply = gw.post("/users/signup", newcomer.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+/// A `create_user` whose answer never comes (Keycloak slow just after it
+/// came back): the client gets 503, but Keycloak created the user, which
+/// no registry row names. The same sign-up again succeeds, and leaves one
+/// Keycloak user, never an address that can never sign up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_whose_create_timed_out_converges_on_its_retry() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "1500")
+    })
+    .await;
+    let gw = &env_.gw;
+    let admin = crate::kc_admin::KcAdmin::connect().await;
+
+    relay.hold_answers(
+        "POST /admin/realms/authgate/users HTTP",
+        Some(Duration::MAX),
+    );
+    let newcomer = crate::harness::TestUser::new("kcorphan");
+    gw.post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    let by_name = format!("/users?exact=true&username={}", newcomer.username);
+    let mut orphan = Value::Null;
+    for _ in 0..100 {
+        orphan = admin.get(&by_name).await;
+        if orphan.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let orphan_id = orphan[0]["id"]
+        .as_str()
+        .expect("Keycloak created the user")
+        .to_string();
+
+    relay.hold_answers("", None);
+    let reply = gw.post("/users/signup", newcomer.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let users = admin.get(&by_name).await;
+    assert_eq!(users.as_array().map(Vec::len), Some(1), "{users}");
+    assert_ne!(users[0]["id"].as_str(), Some(orphan_id.as_str()));
+}
+
+/// Nothing of an outage lingers in the gateway (admin token, JWKS, pooled
+/// connections, a back-off): the first requests once Keycloak is reachable
+/// again succeed, on the first or second try, without waiting for `/ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_requests_after_keycloak_returns_succeed() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "2000")
+    })
+    .await;
+    let gw = &env_.gw;
+    let user = gw.verified_user(&env_.mail, "kcback").await;
+
+    relay.cut();
+    let newcomer = crate::harness::TestUser::new("kcbacknew");
+    for _ in 0..3 {
+        gw.signin(&user.username, &user.password)
+            .await
+            .assert_detail(503, "Keycloak unavailable");
+        gw.post("/users/signup", newcomer.signup_body())
+            .await
+            .assert_detail(503, "Keycloak unavailable");
+        gw.post(
+            "/users/refresh-token",
+            json!({"refresh_token": user.refresh_token}),
+        )
+        .await;
+    }
+
+    relay.restore().await;
+    let mut signin = gw.signin(&user.username, &user.password).await;
+    if signin.status != 200 {
+        signin = gw.signin(&user.username, &user.password).await;
+    }
+    assert_eq!(signin.status, 200, "{}", signin.text);
+    let mut signup = gw.post("/users/signup", newcomer.signup_body()).await;
+    if signup.status != 200 {
+        signup = gw.post("/users/signup", newcomer.signup_body()).await;
+    }
+    assert_eq!(signup.status, 200, "{}", signup.text);
+}
+
+/// The same, without a retry: the gateway removes the user Keycloak created
+/// for the failed sign-up by itself, once Keycloak answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_user_of_a_sign_up_whose_create_timed_out_is_removed_in_the_background() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "1500")
+    })
+    .await;
+    let gw = &env_.gw;
+    let admin = crate::kc_admin::KcAdmin::connect().await;
+
+    relay.hold_answers(
+        "POST /admin/realms/authgate/users HTTP",
+        Some(Duration::MAX),
+    );
+    let newcomer = crate::harness::TestUser::new("kcgone");
+    gw.post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    relay.hold_answers("", None);
+    let by_name = format!("/users?exact=true&username={}", newcomer.username);
+    let mut seen = false;
+    let mut gone = false;
+    // The looks come after 1, 2, 4, 8 ... s: the first ones are enough.
+    for _ in 0..300 {
+        let users = admin.get(&by_name).await;
+        let present = users.as_array().is_some_and(|a| !a.is_empty());
+        seen |= present;
+        if seen && !present {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "Keycloak created the user");
+    assert!(gone, "the user is removed:\n{}", gw.log_text());
+    let reply = gw.post("/users/signup", newcomer.signup_body()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}

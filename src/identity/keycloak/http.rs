@@ -196,7 +196,7 @@ impl KcHttp {
     ) -> Result<KcResponse, KcError> {
         let span = tracing::info_span!("keycloak", operation, status = tracing::field::Empty);
         let started = Instant::now();
-        let result =
+        let call =
             async {
                 let response = request.send().await.map_err(|err| {
                     KcError::Unavailable(format!("{operation}: {}", describe(&err)))
@@ -225,8 +225,15 @@ impl KcHttp {
                     body,
                 })
             }
-            .instrument(span)
-            .await;
+            .instrument(span);
+        // Within what is left of the request's deadline, too.
+        let result = crate::identity::deadline::bounded(call)
+            .await
+            .unwrap_or_else(|| {
+                Err(KcError::Unavailable(format!(
+                    "{operation}: the request's deadline passed"
+                )))
+            });
         let outcome = match &result {
             Ok(r) if r.status.is_success() => "ok",
             Ok(_) => "refused",
@@ -425,7 +432,12 @@ impl KcHttp {
     }
 
     async fn admin_token(&self) -> Result<String, KcError> {
-        let mut cached = self.admin_token.lock().await;
+        // Waiting for another caller's renewal counts against the deadline.
+        let mut cached = crate::identity::deadline::bounded(self.admin_token.lock())
+            .await
+            .ok_or_else(|| {
+                KcError::Unavailable("service_account_token: the request's deadline passed".into())
+            })?;
         if let Some(token) = cached.as_ref()
             && Instant::now() < token.renew_at
         {

@@ -295,6 +295,7 @@ mod prop {
             timeout: Duration::from_millis(200),
             token_format: TokenFormat::Legacy,
             admin_events_interval: None,
+            request_deadline: Duration::from_secs(8),
         };
         let http = Arc::new(KcHttp::new(&settings, Arc::new(Metrics::new().unwrap())).unwrap());
         let issuer = http.realm_url().to_string();

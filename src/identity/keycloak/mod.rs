@@ -50,9 +50,19 @@ use super::{
 use crate::tokens::{EmailPurpose, SessionClaims};
 
 impl From<KcError> for IdentityError {
+    /// Keycloak unreachable, slow, answering 5xx, or answering a call
+    /// something that is not one of its documented outcomes (a 400 `Cannot
+    /// parse the JSON` to a body authgate built, a body that does not parse:
+    /// what a Keycloak that is stopping or starting answers) is the
+    /// contract's 503 `Keycloak unavailable`; the client may try again. A
+    /// failure on authgate's side before anything was asked (status 0) or a
+    /// conflict Keycloak meant (409) stays an internal error.
     fn from(err: KcError) -> Self {
         match err {
             KcError::Unavailable(_) => IdentityError::Unavailable("Keycloak"),
+            KcError::Unexpected { status, .. } if status != 0 && status != 409 => {
+                IdentityError::Unavailable("Keycloak")
+            }
             KcError::Unexpected { .. } => IdentityError::Internal(err.to_string()),
         }
     }
@@ -109,6 +119,46 @@ pub struct KeycloakBackend {
     sso: SsoParts,
     /// Back-channel logout: the realm's keys, the logout tokens used.
     authority: AuthorityParts,
+    /// Sign-ups whose Keycloak user may exist without a registry row.
+    abandoned: Abandoned,
+}
+
+/// The waits before each look for the Keycloak user of a sign-up whose
+/// `create_user` failed without a clear answer (about a minute in all).
+const ABANDONED_LOOKS: [u64; 6] = [1, 2, 4, 8, 16, 32];
+
+/// Sign-ups whose `create_user` failed without a clear answer (timed out,
+/// cut by the request's deadline, 5xx): Keycloak may still have created the
+/// user, under the legacy id authgate allocated for it, which no registry
+/// row will ever name. Such a user is removed, by a retried sign-up with
+/// the same address or name that finds it, or else in the background once
+/// Keycloak answers ([`KeycloakBackend::abandon`]); the legacy id is
+/// authgate's own, allocated once, so no other sign-up's user is touched.
+#[derive(Debug, Default, Clone)]
+struct Abandoned(Arc<std::sync::Mutex<std::collections::HashSet<i32>>>);
+
+impl Abandoned {
+    fn insert(&self, legacy_id: i32) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(legacy_id);
+    }
+
+    /// Whether it was there.
+    fn remove(&self, legacy_id: i32) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&legacy_id)
+    }
+
+    fn contains(&self, legacy_id: i32) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&legacy_id)
+    }
 }
 
 impl KeycloakBackend {
@@ -137,7 +187,61 @@ impl KeycloakBackend {
             registry,
             account_locks: AccountLocks::default(),
             authority,
+            abandoned: Abandoned::default(),
         })
+    }
+
+    /// The Keycloak user of an abandoned sign-up (`legacy_id`), if Keycloak
+    /// created it, is removed: looked for in the background, after each of
+    /// [`ABANDONED_LOOKS`], until found and deleted (or a retried sign-up
+    /// removed it first).
+    fn abandon(&self, legacy_id: i32) {
+        self.abandoned.insert(legacy_id);
+        let admin = Admin::new(Arc::clone(&self.http));
+        let abandoned = self.abandoned.clone();
+        tokio::spawn(async move {
+            for wait in ABANDONED_LOOKS {
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                if !abandoned.contains(legacy_id) {
+                    return;
+                }
+                match admin.find_by_legacy_id(legacy_id).await {
+                    Ok(Some(user)) => match admin.delete(&user.id).await {
+                        Ok(_) => {
+                            tracing::info!(legacy_id, "Keycloak user of a failed sign-up removed");
+                            abandoned.remove(legacy_id);
+                            return;
+                        }
+                        Err(err) => {
+                            tracing::debug!(legacy_id, error = %err, "removal failed; later")
+                        }
+                    },
+                    // Not created (yet: Keycloak may still be at it).
+                    Ok(None) => {}
+                    Err(err) => tracing::debug!(legacy_id, error = %err, "look-up failed; later"),
+                }
+            }
+            abandoned.remove(legacy_id);
+        });
+    }
+
+    /// A user found with the sign-up's address or name is the left-over
+    /// of an abandoned sign-up: removed, so this sign-up goes on. `false`
+    /// when it is someone's account.
+    async fn clear_abandoned(&self, found: &KcUser) -> Result<bool, IdentityError> {
+        let Some(legacy_id) = found.legacy_id() else {
+            return Ok(false);
+        };
+        if !self.abandoned.contains(legacy_id) {
+            return Ok(false);
+        }
+        self.admin.delete(&found.id).await?;
+        self.abandoned.remove(legacy_id);
+        tracing::info!(
+            legacy_id,
+            "Keycloak user of a failed sign-up removed on its retry"
+        );
+        Ok(true)
     }
 
     pub fn admin(&self) -> &Admin {
@@ -383,10 +487,14 @@ impl IdentityBackend for KeycloakBackend {
         new: NewUser,
         token: Option<PendingToken>,
     ) -> Result<User, IdentityError> {
-        if self.admin.find_by_email(&new.email).await?.is_some() {
+        if let Some(found) = self.admin.find_by_email(&new.email).await?
+            && !self.clear_abandoned(&found).await?
+        {
             return Err(IdentityError::EmailTaken);
         }
-        if self.admin.find_by_username(&new.username).await?.is_some() {
+        if let Some(found) = self.admin.find_by_username(&new.username).await?
+            && !self.clear_abandoned(&found).await?
+        {
             return Err(IdentityError::UsernameTaken);
         }
         let legacy_id = self.registry.allocate_id().await?;
@@ -398,7 +506,15 @@ impl IdentityBackend for KeycloakBackend {
             "attributes": { LEGACY_ID: [legacy_id.to_string()] },
             "credentials": [{"type": "password", "value": new.password, "temporary": false}],
         });
-        let keycloak_id = match self.admin.create_user(&representation).await? {
+        let created = match self.admin.create_user(&representation).await {
+            Ok(created) => created,
+            Err(err) => {
+                // Keycloak may have created the user all the same.
+                self.abandon(legacy_id);
+                return Err(err.into());
+            }
+        };
+        let keycloak_id = match created {
             Created::Id(id) => id,
             Created::Conflict(message) if message.to_lowercase().contains("email") => {
                 return Err(IdentityError::EmailTaken);
@@ -440,7 +556,8 @@ impl IdentityBackend for KeycloakBackend {
         if let Err(err) = stored {
             tracing::warn!(error = %err, "sign-up not recorded; removing the Keycloak user");
             if let Err(cleanup) = self.admin.delete(&keycloak_id).await {
-                tracing::error!(error = %cleanup, keycloak_id, "Keycloak user left behind");
+                tracing::warn!(error = %cleanup, keycloak_id, "Keycloak user not removed yet; later");
+                self.abandon(legacy_id);
             }
             return Err(err);
         }
@@ -782,5 +899,53 @@ impl IdentityBackend for KeycloakBackend {
 
     fn backchannel_logout(&self) -> Option<&dyn crate::identity::logout::BackchannelLogout> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn unexpected(status: u16, body: &str) -> IdentityError {
+        KcError::Unexpected {
+            operation: "update_user",
+            status,
+            body: body.into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn answers_that_are_no_documented_outcome_are_keycloak_unavailable() {
+        for (status, body) in [
+            (400, "{\"error\":\"Cannot parse the JSON\"}"),
+            (400, "{\"errorMessage\":\"Could not update user!\"}"),
+            (401, ""),
+            (404, "{\"error\":\"HTTP 404 Not Found\"}"),
+            (200, "<html>not JSON</html>"),
+            (500, "{}"),
+        ] {
+            let err = unexpected(status, body);
+            assert!(
+                matches!(err, IdentityError::Unavailable("Keycloak")),
+                "{status}: {err:?}"
+            );
+            assert_eq!(err.to_string(), "Keycloak unavailable");
+        }
+        let err: IdentityError =
+            KcError::Unavailable("find_user_by_email: timed out".into()).into();
+        assert_eq!(err.to_string(), "Keycloak unavailable");
+    }
+
+    #[test]
+    fn local_failures_and_meant_conflicts_stay_internal() {
+        assert!(matches!(
+            unexpected(0, "bad redirect"),
+            IdentityError::Internal(_)
+        ));
+        assert!(matches!(
+            unexpected(409, "User exists with same email"),
+            IdentityError::Internal(_)
+        ));
     }
 }
