@@ -17,7 +17,7 @@
 #   RATE=2000 RATE_ROUNDS=3 ISO_RATE=2000 SLOW_MS=5 IDLE_CONNECTIONS=10000
 #   WORKERS=0 (authgate's worker threads and nginx's worker processes; 0: one per core)
 #   BENCH_KEYCLOAK=1 (0: native only)
-#   ONLY=throughput,api,signin,isolation,rate,memory,redis,tls,keycloak (default: all)
+#   ONLY=throughput,api,signin,isolation,rate,memory,redis,tls,fwdauth,keycloak (default: all)
 #   AUTHGATE_CACHE_DIR (tools cache), AUTHGATE_STATE_DIR (outputs, server state)
 #   AUTHGATE_STOP_SERVICES=1 stops the test servers at the end.
 set -euo pipefail

@@ -174,6 +174,9 @@ def wait_http(url, proc, timeout=60, ok=(200,)):
             with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if r.status in ok:
                     return
+        except urllib.error.HTTPError as err:
+            if err.code in ok:
+                return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.2)
@@ -1014,8 +1017,101 @@ def tls(b, n):
             PROCS.remove(nginx[0])
 
 
+NGINX_FWDAUTH_CONF = """worker_processes {workers};
+daemon off;
+pid {out}/nginx-fwdauth.pid;
+error_log {out}/nginx-fwdauth-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {out}/nginx-fwdauth-tmp/body;
+  proxy_temp_path {out}/nginx-fwdauth-tmp/proxy;
+  upstream app {{ server {upstream}; keepalive 64; }}
+  upstream authgate {{ server {authgate}; keepalive 64; }}
+  server {{
+    listen {listen};
+    location / {{
+      auth_request /_authgate;
+      auth_request_set $authgate_user_id $upstream_http_x_auth_user_id;
+      proxy_set_header X-Auth-User-Id $authgate_user_id;
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+    location = /_authgate {{
+      internal;
+      proxy_pass http://authgate/auth/forward;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header X-Original-Method $request_method;
+    }}
+  }}
+}}
+"""
+
+
+def fwdauth(b, n):
+    """Forward-auth: authgate's /auth/forward asked directly (as a proxy
+    would, from a trusted address, about GET /api/bench with a bearer), and
+    nginx's auth_request asking it before each request it passes to the
+    upstream, beside nginx forwarding alone and authgate's own bearer
+    route. Max throughput, wrk."""
+    a, out, d, c = b.args, b.out, b.args.duration, b.args.connections
+    gw, url = start_authgate(
+        "authgate-fwdauth", a, out,
+        {"AUTH_BACKEND": "native", "DATABASE_URL": n.db_url, "TRUSTED_PROXIES": f"{HOST}/32"},
+        out / "routes.toml")
+    nginx = None
+    if a.nginx:
+        port = free_port()
+        (out / "nginx-fwdauth-tmp").mkdir(exist_ok=True)
+        conf = out / "nginx-fwdauth.conf"
+        conf.write_text(NGINX_FWDAUTH_CONF.format(
+            workers=a.workers or os.cpu_count() or 1, out=out,
+            upstream=n.up.removeprefix("http://"), authgate=url.removeprefix("http://"),
+            listen=f"{HOST}:{port}"))
+        proc = start("nginx-fwdauth", [a.nginx, "-p", str(out), "-c", str(conf), "-e",
+                                       str(out / "nginx-fwdauth-error.log")], out)
+        nginx = (proc, f"http://{HOST}:{port}")
+        wait_http(nginx[1] + "/api/bench", proc, ok=(401, 403))
+    else:
+        b.notes.append("nginx forward-auth rows skipped (no nginx)")
+    watch = [gw, n.gw, b.upstream] + ([nginx[0]] if nginx else []) + (
+        [n.nginx[0]] if n.nginx else [])
+    try:
+        ask = n.bearer + ["X-Forwarded-Uri: /api/bench", "X-Forwarded-Method: GET"]
+        r_p0 = b.record("p0", "forward-auth", "authgate: GET /auth/forward +bearer (the question "
+                        "a proxy asks)", b.wrk("p0-fwdauth", url + "/auth/forward", c, d, watch,
+                                               headers=ask))
+        if nginx:
+            r_p1 = b.record("p1", "forward-auth", "nginx auth_request → authgate, then the "
+                            "upstream: GET /api/bench +bearer",
+                            b.wrk("p1-nginx-fwdauth", nginx[1] + "/api/bench", c, d, watch,
+                                  headers=n.bearer))
+            if n.nginx:
+                r_p2 = b.record("p2", "forward-auth", "reference: nginx, forwarding only: "
+                                "GET /bench", b.wrk("p2-nginx", n.nginx[1] + "/bench", c, d,
+                                                    watch))
+                r_p1["vs"] = ("p2", ratio(r_p1["rps"], r_p2["rps"]))
+            r_p3 = b.record("p3", "forward-auth", "authgate, bearer route (for comparison): "
+                            "GET /api/bench", b.wrk("p3-bearer", n.url + "/api/bench", c, d,
+                                                    watch, headers=n.bearer))
+            r_p3["vs"] = ("p1", ratio(r_p3["rps"], r_p1["rps"]))
+        b.notes.append(f"forward-auth: /auth/forward answers {fmt(r_p0['rps'])} req/s")
+    finally:
+        gw.stop()
+        PROCS.remove(gw)
+        if nginx:
+            nginx[0].stop()
+            PROCS.remove(nginx[0])
+
+
 NATIVE = {"throughput": throughput, "api": api, "signin": signin, "isolation": isolation,
-          "rate": fixed_rate, "memory": memory, "redis": shared_denylist, "tls": tls}
+          "rate": fixed_rate, "memory": memory, "redis": shared_denylist, "tls": tls,
+          "fwdauth": fwdauth}
 
 
 def native_phase(b, upstream_port, admin_url):
