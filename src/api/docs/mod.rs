@@ -249,6 +249,17 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
     }
     let mut answers = op.answers.clone();
     answers.extend(shared_answers(op, has_params));
+    // A path parameter can carry what the edge refuses before any route
+    // (an encoded control character, an encoded `/` or dot segment).
+    if path.contains('{') && !answers.iter().any(|a| a.status == 400) {
+        answers.push(Answer {
+            status: 400,
+            description: "The path has no canonical form (an encoded control character, \
+                          `/` or dot segment): refused before any route.",
+            content: Content::Details(vec!["Invalid request path".into()]),
+            headers: Vec::new(),
+        });
+    }
     answers.sort_by_key(|a| a.status);
     let responses: Map<String, Value> = answers
         .iter()
