@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 mod import_view;
 use tracing_subscriber::EnvFilter;
 
-use authgate::config::{Config, ImportTuning, LogFormat};
+use authgate::config::{Config, LogFormat};
 use authgate::identity::native::db::{Outcome, Step};
 use authgate::{StartupError, build_app, native_backend};
 
@@ -92,7 +92,7 @@ enum Command {
             value_parser = clap::value_parser!(u16).range(1..=5000),
             help = format!(
                 "Users per partial import request [default: IMPORT_BATCH_SIZE, else {}]",
-                ImportTuning::default().batch_size
+                authgate::config::ImportTuning::default().batch_size
             )
         )]
         batch_size: Option<u16>,
@@ -102,7 +102,7 @@ enum Command {
             value_parser = clap::value_parser!(u8).range(1..=16),
             help = format!(
                 "Requests in flight [default: IMPORT_CONCURRENCY, else {}]",
-                ImportTuning::default().concurrency
+                authgate::config::ImportTuning::default().concurrency
             )
         )]
         concurrency: Option<u8>,
