@@ -44,7 +44,8 @@ fn cutoff(ms: i64) -> i64 {
     ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
 }
 
-/// Rounded down, for a change of roles: the refresh that follows at once
+/// Rounded down, for a change of roles or of credentials: the refresh or
+/// sign-in that follows at once
 /// must give a token that passes (a token issued in the second of the
 /// change, before it, keeps its roles until it expires).
 fn roles_cutoff(ms: i64) -> i64 {
@@ -142,7 +143,9 @@ impl KeycloakBackend {
                 let Some(identity) = user(id).await? else {
                     return Ok(Applied::default());
                 };
-                let at = cutoff(at_ms);
+                // Rounded down, as for roles: the sign-in with the new
+                // password that follows at once must give a token that passes.
+                let at = roles_cutoff(at_ms);
                 self.registry.revoke_before(identity.legacy_id, at).await?;
                 Applied {
                     user_id: known(&identity),
