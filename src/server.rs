@@ -14,19 +14,18 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http::header::{CONTENT_LENGTH, HeaderValue, STRICT_TRANSPORT_SECURITY};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::{FailToProxy, HttpProxy};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
-use pingora::services::listening::Service;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
 use crate::api::{App, forward_auth};
 use crate::conn::ClientPolicy;
+use crate::conn::listener::ClientListener;
 use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
 use crate::forward::{ForwardError, Forwarder, Target, Upgrade};
@@ -48,11 +47,6 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TUNNEL_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often upstreams are probed.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
-/// Client connections read straight into the HTTP parser's own buffer (or,
-/// over TLS, into rustls's, which batches records itself): pingora's
-/// default 64 KiB read buffer per connection made 10 000 idle keep-alive
-/// connections cost 780 MB.
-const CLIENT_READ_BUFFER: usize = 0;
 const REQUEST_ID: &str = "x-request-id";
 
 /// Per-request state across pingora's phases.
@@ -822,15 +816,14 @@ pub fn run(
         }
         None => None,
     };
-    let mut service = lean_service(
+    let service = lean_service(
         &server,
-        "authgate",
+        ("authgate", addr, "APP_HOST/APP_PORT"),
         Gateway::new(Arc::clone(&app), false),
         clients.clone(),
         in_flight.clone(),
         tls.clone(),
-    );
-    service.add_listener(listener(addr));
+    )?;
     // Listens once every upstream has been probed once.
     server.add_service(service).add_dependencies(&[routes]);
     if let Some(port) = app.config.edge.tls.as_ref().and_then(|t| t.redirect_port) {
@@ -838,28 +831,26 @@ pub fn run(
         let gateway = Gateway::new(Arc::clone(&app), false).redirecting(Redirect {
             https_port: addr.port(),
         });
-        let mut plain = lean_service(
+        let plain = lean_service(
             &server,
-            "authgate redirect",
+            ("authgate redirect", plain_addr, "HTTP_REDIRECT_PORT"),
             gateway,
             clients.clone(),
             in_flight.clone(),
             None,
-        );
-        plain.add_listener(listener(plain_addr));
+        )?;
         server.add_service(plain);
         tracing::info!(%plain_addr, "plain listener: probes, and redirects to HTTPS");
     }
     if let Some(metrics_addr) = app.config.edge.metrics_addr {
-        let mut metrics = lean_service(
+        let metrics = lean_service(
             &server,
-            "authgate metrics",
+            ("authgate metrics", metrics_addr, "METRICS_ADDR"),
             Gateway::new(Arc::clone(&app), true),
             clients,
             in_flight,
             None,
-        );
-        metrics.add_listener(listener(metrics_addr));
+        )?;
         server.add_service(metrics);
         tracing::info!(%metrics_addr, "metrics listener");
     }
@@ -876,26 +867,23 @@ pub fn run(
     std::process::exit(0)
 }
 
-/// The gateway as a pingora service whose client connections are held to
-/// `clients` and whose idle keep-alive connections cost little (see
-/// [`crate::keepalive`]), over `tls` when given.
+/// The gateway listening on `addr` (named by its `setting` when it cannot
+/// be bound), whose client connections are held to `clients` and whose
+/// idle keep-alive connections cost little (see [`crate::keepalive`]), over
+/// `tls` when given.
 fn lean_service(
     server: &Server,
-    name: &str,
+    (name, addr, setting): (&str, SocketAddr, &str),
     gateway: Gateway,
     clients: ClientPolicy,
     in_flight: InFlight,
     tls: Option<Arc<Tls>>,
-) -> Service<LeanKeepalive<HttpProxy<Gateway>>> {
+) -> Result<ClientListener<LeanKeepalive<HttpProxy<Gateway>>>, String> {
     let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    Service::new(
-        name.to_string(),
+    ClientListener::bind(
+        name,
+        addr,
         LeanKeepalive::new(proxy, clients, in_flight, tls),
     )
-}
-
-/// A client-facing listening endpoint.
-fn listener(addr: SocketAddr) -> ListenerConfig {
-    ListenerConfig::tcp(addr.to_string())
-        .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER))
+    .map_err(|err| format!("{setting} {addr} cannot be bound: {err}"))
 }

@@ -1,7 +1,7 @@
 //! The cap on open client connections, and the few kept for health probes
 //! once it is reached.
 //!
-//! Each open connection costs a file descriptor and memory (about 6 KB
+//! Each open connection costs a file descriptor and memory (about 2.3 KB
 //! idle, more while a request runs), so a storm of connections, slow or
 //! idle, must meet a limit before the process runs out of either. Up to
 //! `MAX_CLIENT_CONNECTIONS` are served as usual. Past it:
