@@ -263,6 +263,7 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
             let (backend, jwks) =
                 keycloak_backend(&config, Arc::clone(&clock), Arc::clone(&metrics))?;
             let backend = Arc::new(backend);
+            background.add("abandoned sign-ups", Box::pin(backend.abandoned_sweep()));
             if let Some(interval) = config.keycloak.admin_events_interval {
                 let reader = identity::keycloak::event_reader::EventReader::new(
                     Arc::clone(&backend),

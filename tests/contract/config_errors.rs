@@ -180,7 +180,7 @@ async fn migrate_shows_progress() {
     assert_steps(
         &stdout,
         "0001 legacy schema: applied in",
-        "0013 keycloak authority: applied in",
+        "0014 keycloak abandoned signups: applied in",
     );
 }
 

@@ -362,6 +362,75 @@ async fn a_sign_up_whose_create_timed_out_converges_on_its_retry() {
     assert_ne!(users[0]["id"].as_str(), Some(orphan_id.as_str()));
 }
 
+/// The record of an abandoned sign-up outlives the replica that made it: a
+/// gateway killed right after the failed `create_user` (before any look of
+/// its own) leaves the Keycloak user behind, and the next gateway on the
+/// same database removes it at its start-up sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_sign_up_is_removed_after_a_restart() {
+    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
+    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
+        .parse()
+        .unwrap();
+    let relay = Relay::start(target).await;
+    let env_ = Env::keycloak_with(|o| {
+        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
+            .set("KEYCLOAK_TIMEOUT_MS", "1500")
+    })
+    .await;
+    let admin = crate::kc_admin::KcAdmin::connect().await;
+
+    relay.hold_answers(
+        "POST /admin/realms/authgate/users HTTP",
+        Some(Duration::MAX),
+    );
+    let newcomer = crate::harness::TestUser::new("kcrestart");
+    env_.gw
+        .post("/users/signup", newcomer.signup_body())
+        .await
+        .assert_detail(503, "Keycloak unavailable");
+    // Killed before its first look (one second after the failure).
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &env_.gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let by_name = format!("/users?exact=true&username={}", newcomer.username);
+    let mut orphan = Value::Null;
+    for _ in 0..100 {
+        orphan = admin.get(&by_name).await;
+        if orphan.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        orphan[0]["id"].is_string(),
+        "Keycloak created the user: {orphan}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        admin.get(&by_name).await.as_array().map(Vec::len),
+        Some(1),
+        "nobody removed it while no gateway ran"
+    );
+
+    relay.hold_answers("", None);
+    let _next = Gateway::start(env_.gw.options.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let users = admin.get(&by_name).await;
+        if users.as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted gateway did not remove {users}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Nothing of an outage lingers in the gateway (admin token, JWKS, pooled
 /// connections, a back-off): the first requests once Keycloak is reachable
 /// again succeed, on the first or second try, without waiting for `/ready`.

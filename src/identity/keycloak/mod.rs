@@ -9,6 +9,7 @@
 //! changes read from its admin events ([`event_reader`]) end the sessions
 //! they concern in authgate too.
 
+mod abandoned;
 pub mod admin;
 pub mod admin_events;
 mod authority;
@@ -120,45 +121,7 @@ pub struct KeycloakBackend {
     /// Back-channel logout: the realm's keys, the logout tokens used.
     authority: AuthorityParts,
     /// Sign-ups whose Keycloak user may exist without a registry row.
-    abandoned: Abandoned,
-}
-
-/// The waits before each look for the Keycloak user of a sign-up whose
-/// `create_user` failed without a clear answer (about a minute in all).
-const ABANDONED_LOOKS: [u64; 6] = [1, 2, 4, 8, 16, 32];
-
-/// Sign-ups whose `create_user` failed without a clear answer (timed out,
-/// cut by the request's deadline, 5xx): Keycloak may still have created the
-/// user, under the legacy id authgate allocated for it, which no registry
-/// row will ever name. Such a user is removed, by a retried sign-up with
-/// the same address or name that finds it, or else in the background once
-/// Keycloak answers ([`KeycloakBackend::abandon`]); the legacy id is
-/// authgate's own, allocated once, so no other sign-up's user is touched.
-#[derive(Debug, Default, Clone)]
-struct Abandoned(Arc<std::sync::Mutex<std::collections::HashSet<i32>>>);
-
-impl Abandoned {
-    fn insert(&self, legacy_id: i32) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(legacy_id);
-    }
-
-    /// Whether it was there.
-    fn remove(&self, legacy_id: i32) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&legacy_id)
-    }
-
-    fn contains(&self, legacy_id: i32) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&legacy_id)
-    }
+    abandoned: abandoned::Abandoned,
 }
 
 impl KeycloakBackend {
@@ -168,6 +131,7 @@ impl KeycloakBackend {
         authority: AuthorityParts,
     ) -> Result<Self, String> {
         let (db, clock) = registry.shared();
+        let (db_for_abandoned, clock_for_abandoned) = (Arc::clone(&db), Arc::clone(&clock));
         let sso = SsoParts {
             broker: broker::Broker::new(Arc::clone(&http), Arc::clone(&clock))?,
             logins: sso_logins::SsoLogins::new(db, Arc::clone(&clock)),
@@ -187,42 +151,25 @@ impl KeycloakBackend {
             registry,
             account_locks: AccountLocks::default(),
             authority,
-            abandoned: Abandoned::default(),
+            abandoned: abandoned::Abandoned::new(db_for_abandoned, clock_for_abandoned),
         })
     }
 
     /// The Keycloak user of an abandoned sign-up (`legacy_id`), if Keycloak
-    /// created it, is removed: looked for in the background, after each of
-    /// [`ABANDONED_LOOKS`], until found and deleted (or a retried sign-up
-    /// removed it first).
-    fn abandon(&self, legacy_id: i32) {
-        self.abandoned.insert(legacy_id);
-        let admin = Admin::new(Arc::clone(&self.http));
-        let abandoned = self.abandoned.clone();
-        tokio::spawn(async move {
-            for wait in ABANDONED_LOOKS {
-                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-                if !abandoned.contains(legacy_id) {
-                    return;
-                }
-                match admin.find_by_legacy_id(legacy_id).await {
-                    Ok(Some(user)) => match admin.delete(&user.id).await {
-                        Ok(_) => {
-                            tracing::info!(legacy_id, "Keycloak user of a failed sign-up removed");
-                            abandoned.remove(legacy_id);
-                            return;
-                        }
-                        Err(err) => {
-                            tracing::debug!(legacy_id, error = %err, "removal failed; later")
-                        }
-                    },
-                    // Not created (yet: Keycloak may still be at it).
-                    Ok(None) => {}
-                    Err(err) => tracing::debug!(legacy_id, error = %err, "look-up failed; later"),
-                }
-            }
-            abandoned.remove(legacy_id);
-        });
+    /// created it, is removed: the sign-up is written down, and looked for
+    /// soon here and later by every replica's sweep ([`abandoned`]).
+    async fn abandon(&self, legacy_id: i32) {
+        if let Err(err) = self.abandoned.record(legacy_id).await {
+            tracing::warn!(legacy_id, error = %err, "abandoned sign-up not recorded");
+        }
+        let looks = self.abandoned.clone();
+        tokio::spawn(looks.first_looks(Admin::new(Arc::clone(&self.http)), legacy_id));
+    }
+
+    /// The sweep of abandoned sign-ups that every replica runs in the
+    /// background.
+    pub fn abandoned_sweep(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        abandoned::sweep(self.abandoned.clone(), Admin::new(Arc::clone(&self.http)))
     }
 
     /// A user found with the sign-up's address or name is the left-over
@@ -232,11 +179,11 @@ impl KeycloakBackend {
         let Some(legacy_id) = found.legacy_id() else {
             return Ok(false);
         };
-        if !self.abandoned.contains(legacy_id) {
+        if !self.abandoned.contains(legacy_id).await? {
             return Ok(false);
         }
         self.admin.delete(&found.id).await?;
-        self.abandoned.remove(legacy_id);
+        self.abandoned.remove(legacy_id).await?;
         tracing::info!(
             legacy_id,
             "Keycloak user of a failed sign-up removed on its retry"
@@ -510,7 +457,7 @@ impl IdentityBackend for KeycloakBackend {
             Ok(created) => created,
             Err(err) => {
                 // Keycloak may have created the user all the same.
-                self.abandon(legacy_id);
+                self.abandon(legacy_id).await;
                 return Err(err.into());
             }
         };
@@ -557,7 +504,7 @@ impl IdentityBackend for KeycloakBackend {
             tracing::warn!(error = %err, "sign-up not recorded; removing the Keycloak user");
             if let Err(cleanup) = self.admin.delete(&keycloak_id).await {
                 tracing::warn!(error = %cleanup, keycloak_id, "Keycloak user not removed yet; later");
-                self.abandon(legacy_id);
+                self.abandon(legacy_id).await;
             }
             return Err(err);
         }
