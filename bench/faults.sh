@@ -16,7 +16,7 @@
 #   neighbour stays away) FAULTS_SETTLE=20 (s watched after its return)
 #   FAULTS_MODES=native,keycloak FAULTS_ONLY=postgres,redis,smtp,upstream,replica,keycloak
 #   FAULTS_TIMEOUT=10 (client timeout, s) FAULTS_BASE_PORT=47500
-#   SOAK_PROFILE=release (or debug: no build) SOAK_PBKDF2_ROUNDS (default: authgate's)
+#   SOAK_PROFILE=release (or dist: the benchmark's build; debug: no build) SOAK_PBKDF2_ROUNDS (default: authgate's)
 #   AUTHGATE_BIN, UPSTREAM_BIN (default: the built target/<profile> ones)
 set -euo pipefail
 
@@ -44,9 +44,9 @@ for tool in python3 psql ss redis-server; do
   command -v "$tool" >/dev/null || die "$tool missing (run scripts/install-prereqs.sh)"
 done
 
-if [[ $PROFILE == release ]]; then
-  log "cargo build --release --bin authgate --example upstream"
-  cargo build --locked --release --bin authgate --example upstream
+if [[ $PROFILE == release || $PROFILE == dist ]]; then
+  log "cargo build --profile $PROFILE --bin authgate --example upstream"
+  cargo build --locked --profile "$PROFILE" --bin authgate --example upstream
 fi
 BIN=$REPO/target/$PROFILE
 mkdir -p "$OUT"

@@ -11,7 +11,8 @@
 #   --publish  write the soak section of RELIABILITY.md and bench/soak.svg
 # Settings (environment): SOAK_SECONDS=600 (per mode) SOAK_RATE=40 (requests/s)
 #   SOAK_MODES=native,keycloak SOAK_WARMUP=60 SOAK_TIMEOUT=10 (client timeout, s)
-#   SOAK_BASE_PORT=47000 SOAK_PROFILE=release (or debug: no build, target/debug)
+#   SOAK_BASE_PORT=47000 SOAK_PROFILE=release (or dist: the benchmark's build;
+#   debug: no build, target/debug)
 #   SOAK_PBKDF2_ROUNDS (default: authgate's)
 #   AUTHGATE_BIN, UPSTREAM_BIN (default: the built target/<profile> ones) SOAK_KEYCLOAK_URL (default: its own)
 set -euo pipefail
@@ -41,9 +42,9 @@ for tool in python3 psql ss redis-server; do
   command -v "$tool" >/dev/null || die "$tool missing (run scripts/install-prereqs.sh)"
 done
 
-if [[ $PROFILE == release ]]; then
-  log "cargo build --release --bin authgate --example upstream"
-  cargo build --locked --release --bin authgate --example upstream
+if [[ $PROFILE == release || $PROFILE == dist ]]; then
+  log "cargo build --profile $PROFILE --bin authgate --example upstream"
+  cargo build --locked --profile "$PROFILE" --bin authgate --example upstream
 fi
 BIN=$REPO/target/$PROFILE
 mkdir -p "$OUT"

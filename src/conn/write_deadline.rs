@@ -19,6 +19,13 @@
 //! write has to wait (the socket's send buffer is full), and disarmed by the
 //! next write that goes through. So a client that reads, however slowly,
 //! keeps its connection; one that stops reading is dropped after the limit.
+//!
+//! Being the one wrapper under every write, it also gathers an answer's
+//! small writes (its head, a short body) until the flush, so that they
+//! leave in one send: [`WRITE_BUFFER`] bytes at most, as pingora's own
+//! listener did with a buffer every connection kept for its whole life.
+//! This one exists only while an answer is being written and is given back
+//! at the flush, so an idle connection holds none.
 
 use std::fmt;
 use std::future::Future;
@@ -39,9 +46,16 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// The most bytes gathered before a send (pingora's listener's buffer: one
+/// TCP segment on a 1500-byte MTU).
+pub const WRITE_BUFFER: usize = 1460;
+
 /// A client stream whose writes may stall for at most `limit`.
 pub struct WriteDeadline {
     inner: Stream,
+    /// Written, not sent yet: less than [`WRITE_BUFFER`] bytes, empty (and
+    /// unallocated) after a flush.
+    gathered: Vec<u8>,
     limit: Duration,
     /// Counts the connections dropped for it.
     timeouts: IntCounter,
@@ -64,6 +78,7 @@ impl WriteDeadline {
     pub fn new(inner: Stream, limit: Duration, timeouts: IntCounter) -> Self {
         Self {
             inner,
+            gathered: Vec::new(),
             limit,
             timeouts,
             timer: None,
@@ -111,6 +126,52 @@ impl WriteDeadline {
             }
         }
     }
+
+    /// Sends what was gathered, under the limit; the buffer is given back
+    /// once it is all sent.
+    fn poll_send_gathered(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.gathered.is_empty() {
+            let poll = Pin::new(&mut self.inner).poll_write(cx, &self.gathered);
+            match self.watch(cx, poll) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(sent)) => {
+                    self.gathered.drain(..sent.min(self.gathered.len()));
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.gathered = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Keeps `len` bytes (appended by `keep`) for the next send when they
+    /// fit, having sent what was gathered before if they do not fit beside
+    /// it. `Ready(None)`: too large to keep, to be written through.
+    fn poll_gather(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+        keep: impl FnOnce(&mut Vec<u8>),
+    ) -> Poll<io::Result<Option<usize>>> {
+        if self.gathered.len() + len > WRITE_BUFFER {
+            match self.poll_send_gathered(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if len >= WRITE_BUFFER {
+            return Poll::Ready(Ok(None));
+        }
+        if self.gathered.capacity() == 0 {
+            self.gathered.reserve_exact(WRITE_BUFFER);
+        }
+        keep(&mut self.gathered);
+        Poll::Ready(Ok(Some(len)))
+    }
 }
 
 impl AsyncRead for WriteDeadline {
@@ -125,47 +186,73 @@ impl AsyncRead for WriteDeadline {
 
 impl AsyncWrite for WriteDeadline {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         if self.timed_out {
             return Poll::Ready(Err(Self::timed_out_error()));
         }
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, poll)
+        let this = self.get_mut();
+        match this.poll_gather(cx, buf.len(), |gathered| gathered.extend_from_slice(buf)) {
+            Poll::Ready(Ok(None)) => {}
+            other => return other.map_ok(|kept| kept.unwrap_or_default()),
+        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, poll)
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if self.timed_out {
             return Poll::Ready(Err(Self::timed_out_error()));
         }
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, poll)
+        let this = self.get_mut();
+        let len = bufs.iter().map(|b| b.len()).sum();
+        let keep = |gathered: &mut Vec<u8>| {
+            for buf in bufs {
+                gathered.extend_from_slice(buf);
+            }
+        };
+        match this.poll_gather(cx, len, keep) {
+            Poll::Ready(Ok(None)) => {}
+            other => return other.map_ok(|kept| kept.unwrap_or_default()),
+        }
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.timed_out {
             return Poll::Ready(Err(Self::timed_out_error()));
         }
-        let poll = Pin::new(&mut self.inner).poll_flush(cx);
-        self.watch(cx, poll)
+        let this = self.get_mut();
+        match this.poll_send_gathered(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, poll)
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.timed_out {
             return Poll::Ready(Err(Self::timed_out_error()));
         }
-        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.watch(cx, poll)
+        let this = self.get_mut();
+        match this.poll_send_gathered(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, poll)
     }
 }
 
@@ -245,6 +332,7 @@ impl fmt::Debug for WriteDeadline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteDeadline")
             .field("inner", &self.inner)
+            .field("gathered", &self.gathered.len())
             .field("limit", &self.limit)
             .field("stalled", &self.stalled)
             .field("timed_out", &self.timed_out)
@@ -300,6 +388,38 @@ mod tests {
         assert!(server.write_all(b"more").await.is_err());
         assert!(server.flush().await.is_err());
         assert_eq!(counter.get(), 1);
+    }
+
+    /// Small writes leave together at the flush (one read takes them all),
+    /// and nothing stays allocated once they are sent.
+    #[tokio::test]
+    async fn small_writes_are_gathered_until_the_flush() {
+        let (server, mut client, _) = pair(Duration::from_secs(5)).await;
+        let mut server = WriteDeadline::new(
+            server,
+            Duration::from_secs(5),
+            IntCounter::new("u", "u").unwrap(),
+        );
+        server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        server.write_all(b"{}").await.unwrap();
+        assert_eq!(server.gathered.len(), 21);
+        let mut buf = [0u8; 64];
+        let early = tokio::time::timeout(Duration::from_millis(100), client.read(&mut buf)).await;
+        assert!(early.is_err(), "sent before the flush");
+        server.flush().await.unwrap();
+        assert_eq!(server.gathered.capacity(), 0);
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"HTTP/1.1 200 OK\r\n\r\n{}");
+        // A write past the buffer sends what was gathered first, in order.
+        server.write_all(b"head").await.unwrap();
+        server.write_all(&vec![b'b'; 4000]).await.unwrap();
+        server.flush().await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4004 {
+            let n = client.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"headbbb") && got.len() == 4004);
     }
 
     #[tokio::test]
