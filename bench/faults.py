@@ -232,8 +232,13 @@ def table(runs):
             f"authgate {run.get('binary', 'built from this tree')}.")
         lines.append("")
     st = runs[0]["settings"]
+    busiest = max(run["machine"]["load_before"][0] for run in runs)
+    cores = runs[0]["machine"]["cores"]
     lines += [
-        "The machine was shared with other work during the runs. The mix of bench/mix.py at "
+        ("The machine was shared with other work during the runs (load average "
+         f"{busiest:.2f} on {cores} cores before a run). " if busiest > cores / 2 else
+         "Nothing else ran on the machine during the runs. ")
+        + "The mix of bench/mix.py at "
         f"{st['rate']:.0f} requests/s, round robin over two authgate replicas (a replica that "
         "refuses the connection is skipped, as a load balancer does), each on servers of its "
         f"own; each neighbour stopped for {st['down']:.0f} s (plus the time it takes to stop "

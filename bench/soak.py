@@ -320,9 +320,14 @@ def section(results):
             f"`{r['profile']}` profile"
             + (f", PBKDF2 at {r['pbkdf2_rounds']} rounds (a debug build hashes far slower)"
                if r.get("pbkdf2_rounds") else "") + ".", ""]
+    busiest = max(r["machine"]["load_before"][0] for r in results)
+    cores = results[0]["machine"]["cores"]
     lines += [
-        "The machine was shared with other work during the runs (builds and tests of other "
-        "branches), so latencies are those of a busy machine. The mix (bench/mix.py): "
+        ("The machine was shared with other work during the runs (load average "
+         f"{busiest:.2f} on {cores} cores before a run), so latencies are those of a busy "
+         "machine. " if busiest > cores / 2 else
+         "Nothing else ran on the machine during the runs. ")
+        + "The mix (bench/mix.py): "
         "sign-ups with their mail, verifications with the token read from the SMTP server's "
         "mailbox, sign-ins, `/users/me/`, refreshes, sign-outs, and forwarded GETs on a "
         "public and an authenticated route over two upstreams; native mode on PostgreSQL "

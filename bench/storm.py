@@ -341,8 +341,12 @@ def report_md(r, command):
         + ("The binary was a debug build (`target/debug`: the PBKDF2 crates optimised, "
            "the rest not), so the latencies are higher than a release build's. "
            if "/debug/" in r["binary"] else "")
-        + f"Run {r['date']} on {r['machine']}, shared with other work during the run: "
-        "figures are indicative, ratios matter more than absolutes.",
+        + f"Run {r['date']} on {r['machine']}"
+        + (f", shared with other work during the run (load average {r['load_before']:.2f} "
+           "before it): figures are indicative, ratios matter more than absolutes."
+           if r.get("load_before", 99) > (os.cpu_count() or 2) / 2 else
+           f"; nothing else ran on the machine (load average {r['load_before']:.2f} before "
+           "the run)."),
         "",
         f"PBKDF2 ceiling measured first: **{r['ceiling_per_s']:.1f} sign-ins/s** at saturation. "
         f"Storm: sign-ins offered at {r['factor']} × the ceiling "
@@ -461,7 +465,8 @@ def main():
         r = {
             "binary": args.authgate,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": machine(), "phase": args.phase, "factor": args.factor,
+            "machine": machine(), "load_before": os.getloadavg()[0],
+            "phase": args.phase, "factor": args.factor,
             "rounds": env.get("PASSWORD_PBKDF2_ROUNDS", "600000 (default)"),
             "threads": threads, "queue_max": queue_max,
             "wait_ms": env.get("HASHING_QUEUE_WAIT_MS", "10000"),
