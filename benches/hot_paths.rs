@@ -23,6 +23,12 @@
 //! The RSA key pair is a bench-only fixture (`benches/fixtures/`: the PKCS#1
 //! private key and the JWKS a realm would serve for it).
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a benchmark whose setup fails ends there, with its message; nothing here serves a request"
+)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,10 +255,10 @@ fn verify_rs256(c: &mut Criterion) {
 
     // The key as the fetch makes it: from the JWK's modulus and exponent.
     let set: JwkSet = serde_json::from_str(JWKS).expect("jwks fixture");
-    let jwk = &set.keys[0];
+    let jwk = set.keys.first().expect("a key in the fixture");
     let kid = jwk.common.key_id.clone().expect("kid");
     let AlgorithmParameters::RSA(rsa) = &jwk.algorithm else {
-        panic!("fixture key is not RSA");
+        unreachable!("the fixture key is RSA");
     };
     let decoding = DecodingKey::from_rsa_components(&rsa.n, &rsa.e).expect("decoding key");
     runtime.block_on(jwks.insert_key(&kid, decoding.clone()));

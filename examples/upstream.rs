@@ -10,6 +10,10 @@
 //! `tests/contract/upstream.rs`.
 
 #[path = "../tests/contract/upstream.rs"]
+#[allow(
+    clippy::expect_used,
+    reason = "the test suite's upstream, shared as it is: it stops with its message when it cannot listen"
+)]
 mod upstream;
 
 use std::process::ExitCode;

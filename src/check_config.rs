@@ -414,8 +414,10 @@ async fn backchannel_probe(config: &Config, clock: &Arc<dyn Clock>) -> Probe {
 #[cfg(feature = "keycloak")]
 fn backchannel_detail(client: &serde_json::Value) -> Result<String, String> {
     let attribute = |name: &str| {
-        client["attributes"][name]
-            .as_str()
+        client
+            .get("attributes")
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.as_str())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
@@ -453,6 +455,7 @@ async fn smtp_probe(config: &Config) -> Probe {
             config.jwt.email_minutes,
             config.templates_dir.as_deref(),
             metrics,
+            Arc::new(crate::clock::SystemClock),
         )
         .map_err(|e| e.to_string())?;
         if mailer.check_connection().await.map_err(|e| e.to_string())? {

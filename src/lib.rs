@@ -3,11 +3,6 @@
 //!
 //! The library holds everything; `main.rs` is the command line.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
-
 pub mod api;
 pub mod audit;
 pub mod background;
@@ -291,6 +286,7 @@ pub fn build_app(config: Config) -> Result<App, StartupError> {
         config.jwt.email_minutes,
         config.templates_dir.as_deref(),
         Arc::clone(&metrics),
+        Arc::clone(&clock),
     )?);
     let limiter = Arc::new(rate_limiter(&config, &metrics)?);
     let app = App::new(config, tokens, backend, mailer, clock, metrics, audit_log)?

@@ -11,6 +11,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::Environment;
 use tokio::sync::OnceCell;
 
+use crate::clock::Clock;
 use crate::config::{SmtpSettings, SmtpTls};
 use crate::metrics::Metrics;
 
@@ -136,6 +137,8 @@ pub struct Mailer {
     /// Built on first use, inside the runtime that sends (its pool holds sockets).
     transport: OnceCell<Option<Transport>>,
     metrics: Arc<Metrics>,
+    /// Names the outbox's files.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -154,6 +157,7 @@ impl Mailer {
         email_token_minutes: u64,
         templates_dir: Option<&Path>,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, MailError> {
         let mut templates = Environment::new();
         for (name, builtin) in BUILTIN {
@@ -178,6 +182,7 @@ impl Mailer {
             templates,
             transport: OnceCell::new(),
             metrics,
+            clock,
         };
         // Render each template once now, so a broken override stops start-up.
         for kind in [
@@ -327,7 +332,7 @@ impl Mailer {
         };
         let name = format!(
             "{}-{}-{}.eml",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            self.clock.now().format("%Y%m%dT%H%M%S%.3fZ"),
             mail.kind.label(),
             uuid::Uuid::new_v4().simple()
         );
@@ -396,6 +401,10 @@ mod tests {
         Arc::new(Metrics::new().unwrap())
     }
 
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(crate::clock::ManualClock::at(1_700_000_000))
+    }
+
     fn settings() -> SmtpSettings {
         SmtpSettings {
             host: None,
@@ -411,9 +420,37 @@ mod tests {
         }
     }
 
+    /// Without an SMTP server the mail lands in the outbox folder, named by
+    /// the clock it was given.
+    #[tokio::test]
+    async fn outbox_files_are_named_by_the_given_clock() {
+        let dir = std::env::temp_dir().join(format!("authgate-outbox-{}", uuid::Uuid::new_v4()));
+        let mut settings = settings();
+        settings.host = None;
+        settings.outbox = Some(dir.clone());
+        let mailer = Mailer::new(&settings, "Demo", 1440, None, metrics(), clock()).unwrap();
+        let mail = Mail {
+            kind: MailKind::Verification,
+            to: "ada@example.com".into(),
+            username: "ada".into(),
+            link: "https://example.com/verify?token=t".into(),
+        };
+        mailer.send(&mail).await.unwrap();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(
+            names[0].starts_with("20231114T221320.000Z-verification-"),
+            "{names:?}"
+        );
+    }
+
     #[test]
     fn templates_render_with_escaped_links() {
-        let mailer = Mailer::new(&settings(), "Demo", 1440, None, metrics()).unwrap();
+        let mailer = Mailer::new(&settings(), "Demo", 1440, None, metrics(), clock()).unwrap();
         let html = mailer
             .render(
                 MailKind::Verification,
@@ -431,7 +468,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("authgate-tpl-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("verify_email.html"), "{% if %}").unwrap();
-        let err = Mailer::new(&settings(), "Demo", 1440, Some(&dir), metrics()).unwrap_err();
+        let err =
+            Mailer::new(&settings(), "Demo", 1440, Some(&dir), metrics(), clock()).unwrap_err();
         assert!(matches!(err, MailError::Template("verify_email.html", _)));
         std::fs::remove_dir_all(dir).ok();
     }

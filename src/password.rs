@@ -176,7 +176,9 @@ fn fill_random(buf: &mut [u8]) {
     if getrandom::fill(buf).is_err() {
         for chunk in buf.chunks_mut(16) {
             let bytes = uuid::Uuid::new_v4().into_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
+            for (to, from) in chunk.iter_mut().zip(bytes) {
+                *to = from;
+            }
         }
     }
 }

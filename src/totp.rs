@@ -68,7 +68,9 @@ impl TotpKey {
                 if key.len() == KEY_LEN {
                     break;
                 }
-                key.push(char::from(ALPHABET[usize::from(*byte) % ALPHABET.len()]));
+                if let Some(letter) = ALPHABET.get(usize::from(*byte) % ALPHABET.len()) {
+                    key.push(char::from(*letter));
+                }
             }
         }
         Ok(Self(key))

@@ -92,20 +92,23 @@ impl Unjudged {
 fn target_path(target: &[u8]) -> &[u8] {
     let mut path = target;
     for scheme in [&b"http://"[..], b"https://"] {
-        if target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            let rest = &target[scheme.len()..];
+        let Some((head, rest)) = target.split_at_checked(scheme.len()) else {
+            continue;
+        };
+        if !rest.is_empty() && head.eq_ignore_ascii_case(scheme) {
             path = match rest.iter().position(|b| matches!(b, b'/' | b'?' | b'#')) {
-                Some(at) if rest[at] == b'/' => &rest[at..],
-                _ => b"/",
+                Some(at) => match rest.split_at_checked(at) {
+                    Some((_, from_slash)) if from_slash.first() == Some(&b'/') => from_slash,
+                    _ => b"/",
+                },
+                None => b"/",
             };
             break;
         }
     }
-    let end = path
-        .iter()
-        .position(|b| matches!(b, b'?' | b'#'))
-        .unwrap_or(path.len());
-    &path[..end]
+    path.split(|b| matches!(b, b'?' | b'#'))
+        .next()
+        .unwrap_or(path)
 }
 
 /// The canonical path of the original request, from every source there is.
@@ -236,7 +239,7 @@ async fn decide(app: &App, req: &Request) -> (Response, &'static str, Option<Str
 
 fn is_detail(response: &Response, detail: &str) -> bool {
     serde_json::from_slice::<serde_json::Value>(&response.body)
-        .is_ok_and(|body| body["detail"] == detail)
+        .is_ok_and(|body| body.get("detail").and_then(|d| d.as_str()) == Some(detail))
 }
 
 #[cfg(test)]

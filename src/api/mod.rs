@@ -4,13 +4,13 @@
 //! all as an OpenAPI document.
 
 mod account;
+mod admin_mail;
 mod audit;
 pub mod auth;
 mod backchannel;
 mod deferred;
 mod devices;
 pub mod docs;
-mod email_test;
 mod error;
 pub mod forward_auth;
 mod meta;
@@ -280,7 +280,7 @@ impl App {
             (Route::User, &Method::PUT) => users::update(self, &req, user_param).await,
             (Route::User, &Method::DELETE) => users::delete(self, &req, user_param).await,
             (Route::User, _) => users::get(self, &req, user_param).await,
-            (Route::EmailTest, _) => email_test::send(self, &req).await,
+            (Route::EmailTest, _) => admin_mail::send(self, &req).await,
             (Route::Docs, _) => Ok(docs::page()),
             (Route::DocsJson, _) => Ok(docs::json(self)),
             (Route::Audit, _) => audit::list(self, &req).await,

@@ -85,7 +85,12 @@ pub fn is_probe(head: &[u8]) -> bool {
         .iter()
         .position(|b| !matches!(b, b'\r' | b'\n'))
         .unwrap_or(head.len());
-    let line = head[start..].split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = head
+        .get(start..)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or(&[]);
     let mut words = line.split(|&b| b == b' ');
     let method = words.next().unwrap_or(&[]);
     let target = words.next().unwrap_or(&[]);
@@ -106,11 +111,9 @@ impl HeadEnd {
     /// Whether `buf` (the same buffer as before, grown) holds the blank
     /// line that ends a head.
     fn found(&mut self, buf: &[u8]) -> bool {
+        let unread = buf.get(self.from..).unwrap_or_default();
         if !self.started {
-            match buf[self.from..]
-                .iter()
-                .position(|b| !matches!(b, b'\r' | b'\n'))
-            {
+            match unread.iter().position(|b| !matches!(b, b'\r' | b'\n')) {
                 Some(at) => {
                     self.from += at;
                     self.started = true;
@@ -121,7 +124,8 @@ impl HeadEnd {
                 }
             }
         }
-        for at in memchr::memchr_iter(b'\n', &buf[self.from..]).map(|i| self.from + i) {
+        let unread = buf.get(self.from..).unwrap_or_default();
+        for at in memchr::memchr_iter(b'\n', unread).map(|i| self.from + i) {
             match (buf.get(at + 1), buf.get(at + 2)) {
                 (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => return true,
                 // Not all there yet: look again from this line end.

@@ -66,8 +66,9 @@ impl AsyncRead for Replayed {
     ) -> Poll<io::Result<()>> {
         if !self.replay.is_empty() {
             let n = self.replay.len().min(buf.remaining());
-            buf.put_slice(&self.replay[..n]);
-            self.replay = &self.replay[n..];
+            let (now, later) = self.replay.split_at(n);
+            buf.put_slice(now);
+            self.replay = later;
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

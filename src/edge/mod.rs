@@ -112,7 +112,10 @@ pub fn settle(
     let raw = req.raw_path();
     let (path, query, origin_form) = if raw.first() == Some(&b'/') {
         match raw.iter().position(|b| *b == b'?') {
-            Some(at) => (&raw[..at], raw.get(at + 1..), true),
+            Some(at) => {
+                let (path, query) = raw.split_at(at);
+                (path, query.get(1..), true)
+            }
             None => (raw, None, true),
         }
     } else if raw == b"*" {

@@ -326,10 +326,10 @@ impl Dechunker {
                     };
                 }
                 ChunkState::DataEnd => {
-                    if buf.len() < 2 {
+                    let Some(end) = buf.get(..2) else {
                         return Ok(());
-                    }
-                    if &buf[..2] != b"\r\n" {
+                    };
+                    if end != b"\r\n" {
                         return Err(ForwardError::BadResponse("chunk not followed by CRLF"));
                     }
                     buf.advance(2);

@@ -53,7 +53,7 @@ pub fn answer(response: Response) -> Response {
     }
     let detail = serde_json::from_slice::<serde_json::Value>(&response.body)
         .ok()
-        .and_then(|body| body["detail"].as_str().map(str::to_string))
+        .and_then(|body| body.get("detail")?.as_str().map(str::to_string))
         .unwrap_or_else(|| {
             response
                 .status

@@ -108,7 +108,7 @@ impl RouteConfig {
             head == prefix
         };
         same && {
-            let rest = &path.as_bytes()[prefix.len()..];
+            let rest = path.as_bytes().get(prefix.len()..).unwrap_or_default();
             rest.is_empty() || rest.first() == Some(&b'/') || prefix.last() == Some(&b'/')
         }
     }

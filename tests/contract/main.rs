@@ -7,6 +7,14 @@
 //! store, keycloak). The other modules test what only one backend or the process
 //! itself has (the legacy database, faults, configuration).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code, helpers included: a failure is the test's answer (clippy.toml allows these in #[test] functions only)"
+)]
+
 mod authority;
 mod backpressure;
 mod cases;

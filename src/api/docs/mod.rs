@@ -163,20 +163,19 @@ fn path_suffix(path: &str) -> &'static str {
 }
 
 fn info(about: &Info<'_>) -> Value {
-    let mut info = json!({
-        "title": about.title,
-        "version": about.version,
-        "description": DESCRIPTION,
-    });
+    let mut info = Map::new();
+    info.insert("title".into(), json!(about.title));
+    info.insert("version".into(), json!(about.version));
+    info.insert("description".into(), json!(DESCRIPTION));
     let contact: Map<String, Value> = about
         .contact
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     if !contact.is_empty() {
-        info["contact"] = Value::Object(contact);
+        info.insert("contact".into(), Value::Object(contact));
     }
-    info
+    Value::Object(info)
 }
 
 /// The named answer schemas, each with its example.
@@ -205,16 +204,15 @@ fn answer_schemas() -> Map<String, Value> {
 }
 
 fn render(path: &str, id: &str, op: &Operation) -> Value {
-    let mut out = json!({
-        "operationId": id,
-        "tags": [op.tag.name()],
-        "summary": op.summary,
-    });
+    let mut out = Map::new();
+    out.insert("operationId".into(), json!(id));
+    out.insert("tags".into(), json!([op.tag.name()]));
+    out.insert("summary".into(), json!(op.summary));
     if !op.description.is_empty() {
-        out["description"] = json!(op.description);
+        out.insert("description".into(), json!(op.description));
     }
     if op.access != Access::Public {
-        out["security"] = json!([{ BEARER: [] }, { COOKIE: [] }]);
+        out.insert("security".into(), json!([{ BEARER: [] }, { COOKIE: [] }]));
     }
     let path_params = path_parameters(path);
     let has_params = checked_params(path) || !op.query.is_empty();
@@ -232,7 +230,7 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
         }))
         .collect();
     if !parameters.is_empty() {
-        out["parameters"] = Value::Array(parameters);
+        out.insert("parameters".into(), Value::Array(parameters));
     }
     if let Some(body) = &op.body {
         let media = if body.form {
@@ -240,12 +238,15 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
         } else {
             "application/json"
         };
-        out["requestBody"] = json!({
-            "required": true,
-            "content": {
-                media: { "schema": Schema::reference(body.name).into_value() },
-            },
-        });
+        out.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": {
+                    media: { "schema": Schema::reference(body.name).into_value() },
+                },
+            }),
+        );
     }
     let mut answers = op.answers.clone();
     answers.extend(shared_answers(op, has_params));
@@ -265,8 +266,8 @@ fn render(path: &str, id: &str, op: &Operation) -> Value {
         .iter()
         .map(|a| (a.status.to_string(), render_answer(a)))
         .collect();
-    out["responses"] = Value::Object(responses);
-    out
+    out.insert("responses".into(), Value::Object(responses));
+    Value::Object(out)
 }
 
 /// `{name}` segments of a path template. Path parameters are read with
@@ -389,7 +390,8 @@ fn shared_answers(op: &Operation, has_params: bool) -> Vec<Answer> {
 }
 
 fn render_answer(answer: &Answer) -> Value {
-    let mut out = json!({ "description": answer.description });
+    let mut out = Map::new();
+    out.insert("description".into(), json!(answer.description));
     let content = match &answer.content {
         Content::Json(schema) => {
             json!({ "application/json": { "schema": schema.clone().into_value() } })
@@ -412,14 +414,14 @@ fn render_answer(answer: &Answer) -> Value {
         Content::None => Value::Null,
     };
     if !content.is_null() {
-        out["content"] = content;
+        out.insert("content".into(), content);
     }
     if !answer.headers.is_empty() {
         let headers: Map<String, Value> =
             answer.headers.iter().map(|h| render_header(*h)).collect();
-        out["headers"] = Value::Object(headers);
+        out.insert("headers".into(), Value::Object(headers));
     }
-    out
+    Value::Object(out)
 }
 
 fn render_header(header: Header) -> (String, Value) {

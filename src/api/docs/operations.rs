@@ -6,6 +6,7 @@
 use http::Method;
 
 use super::super::account::SignupBody;
+use super::super::admin_mail::TestBody;
 use super::super::audit::{
     ACTION as AUDIT_ACTION, AuditPage, BEFORE as AUDIT_BEFORE, LIMIT as AUDIT_LIMIT,
     OUTCOME as AUDIT_OUTCOME, SINCE as AUDIT_SINCE, UNTIL as AUDIT_UNTIL, USER_ID as AUDIT_USER_ID,
@@ -13,7 +14,6 @@ use super::super::audit::{
 use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
 use super::super::backchannel::{self, LogoutError};
 use super::super::devices::{self, Ended, SessionOut};
-use super::super::email_test::TestBody;
 use super::super::forward_auth::{AMBIGUOUS, INVALID_PATH, NO_TARGET, UNTRUSTED};
 use super::super::meta::{Root, Status};
 use super::super::mfa::{self as totp, ConfirmBody, RemoveBody};

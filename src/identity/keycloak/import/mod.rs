@@ -162,7 +162,9 @@ impl Ready<'_> {
     /// create ignores it).
     fn representation_with_id(&self) -> serde_json::Value {
         let mut representation = self.representation();
-        representation["id"] = json!(self.keycloak_id);
+        if let Some(fields) = representation.as_object_mut() {
+            fields.insert("id".into(), json!(self.keycloak_id));
+        }
         representation
     }
 }

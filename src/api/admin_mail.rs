@@ -1,4 +1,4 @@
-//! `POST /email/email/test`: a test mail, for admins only (deliberate
+//! `POST /email/email/test`: a sample mail, for admins only (deliberate
 //! difference 6: the old service sent it for anyone).
 
 use http::StatusCode;
