@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use crate::Env;
-use crate::harness::{Gateway, Relay, env};
+use crate::harness::{Gateway, Options, Relay, env};
 
 /// Calls to Keycloak the gateway has made, from its own `/metrics`.
 async fn keycloak_calls(gw: &Gateway) -> u64 {
@@ -201,18 +201,22 @@ async fn keycloak_tokens_beyond_the_lifetime_ceiling_are_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keycloak_down_gives_503_quickly_and_recovers() {
+/// A keycloak-mode gateway that reaches Keycloak through a relay the test
+/// controls (cut, hold answers, restore), with `tweak`'s settings.
+async fn behind_relay(tweak: impl FnOnce(Options) -> Options) -> (Relay, Env) {
     let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
     let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
         .parse()
         .unwrap();
     let relay = Relay::start(target).await;
-    let env_ = Env::keycloak_with(|o| {
-        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
-            .set("KEYCLOAK_TIMEOUT_MS", "2000")
-    })
-    .await;
+    let url = format!("http://127.0.0.1:{}", relay.port);
+    let env_ = Env::keycloak_with(|o| tweak(o.set("KEYCLOAK_URL", &url))).await;
+    (relay, env_)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_down_gives_503_quickly_and_recovers() {
+    let (relay, env_) = behind_relay(|o| o.set("KEYCLOAK_TIMEOUT_MS", "2000")).await;
     let gw = &env_.gw;
     let user = gw.verified_user(&env_.mail, "kcdown").await;
 
@@ -284,14 +288,8 @@ async fn admin_token_is_fetched_once_under_concurrency() {
 /// cut by the deadline (as the log says), not the sum of its calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_keycloak_costs_a_request_its_deadline_not_the_sum_of_its_calls() {
-    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
-    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
-        .parse()
-        .unwrap();
-    let relay = Relay::start(target).await;
-    let env_ = Env::keycloak_with(|o| {
-        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
-            .set("KEYCLOAK_TIMEOUT_MS", "5000")
+    let (relay, env_) = behind_relay(|o| {
+        o.set("KEYCLOAK_TIMEOUT_MS", "5000")
             .set("KEYCLOAK_REQUEST_DEADLINE_MS", "2000")
     })
     .await;
@@ -319,16 +317,7 @@ async fn a_slow_keycloak_costs_a_request_its_deadline_not_the_sum_of_its_calls()
 /// Keycloak user, never an address that can never sign up again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_up_whose_create_timed_out_converges_on_its_retry() {
-    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
-    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
-        .parse()
-        .unwrap();
-    let relay = Relay::start(target).await;
-    let env_ = Env::keycloak_with(|o| {
-        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
-            .set("KEYCLOAK_TIMEOUT_MS", "1500")
-    })
-    .await;
+    let (relay, env_) = behind_relay(|o| o.set("KEYCLOAK_TIMEOUT_MS", "1500")).await;
     let gw = &env_.gw;
     let admin = crate::kc_admin::KcAdmin::connect().await;
 
@@ -368,16 +357,7 @@ async fn a_sign_up_whose_create_timed_out_converges_on_its_retry() {
 /// same database removes it at its start-up sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_sign_up_is_removed_after_a_restart() {
-    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
-    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
-        .parse()
-        .unwrap();
-    let relay = Relay::start(target).await;
-    let env_ = Env::keycloak_with(|o| {
-        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
-            .set("KEYCLOAK_TIMEOUT_MS", "1500")
-    })
-    .await;
+    let (relay, env_) = behind_relay(|o| o.set("KEYCLOAK_TIMEOUT_MS", "1500")).await;
     let admin = crate::kc_admin::KcAdmin::connect().await;
 
     relay.hold_answers(
@@ -436,16 +416,7 @@ async fn an_abandoned_sign_up_is_removed_after_a_restart() {
 /// again succeed, on the first or second try, without waiting for `/ready`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_requests_after_keycloak_returns_succeed() {
-    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
-    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
-        .parse()
-        .unwrap();
-    let relay = Relay::start(target).await;
-    let env_ = Env::keycloak_with(|o| {
-        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
-            .set("KEYCLOAK_TIMEOUT_MS", "2000")
-    })
-    .await;
+    let (relay, env_) = behind_relay(|o| o.set("KEYCLOAK_TIMEOUT_MS", "2000")).await;
     let gw = &env_.gw;
     let user = gw.verified_user(&env_.mail, "kcback").await;
 
@@ -482,16 +453,7 @@ async fn the_first_requests_after_keycloak_returns_succeed() {
 /// for the failed sign-up by itself, once Keycloak answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_user_of_a_sign_up_whose_create_timed_out_is_removed_in_the_background() {
-    let kc = url::Url::parse(&env("AUTHGATE_TEST_KEYCLOAK_URL")).unwrap();
-    let target = format!("{}:{}", kc.host_str().unwrap(), kc.port().unwrap_or(80))
-        .parse()
-        .unwrap();
-    let relay = Relay::start(target).await;
-    let env_ = Env::keycloak_with(|o| {
-        o.set("KEYCLOAK_URL", &format!("http://127.0.0.1:{}", relay.port))
-            .set("KEYCLOAK_TIMEOUT_MS", "1500")
-    })
-    .await;
+    let (relay, env_) = behind_relay(|o| o.set("KEYCLOAK_TIMEOUT_MS", "1500")).await;
     let gw = &env_.gw;
     let admin = crate::kc_admin::KcAdmin::connect().await;
 
