@@ -37,10 +37,11 @@ use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use http::HeaderMap;
 
 use authgate::clock::{Clock, SystemClock};
+use authgate::config::DEFAULT_ROUNDS;
 use authgate::edge::path::canonicalize;
 use authgate::edge::settle;
 use authgate::http::cookie_in;
-use authgate::password::{DEFAULT_ROUNDS, PasswordHasher};
+use authgate::password::PasswordHasher;
 use authgate::tokens::{DirA256Gcm, Lifetimes, Subject, TokenService};
 
 /// A 32-byte `SECRET_KEY`, as the tests use.
@@ -215,7 +216,7 @@ fn pbkdf2_verify(c: &mut Criterion) {
 #[cfg(feature = "keycloak")]
 fn verify_rs256(c: &mut Criterion) {
     use authgate::config::{KeycloakSettings, TokenFormat};
-    use authgate::identity::keycloak::http::KcHttp;
+    use authgate::identity::keycloak::client::KcClient;
     use authgate::identity::keycloak::jwks::Jwks;
     use authgate::metrics::Metrics;
     use base64::Engine;
@@ -247,7 +248,7 @@ fn verify_rs256(c: &mut Criterion) {
         admin_events_interval: None,
     };
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let http = Arc::new(KcHttp::new(&settings, metrics).expect("http client"));
+    let http = Arc::new(KcClient::new(&settings, metrics).expect("http client"));
     let issuer = http.realm_url().to_string();
     let jwks =
         Arc::new(Jwks::new(Arc::clone(&http), Arc::new(SystemClock)).without_verified_cache());

@@ -3,6 +3,8 @@
 //! admin events read. The application lists it when it is built (no I/O
 //! then); the server starts it once, on a runtime of its own, as a pingora
 //! background service.
+//!
+//! Imports: nothing of the crate (the jobs are futures made elsewhere).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +14,6 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tracing::Instrument;
-
-use crate::api::App;
 
 /// One piece of background work: runs until the process ends.
 pub type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -58,13 +58,13 @@ impl Background {
     }
 }
 
-/// The application's background work as a pingora service.
-pub struct Service(pub Arc<App>);
+/// An application's background work as a pingora service.
+pub struct Service(pub Arc<Background>);
 
 #[async_trait]
 impl BackgroundService for Service {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.0.background.start();
+        self.0.start();
         // The jobs run until the runtime stops with the server.
         let _ = shutdown.wait_for(|&down| down).await;
     }

@@ -6,20 +6,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, SystemClock};
+use crate::config::Quota;
 use crate::config::{Backend, Config, SmtpTls, redact_url};
 #[cfg(feature = "keycloak")]
 use crate::identity::IdentityBackend;
-use crate::identity::native::StoreKind;
-use crate::identity::native::db::sqlite_file;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
-use crate::ratelimit::{Quota, RedisLimiter};
+use crate::ratelimit::RedisLimiter;
+use crate::routes::RouteConfig;
+use crate::store::{StoreKind, sqlite_file};
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The settings in effect, as `(name, value)` lines; secrets masked.
-pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
+pub fn settings(config: &Config, routes: &[RouteConfig]) -> Vec<(&'static str, String)> {
     let quota = |q: &Option<Quota>| {
         q.map_or_else(
             || "off".to_string(),
@@ -230,7 +231,7 @@ pub fn settings(config: &Config) -> Vec<(&'static str, String)> {
             ),
         },
     ));
-    for route in &edge.routes {
+    for route in routes {
         lines.push((
             "route",
             format!(
@@ -279,7 +280,7 @@ where
 }
 
 /// Probes every server the configuration names.
-pub async fn probes(config: &Config) -> Vec<Probe> {
+pub async fn probes(config: &Config, routes: &[RouteConfig]) -> Vec<Probe> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut found = Vec::new();
     found.push(store_probe(config, &clock).await);
@@ -320,7 +321,7 @@ pub async fn probes(config: &Config) -> Vec<Probe> {
             .await,
         );
     }
-    for route in &config.edge.routes {
+    for route in routes {
         for addr in &route.upstreams {
             let timeout = route.connect_timeout;
             found.push(

@@ -21,7 +21,6 @@ pub mod mail;
 pub mod metrics;
 pub mod password;
 pub mod progress;
-pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod reload;
@@ -29,6 +28,8 @@ pub mod revocation;
 pub mod routes;
 pub mod secret_file;
 pub mod server;
+pub mod startup;
+pub mod store;
 pub mod tls;
 pub mod tokens;
 pub mod totp;
@@ -41,10 +42,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config};
 use crate::identity::IdentityBackend;
 use crate::identity::MailLimit;
-use crate::identity::native::{Database, Hashing, NativeBackend, StoreKind};
+use crate::identity::native::{Hashing, NativeBackend};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::password::PasswordHasher;
+use crate::store::{Database, StoreKind};
 use crate::tokens::{Ceilings, Lifetimes, TokenService};
 
 /// Why the gateway cannot start (one line, naming what is wrong).
@@ -59,7 +61,7 @@ pub enum StartupError {
     #[error("mail: {0}")]
     Mail(#[from] mail::MailError),
     #[error("{0}")]
-    Migrate(#[from] identity::native::MigrateError),
+    Migrate(#[from] store::MigrateError),
     #[error("AUTH_BACKEND=keycloak: {0}")]
     Keycloak(String),
     #[error("router: {0}")]
@@ -139,11 +141,11 @@ pub fn keycloak_backend(
     StartupError,
 > {
     use identity::keycloak::{
-        AuthorityParts, KeycloakBackend, http::KcHttp, jwks::Jwks, registry::Registry,
+        AuthorityParts, KeycloakBackend, client::KcClient, jwks::Jwks, registry::Registry,
         used_tokens::UsedTokens,
     };
     let http = Arc::new(
-        KcHttp::new(&config.keycloak, metrics)
+        KcClient::new(&config.keycloak, metrics)
             .map_err(|err| StartupError::Keycloak(err.to_string()))?,
     );
     let database = Arc::new(Database::<sqlx::Postgres>::new(&config.database)?);

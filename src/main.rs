@@ -16,7 +16,9 @@ mod import_view;
 use tracing_subscriber::EnvFilter;
 
 use authgate::config::{Config, LogFormat};
-use authgate::identity::native::db::{Outcome, Step};
+use authgate::routes::RouteConfig;
+use authgate::startup::Startup;
+use authgate::store::{Step, StepOutcome};
 use authgate::{StartupError, build_app, native_backend};
 
 #[derive(Parser)]
@@ -146,18 +148,16 @@ async fn migrate(config: &Config, patience: Duration, verbose: bool) -> Result<(
         let mut progress = |step: Step<'_>| {
             if verbose {
                 println!("{step}");
-            } else if step.outcome != Outcome::AlreadyApplied {
+            } else if step.outcome != StepOutcome::AlreadyApplied {
                 tracing::info!("migration {step}");
             }
         };
-        match authgate::identity::native::db::migrate(&config.database, &mut progress).await {
+        match authgate::store::migrate(&config.database, &mut progress).await {
             Ok(()) => {
                 tracing::info!("database migrations applied");
                 return Ok(());
             }
-            Err(authgate::identity::native::MigrateError::Connect(err))
-                if started.elapsed() < patience =>
-            {
+            Err(authgate::store::MigrateError::Connect(err)) if started.elapsed() < patience => {
                 tracing::warn!(error = %err, "database not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -166,7 +166,7 @@ async fn migrate(config: &Config, patience: Duration, verbose: bool) -> Result<(
     }
 }
 
-fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
+fn serve(config: Config, routes: Vec<RouteConfig>, no_migrate: bool) -> Result<(), String> {
     // SIGHUP reloads (the TLS certificate, the routes file), never stops: taken over
     // before anything else can be interrupted by it.
     authgate::reload::keep_running_on_hangup()
@@ -182,7 +182,7 @@ fn serve(config: Config, no_migrate: bool) -> Result<(), String> {
     }
     let workers = config.app.workers;
     let app = Arc::new(build_app(config).map_err(|e| e.to_string())?);
-    match authgate::server::run(app, addr, workers) {
+    match authgate::server::run(app, routes, addr, workers) {
         Ok(never) => match never {},
         Err(err) => Err(err),
     }
@@ -278,13 +278,13 @@ fn import_users(config: &Config, flags: ImportFlags) -> Result<(), String> {
     })
 }
 
-fn check_config(config: &Config) -> Result<(), String> {
+fn check_config(config: &Config, routes: &[RouteConfig]) -> Result<(), String> {
     use authgate::check_config::{probes, settings};
     println!(
         "authgate {} — effective configuration",
         env!("CARGO_PKG_VERSION")
     );
-    let lines = settings(config);
+    let lines = settings(config, routes);
     let width = lines.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     for (name, value) in &lines {
         println!("  {name:<width$}  {value}");
@@ -293,7 +293,7 @@ fn check_config(config: &Config) -> Result<(), String> {
         println!("  note: {notice}");
     }
     println!("\nconnections");
-    let found = runtime()?.block_on(probes(config));
+    let found = runtime()?.block_on(probes(config, routes));
     let width = found.iter().map(|p| p.what.len()).max().unwrap_or(0);
     let mut failed = 0;
     for probe in &found {
@@ -318,8 +318,8 @@ fn main() -> ExitCode {
     // every TLS user of the process gets aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    let config = match Config::from_env() {
-        Ok(config) => config,
+    let Startup { config, routes } = match authgate::startup::load() {
+        Ok(startup) => startup,
         Err(err) => {
             eprintln!("authgate: {err}");
             return ExitCode::from(2);
@@ -332,12 +332,12 @@ fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
-        Command::Serve { no_migrate } => serve(config, no_migrate),
+        Command::Serve { no_migrate } => serve(config, routes, no_migrate),
         Command::Migrate => runtime().and_then(|rt| {
             rt.block_on(migrate(&config, Duration::ZERO, true))
                 .map_err(|e| e.to_string())
         }),
-        Command::CheckConfig => check_config(&config),
+        Command::CheckConfig => check_config(&config, &routes),
         Command::GrantRole { user, role } => grant_role(&config, &user, &role),
         #[cfg(feature = "keycloak")]
         Command::ImportUsers {

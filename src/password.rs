@@ -15,10 +15,6 @@ const PREFIX: &str = "$pbkdf2-sha256$";
 const CHECKSUM_LEN: usize = 32;
 const SALT_LEN: usize = 16;
 
-/// OWASP's Password Storage Cheat Sheet asks for 600 000 iterations of
-/// PBKDF2-HMAC-SHA256.
-pub const DEFAULT_ROUNDS: u32 = 600_000;
-
 const AB64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()

@@ -5,7 +5,6 @@
 //! meanwhile, and shared limits resume by themselves when Redis is back.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,31 +13,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 
+use crate::config::Quota;
 use crate::redis_conn::{LazyRedis, REDIS_TIMEOUT};
 
-/// `count` requests per `period`, with a burst of `count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub count: NonZeroU32,
-    pub period: Duration,
-}
-
 impl Quota {
-    /// Parses `N/second`, `N/minute`, `N/hour` (also `s`, `min`, `m`, `h`).
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        const FORMAT: &str = "must look like 10/minute (per second, minute or hour)";
-        let (count, unit) = text.split_once('/').ok_or(FORMAT)?;
-        let count: u32 = count.trim().parse().map_err(|_| FORMAT)?;
-        let count = NonZeroU32::new(count).ok_or(FORMAT)?;
-        let period = match unit.trim().to_ascii_lowercase().as_str() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            _ => return Err(FORMAT),
-        };
-        Ok(Self { count, period })
-    }
-
     fn governor(self) -> governor::Quota {
         let per_cell = self.period / self.count.get();
         governor::Quota::with_period(per_cell.max(Duration::from_nanos(1)))

@@ -23,6 +23,7 @@ use pingora::services::background::background_service;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
+use crate::api::admission::{Admitted, admit, identify};
 use crate::api::{App, forward_auth};
 use crate::conn::ClientPolicy;
 use crate::conn::listener::ClientListener;
@@ -32,7 +33,6 @@ use crate::forward::{ForwardError, Forwarder, Target, Upgrade};
 use crate::http::client_ip::{client_ip, request_id};
 use crate::http::{Request, Response};
 use crate::keepalive::LeanKeepalive;
-use crate::proxy::{Identity, admit, identify};
 use crate::reload::{HangupSignals, Reloads};
 use crate::routes::Policy;
 use crate::routes::reload::RoutesService;
@@ -67,7 +67,7 @@ pub struct Ctx {
     grpc: bool,
     /// Set when the request is forwarded: its route (kept whatever reloads
     /// happen meanwhile) and who it is for.
-    forward: Option<(Arc<Route>, Option<Identity>)>,
+    forward: Option<(Arc<Route>, Option<Admitted>)>,
     /// The upstreams that refused this request's connection, in turn.
     refused: Vec<SocketAddr>,
     upstream_started: Option<Instant>,
@@ -749,9 +749,11 @@ async fn write_response(
     Ok(())
 }
 
-/// Starts the server on `addr` with `workers` threads; never returns.
+/// Starts the server on `addr` with `workers` threads, forwarding to
+/// `routes` (the routes file as read at start-up); never returns.
 pub fn run(
     app: Arc<App>,
+    routes: Vec<crate::routes::RouteConfig>,
     addr: SocketAddr,
     workers: usize,
 ) -> Result<std::convert::Infallible, String> {
@@ -771,12 +773,8 @@ pub fn run(
     // The first route table; the routes service probes its upstreams
     // before the listener opens, keeps checking them, and swaps in the
     // table of a reloaded routes file.
-    let (table, _) = RouteTable::build(
-        &app.config.edge.routes,
-        &RouteTable::default(),
-        HEALTH_CHECK_EVERY,
-    )
-    .map_err(|err| format!("ROUTES_FILE {err}"))?;
+    let (table, _) = RouteTable::build(&routes, &RouteTable::default(), HEALTH_CHECK_EVERY)
+        .map_err(|err| format!("ROUTES_FILE {err}"))?;
     let route_count = table.len();
     app.routes.replace(Arc::new(table));
     // SIGHUP reloads (crate::reload): whatever can reload subscribes.
@@ -805,7 +803,7 @@ pub fn run(
     ));
     server.add_service(background_service(
         "background",
-        crate::background::Service(Arc::clone(&app)),
+        crate::background::Service(Arc::clone(&app.background)),
     ));
     let tls = match &app.config.edge.tls {
         Some(settings) => {

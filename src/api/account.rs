@@ -4,8 +4,8 @@
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::session::SessionAnswer;
-use super::verification::{email_token_expiry, verification_mail};
+use super::flows::session::SessionAnswer;
+use super::flows::verification_mail::{email_token_expiry, verification_mail};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
 use crate::http::validate::{self, Field, Model};

@@ -34,10 +34,10 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::App;
+use super::admission::{Admitted, admit, pass};
 use super::auth::NOT_PERMITTED;
 use crate::edge::path::{Canonical, canonicalize};
 use crate::http::{Request, Response};
-use crate::proxy::{Identity, admit, pass};
 
 /// The endpoint. An ext_authz check appends the original target to it.
 pub const PATH: &str = "/auth/forward";
@@ -192,7 +192,7 @@ async fn decide(app: &App, req: &Request) -> (Response, &'static str, Option<Str
     };
     let default = &app.config.edge.forward_auth_default;
     let headers = &req.headers;
-    let admitted: Result<Option<Identity>, Response> = async {
+    let admitted: Result<Option<Admitted>, Response> = async {
         match &other {
             Some(Some(route)) => {
                 pass(

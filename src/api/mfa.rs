@@ -12,19 +12,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::{self, Principal};
+pub(super) use super::flows::second_factor::{CODE_INVALID, CODE_REQUIRED};
+use super::flows::second_factor::{count_attempt, user_key};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
 use crate::http::schema::Schema;
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Message, Request, Response};
-use crate::identity::mfa::{Mfa, SignIn};
-use crate::identity::{CredentialCheck, IdentityError};
+use crate::identity::IdentityError;
+use crate::identity::mfa::Mfa;
 use crate::totp::{self, EnrolmentSealer, TotpKey};
 
 /// The feature's name in the 501 answer of backends without it.
 pub(super) const FEATURE: &str = "Two-factor authentication";
-pub(super) const CODE_REQUIRED: &str = "One-time code required";
-pub(super) const CODE_INVALID: &str = "Invalid one-time code";
 pub(super) const ALREADY_ENABLED: &str = "TOTP is already enabled";
 pub(super) const NOT_ENABLED: &str = "TOTP is not enabled";
 pub(super) const BAD_ENROLMENT: &str = "Invalid or expired enrolment token";
@@ -32,23 +32,10 @@ pub(super) const BAD_PASSWORD: &str = "Invalid password";
 pub(super) const ENABLED: &str = "TOTP enabled";
 pub(super) const DISABLED: &str = "TOTP disabled";
 
-/// The limiter's name for one-time codes (and MFA removals) per account.
-const LIMIT: &str = "otp_per_account";
-
 fn capability(app: &App) -> Result<&dyn Mfa, ApiError> {
     app.backend
         .mfa()
         .ok_or(ApiError::Identity(IdentityError::Unsupported(FEATURE)))
-}
-
-/// Counts one attempt against the account's one-time-code quota.
-async fn count_attempt(app: &App, key: &str) -> Result<(), ApiError> {
-    app.check_limit(LIMIT, app.config.rate_limits.otp_per_account, key)
-        .await
-}
-
-fn user_key(user_id: i64) -> String {
-    format!("user:{user_id}")
 }
 
 #[derive(Serialize)]
@@ -262,40 +249,4 @@ pub async fn remove(app: &App, req: &Request) -> Result<Response, ApiError> {
         StatusCode::OK,
         &Message { message: DISABLED },
     ))
-}
-
-/// Sign-in with a backend that has second factors: a sign-in carrying a
-/// code counts against the account's quota first; a user with TOTP gets
-/// "code required" or "code wrong" only after the password is proven.
-pub(super) async fn check_signin(
-    app: &App,
-    req: &Request,
-    mfa: &dyn Mfa,
-    login: &str,
-    password: &str,
-    otp: Option<&str>,
-) -> Result<CredentialCheck, ApiError> {
-    let otp = otp.map(str::trim).filter(|code| !code.is_empty());
-    if otp.is_some() {
-        let key = match mfa.account_id(login).await? {
-            Some(id) => user_key(id),
-            None => format!("login:{}", login.trim().to_lowercase()),
-        };
-        count_attempt(app, &key).await?;
-    }
-    let (user, reason, detail) = match mfa.check_credentials(login, password, otp).await? {
-        SignIn::Checked(check) => return Ok(check),
-        SignIn::CodeRequired(user) => (user, "otp_required", CODE_REQUIRED),
-        SignIn::CodeInvalid(user) => (user, "otp_invalid", CODE_INVALID),
-    };
-    tracing::info!(outcome = reason, user_id = user.id, "sign-in");
-    app.metrics.signins.with_label_values(&[reason]).inc();
-    app.audit(
-        AuditEvent::failure("mfa.totp.signin")
-            .actor(user.id)
-            .from(req)
-            .detail(json!({ "reason": reason })),
-    )
-    .await;
-    Err(ApiError::status(StatusCode::UNAUTHORIZED, detail))
 }

@@ -5,6 +5,7 @@
 
 mod account;
 mod admin_mail;
+pub mod admission;
 mod audit;
 pub mod auth;
 mod backchannel;
@@ -12,6 +13,7 @@ mod deferred;
 mod devices;
 pub mod docs;
 mod error;
+mod flows;
 pub mod forward_auth;
 mod meta;
 mod mfa;
@@ -38,12 +40,13 @@ pub fn metrics_response(app: &App) -> Response {
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config::Quota;
 use crate::http::router::{Resolution, Route, Router};
 use crate::http::{Request, Response};
 use crate::identity::IdentityBackend;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
-use crate::ratelimit::{Quota, RateLimiter, retry_after_seconds};
+use crate::ratelimit::{RateLimiter, retry_after_seconds};
 use crate::routes::table::LiveRoutes;
 use crate::tokens::{ExternalTokens, TokenService};
 
@@ -102,7 +105,7 @@ pub struct App {
     /// The audit trail.
     pub audit_log: Arc<dyn AuditLog>,
     /// Work that runs beside the server (started by it).
-    pub background: crate::background::Background,
+    pub background: Arc<crate::background::Background>,
     /// The shared handles, for work done after the answer.
     jobs: JobContext,
     deferred: Deferred,
@@ -134,7 +137,7 @@ impl App {
         Ok(Self {
             jobs,
             deferred: Deferred::default(),
-            background: crate::background::Background::default(),
+            background: Arc::default(),
             audit_log,
             limiter: Arc::new(RateLimiter::local_only()),
             sessions: auth::SessionCache::new(),
@@ -170,7 +173,7 @@ impl App {
 
     /// Runs this work beside the server.
     pub fn with_background(mut self, background: crate::background::Background) -> Self {
-        self.background = background;
+        self.background = Arc::new(background);
         self
     }
 

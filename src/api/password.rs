@@ -4,7 +4,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::deferred::JobContext;
-use super::verification::{link_with_token, send_mail};
+use super::flows::verification_mail::{link_with_token, send_mail};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
 use crate::http::validate::{self, Field, Model};

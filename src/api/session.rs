@@ -7,17 +7,19 @@ use serde::{Deserialize, Serialize};
 use super::auth::{self, Principal};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
-use crate::config::{Backend, TokenFormat};
+use crate::config::Backend;
 use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
-use crate::identity::{CredentialCheck, DeviceInfo, Login, MailQuota, RefreshDenied};
+use crate::identity::{CredentialCheck, MailQuota, RefreshDenied};
 use crate::revocation::{Revocation, Source};
 use crate::tokens::Subject;
 use serde_json::json;
 
-use super::verification::send_verification;
+use super::flows::second_factor::check_signin;
+use super::flows::session::{EXAMPLE_TOKEN, SessionAnswer, device_info, open_session};
+use super::flows::verification_mail::send_verification;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct SigninBody {
@@ -46,163 +48,10 @@ impl Model for RefreshBody {
     const FIELDS: &'static [Field] = &[Field::string("refresh_token", 0, 8192)];
 }
 
-/// The answer of sign-up, sign-in (`SessionAnswer` keys are always all present).
-#[derive(Debug, Serialize)]
-pub struct SessionAnswer {
-    pub access_token: Option<String>,
-    pub refresh_token: Option<String>,
-    pub expires_in: Option<u64>,
-    pub fallback_url: Option<String>,
-    pub message: Option<&'static str>,
-}
-
-/// An access token as the examples show it (not a working one).
-pub(super) const EXAMPLE_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VyX2lkIjo0Miwic2NvcGUiOiJhY2Nlc3NfdG9rZW4ifQ.c2lnbmF0dXJl";
-/// A refresh token (a compact JWE) as the examples show it.
-pub(super) const EXAMPLE_REFRESH_TOKEN: &str =
-    "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y2lwaGVydGV4dA.dGFn";
-
-impl Documented for SessionAnswer {
-    const NAME: &'static str = "SessionAnswer";
-
-    fn schema() -> Schema {
-        Schema::object()
-            .field(
-                "access_token",
-                Schema::string()
-                    .nullable()
-                    .describe("HS256 JWT, scope `access_token`; `null` while the address is not verified (sign-in)."),
-            )
-            .field(
-                "refresh_token",
-                Schema::string()
-                    .nullable()
-                    .describe("JWE (`dir`/`A256GCM`) wrapping a refresh JWT; `null` like `access_token`."),
-            )
-            .field(
-                "expires_in",
-                Schema::integer()
-                    .nullable()
-                    .describe("Seconds the access token lives (`JWT_EXP_TIME_MINUTES`)."),
-            )
-            .field(
-                "fallback_url",
-                Schema::string()
-                    .nullable()
-                    .describe("Where to send an unverified user (sign-in); otherwise `null`."),
-            )
-            .field(
-                "message",
-                Schema::string().nullable().describe(
-                    "`Verification email sent successfully` (sign-up), `Please verify your email first` (unverified sign-in) or `null`.",
-                ),
-            )
-            .describe("The answer of sign-up and sign-in; every key is always present.")
-    }
-
-    fn example() -> Self {
-        Self {
-            access_token: Some(EXAMPLE_TOKEN.into()),
-            refresh_token: Some(EXAMPLE_REFRESH_TOKEN.into()),
-            expires_in: Some(3600),
-            fallback_url: None,
-            message: Some("Verification email sent successfully"),
-        }
-    }
-}
-
-/// A freshly minted pair for a recorded device session.
-#[derive(Debug)]
-pub struct SessionTokens {
-    pub access_token: String,
-    pub refresh_token: String,
-    pub expires_in: u64,
-}
-
-impl SessionTokens {
-    /// Sets both cookies on a response.
-    pub fn set_cookies(&self, app: &App, response: &mut Response) {
-        let settings = &app.config.cookies;
-        let lifetimes = app.tokens.lifetimes();
-        let pairs = [
-            (
-                ACCESS_COOKIE,
-                &self.access_token,
-                lifetimes.access.as_secs(),
-            ),
-            (
-                REFRESH_COOKIE,
-                &self.refresh_token,
-                lifetimes.refresh.as_secs(),
-            ),
-        ];
-        for (name, value, max_age) in pairs {
-            if let Some(header) = cookies::set(name, value, max_age, settings) {
-                response.headers.append(SET_COOKIE, header);
-            }
-        }
-    }
-}
-
 /// The login name of a failed sign-in as the trail keeps it: trimmed and
 /// cut (it is what the caller typed, not necessarily an account).
 fn login_for_audit(login: &str) -> String {
     login.trim().chars().take(100).collect()
-}
-
-/// What the request tells about the device (legacy `device_sessions` columns).
-pub fn device_info(req: &Request) -> DeviceInfo {
-    DeviceInfo {
-        device_type: req.header("sec-ch-ua-platform").map(str::to_string),
-        device_name: req.header("sec-ch-ua").map(str::to_string),
-        user_agent: req.header("user-agent").map(str::to_string),
-        ip_address: req.client_ip.map(|ip| ip.to_string()),
-    }
-}
-
-/// Mints the pair for a login (or hands out the provider's own, with
-/// `TOKEN_FORMAT=keycloak`) and records its device session.
-pub async fn open_session(
-    app: &App,
-    login: &Login,
-    device: &DeviceInfo,
-) -> Result<SessionTokens, ApiError> {
-    if app.config.backend == Backend::Keycloak
-        && app.config.keycloak.token_format == TokenFormat::Keycloak
-        && let Some(upstream) = &login.upstream
-    {
-        app.backend
-            .record_session(login, device, &upstream.refresh_token)
-            .await?;
-        return Ok(SessionTokens {
-            access_token: upstream.access_token.clone(),
-            refresh_token: upstream.refresh_token.clone(),
-            expires_in: upstream.expires_in,
-        });
-    }
-    let subject = Subject {
-        user_id: login.user.id,
-        email: Some(login.user.email.clone()),
-        device_id: Some(login.device_id.clone()),
-        upstream_refresh: login.upstream.as_ref().map(|u| u.refresh_token.clone()),
-        roles: login.roles.clone(),
-    };
-    let access_token = app
-        .tokens
-        .mint_access(&subject)
-        .map_err(ApiError::internal)?;
-    let refresh_token = app
-        .tokens
-        .mint_refresh(&subject)
-        .map_err(ApiError::internal)?;
-    app.backend
-        .record_session(login, device, &refresh_token)
-        .await?;
-    Ok(SessionTokens {
-        access_token,
-        refresh_token,
-        expires_in: app.tokens.access_seconds(),
-    })
 }
 
 pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
@@ -222,7 +71,7 @@ pub async fn signin(app: &App, req: &Request) -> Result<Response, ApiError> {
     let check = match app.backend.mfa() {
         Some(mfa) => {
             let otp = body.otp.as_deref();
-            super::mfa::check_signin(app, req, mfa, &body.username, &body.password, otp).await?
+            check_signin(app, req, mfa, &body.username, &body.password, otp).await?
         }
         None => {
             app.backend

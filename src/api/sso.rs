@@ -6,7 +6,7 @@ use http::StatusCode;
 use http::header::{CACHE_CONTROL, HeaderValue, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use super::session::{device_info, open_session};
+use super::flows::session::{device_info, open_session};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
 use crate::config::SsoSettings;

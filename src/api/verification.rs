@@ -4,16 +4,14 @@
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::deferred::JobContext;
-use super::session::{device_info, open_session};
+use super::flows::session::{EXAMPLE_REFRESH_TOKEN, EXAMPLE_TOKEN, device_info, open_session};
+use super::flows::verification_mail::send_verification;
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
-use crate::config::Config;
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
-use crate::identity::{IdentityError, MailQuota, User};
-use crate::mail::{Mail, MailKind};
+use crate::identity::MailQuota;
 use crate::tokens::{EmailPurpose, TokenError};
 use serde_json::json;
 
@@ -43,99 +41,6 @@ impl Model for ResendBody {
         Field::email("email"),
         Field::url("verification_url").optional(),
     ];
-}
-
-/// `<base>?token=<token>` (or `&token=` when the base already has a query).
-pub fn link_with_token(base: &str, token: &str) -> String {
-    let joiner = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{joiner}token={token}")
-}
-
-/// Counts a verification mail toward the resend limit and, when the limit
-/// allows it, mints, stores and mails a token after the answer (so that the
-/// answer takes the time of an unknown address's, deliberate difference 3).
-/// Over the limit nothing is sent.
-pub async fn send_verification(
-    app: &App,
-    user: &User,
-    verification_url: Option<&str>,
-) -> Result<MailQuota, ApiError> {
-    let quota = app.backend.reserve_verification_mail(user.id).await?;
-    if quota != MailQuota::Granted {
-        return Ok(quota);
-    }
-    let user = user.clone();
-    let verification_url = verification_url.map(str::to_string);
-    app.after_answer(|jobs| async move {
-        if let Err(err) = mail_verification_link(&jobs, &user, verification_url.as_deref()).await {
-            tracing::error!(user_id = user.id, error = %err, "verification link not mailed");
-        }
-    })
-    .await;
-    Ok(MailQuota::Granted)
-}
-
-/// Mints and stores a verification token, then mails its link.
-async fn mail_verification_link(
-    jobs: &JobContext,
-    user: &User,
-    verification_url: Option<&str>,
-) -> Result<(), IdentityError> {
-    // The answer came from the store's copy of the verified flag: a change
-    // made in the identity provider and not seen yet sends nothing.
-    if !jobs.backend.still_unverified(user).await? {
-        tracing::info!(
-            user_id = user.id,
-            "verification mail not sent: the address is verified (or the user disabled) at the identity provider"
-        );
-        return Ok(());
-    }
-    let token = jobs
-        .tokens
-        .mint_email(&user.email, EmailPurpose::Verification)
-        .map_err(|err| IdentityError::Internal(err.to_string()))?;
-    jobs.backend
-        .store_email_token(
-            user.id,
-            EmailPurpose::Verification,
-            &token,
-            jobs.email_token_expiry(),
-        )
-        .await?;
-    send_mail(
-        jobs,
-        &verification_mail(&jobs.config, user, verification_url, &token),
-    )
-    .await;
-    Ok(())
-}
-
-/// Sends a mail from a job (already in the background), logging a failure.
-pub(super) async fn send_mail(jobs: &JobContext, mail: &Mail) {
-    if let Err(err) = jobs.mailer.send(mail).await {
-        tracing::error!(kind = mail.kind.label(), error = %err, "mail could not be sent");
-    }
-}
-
-/// The mail of a verification link (`<verification_url or APP_URL/verify-email>?token=`).
-pub fn verification_mail(
-    config: &Config,
-    user: &User,
-    verification_url: Option<&str>,
-    token: &str,
-) -> Mail {
-    let default_base = format!("{}/verify-email", config.app.url);
-    let base = verification_url.unwrap_or(&default_base);
-    Mail {
-        kind: MailKind::Verification,
-        to: user.email.clone(),
-        username: user.username.clone(),
-        link: link_with_token(base, token),
-    }
-}
-
-pub fn email_token_expiry(app: &App) -> chrono::DateTime<chrono::Utc> {
-    app.jobs.email_token_expiry()
 }
 
 #[derive(Serialize)]
@@ -172,8 +77,8 @@ impl Documented for VerifiedAnswer {
             message: "Email verified successfully",
             verified: true,
             redirect_url: Some("https://app.example/welcome".into()),
-            access_token: super::session::EXAMPLE_TOKEN.into(),
-            refresh_token: super::session::EXAMPLE_REFRESH_TOKEN.into(),
+            access_token: EXAMPLE_TOKEN.into(),
+            refresh_token: EXAMPLE_REFRESH_TOKEN.into(),
             expires_in: 3600,
         }
     }
@@ -287,7 +192,7 @@ pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::link_with_token;
+    use crate::api::flows::verification_mail::link_with_token;
 
     #[test]
     fn links() {

@@ -10,8 +10,8 @@ use sqlx::{ColumnIndex, Executor, IntoArguments, Row};
 
 use super::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
 use crate::identity::IdentityError;
-use crate::identity::native::Value;
-use crate::identity::native::db::{Database, Dialect, db_error};
+use crate::identity::db_error;
+use crate::store::{Database, Dialect, Value};
 
 /// Widths of the columns (longer values are cut, never refused).
 const IP_WIDTH: usize = 64;

@@ -25,17 +25,6 @@ use crate::metrics::Metrics;
 
 pub use limit::ConnectionLimit;
 
-/// How long a client connection may stay silent unless configured:
-/// pingora's own keep-alive default.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a request head may take, from its first byte, unless configured.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a write to a client may stall, unless configured.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Open client connections unless configured: 10 000 idle keep-alive
-/// connections fit twice (about 2.3 KB each idle, more while a request runs).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
-
 /// The limits every client connection of a listener is held to.
 #[derive(Clone)]
 pub struct ClientPolicy {

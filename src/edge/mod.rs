@@ -18,18 +18,15 @@ pub mod headers;
 pub mod path;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::RequestHeader;
 
 use crate::http::Response;
-use crate::proxy::Identity;
 use crate::routes::RouteConfig;
 
 pub use path::{Canonical, PathError};
-
-/// The most header lines a request may carry, unless configured.
-pub const DEFAULT_MAX_HEADERS: usize = 100;
 
 /// Why a request head is refused before anything reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -160,7 +157,7 @@ pub fn settle(
 /// What the gateway tells the upstream about an admitted request.
 pub struct Forwarding<'a> {
     pub route: &'a RouteConfig,
-    pub identity: Option<&'a Identity>,
+    pub identity: Option<&'a Admitted>,
     pub request_id: &'a str,
     /// The socket's peer.
     pub peer: Option<IpAddr>,
@@ -217,9 +214,20 @@ pub fn for_upstream(req: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::Res
     Ok(())
 }
 
+/// Who an admitted request is for: a user, or a machine client.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub user_id: Option<i64>,
+    /// The machine client (client credentials), instead of a user.
+    pub client_id: Option<String>,
+    pub email: Option<String>,
+    pub device_id: Option<String>,
+    pub roles: Arc<Vec<String>>,
+}
+
 /// The identity headers of an admitted request, every value encoded so that
 /// none is ever dropped ([`headers::encode_value`]).
-pub fn identity_headers(identity: &Identity) -> Vec<(&'static str, HeaderValue)> {
+pub fn identity_headers(identity: &Admitted) -> Vec<(&'static str, HeaderValue)> {
     let [user_id, email, roles, device_id, client_id] = headers::IDENTITY;
     let mut out = Vec::with_capacity(5);
     if let Some(id) = identity.user_id {

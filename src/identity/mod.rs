@@ -4,6 +4,7 @@
 //! Backends hold no HTTP plumbing: they speak in users, sessions and tokens,
 //! and fail with [`IdentityError`].
 
+mod db_error;
 pub mod deadline;
 pub mod devices;
 #[cfg(feature = "keycloak")]
@@ -12,6 +13,8 @@ pub mod logout;
 pub mod mfa;
 pub mod native;
 pub mod sso;
+
+pub use db_error::db_error;
 
 use async_trait::async_trait;
 

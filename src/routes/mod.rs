@@ -33,42 +33,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-use crate::ratelimit::Quota;
-
-/// Who may pass a route.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Policy {
-    Public,
-    #[default]
-    Authenticated,
-    /// Authenticated and holding this role.
-    Role(String),
-}
-
-impl Policy {
-    /// `public`, `authenticated` or `role:<name>`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "public" => Some(Self::Public),
-            "authenticated" => Some(Self::Authenticated),
-            _ => text
-                .strip_prefix("role:")
-                .filter(|role| !role.is_empty())
-                .map(|role| Self::Role(role.to_string())),
-        }
-    }
-}
-
-impl std::fmt::Display for Policy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Public => f.write_str("public"),
-            Self::Authenticated => f.write_str("authenticated"),
-            Self::Role(role) => write!(f, "role:{role}"),
-        }
-    }
-}
+pub use crate::config::Policy;
+use crate::config::{ConfigError, Quota};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {

@@ -40,7 +40,7 @@ pub enum Trigger {
 
 /// How a reload ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ReloadOutcome {
     /// A new table is in force; the prefixes added, removed and changed.
     Applied {
         added: Vec<String>,
@@ -53,7 +53,7 @@ pub enum Outcome {
     Invalid(String),
 }
 
-impl Outcome {
+impl ReloadOutcome {
     /// The `outcome` label of `authgate_routes_reloads_total`.
     pub fn label(&self) -> &'static str {
         match self {
@@ -65,7 +65,7 @@ impl Outcome {
 }
 
 /// What a new file changes, by prefix.
-pub fn diff(old: &[&RouteConfig], new: &[RouteConfig]) -> Outcome {
+pub fn diff(old: &[&RouteConfig], new: &[RouteConfig]) -> ReloadOutcome {
     let added = new
         .iter()
         .filter(|n| !old.iter().any(|o| o.prefix == n.prefix))
@@ -82,9 +82,9 @@ pub fn diff(old: &[&RouteConfig], new: &[RouteConfig]) -> Outcome {
         .map(|n| n.prefix.clone())
         .collect::<Vec<_>>();
     if added.is_empty() && removed.is_empty() && changed.is_empty() {
-        Outcome::Unchanged
+        ReloadOutcome::Unchanged
     } else {
-        Outcome::Applied {
+        ReloadOutcome::Applied {
             added,
             removed,
             changed,
@@ -137,14 +137,14 @@ impl RoutesService {
 
     /// Reads the file and puts its table in force when it is valid and
     /// differs. A watch acts only on bytes it has not seen yet (`seen`).
-    async fn reload(&self, trigger: Trigger, seen: &mut Option<Seen>) -> Option<Outcome> {
+    async fn reload(&self, trigger: Trigger, seen: &mut Option<Seen>) -> Option<ReloadOutcome> {
         let read = self.read().await?;
         if trigger == Trigger::Watch && seen.as_ref() == Some(&read) {
             return None;
         }
         *seen = Some(read.clone());
         let outcome = match parse(read).await {
-            Err(why) => Outcome::Invalid(why),
+            Err(why) => ReloadOutcome::Invalid(why),
             Ok(configs) => self.apply(configs).await,
         };
         self.report(trigger, &outcome);
@@ -153,15 +153,15 @@ impl RoutesService {
 
     /// Builds the table of `configs` beside the one in force, probes its new
     /// upstreams, then puts it in force.
-    async fn apply(&self, configs: Vec<RouteConfig>) -> Outcome {
+    async fn apply(&self, configs: Vec<RouteConfig>) -> ReloadOutcome {
         let current = self.live.load_full();
         let outcome = diff(&current.configs().collect::<Vec<_>>(), &configs);
-        if outcome == Outcome::Unchanged {
+        if outcome == ReloadOutcome::Unchanged {
             return outcome;
         }
         let (table, made) = match RouteTable::build(&configs, &current, self.check_every) {
             Ok(built) => built,
-            Err(err) => return Outcome::Invalid(format!("ROUTES_FILE {err}")),
+            Err(err) => return ReloadOutcome::Invalid(format!("ROUTES_FILE {err}")),
         };
         join_all(made.iter().map(|b| b.probe())).await;
         for balancer in &made {
@@ -173,7 +173,7 @@ impl RoutesService {
         outcome
     }
 
-    fn report(&self, trigger: Trigger, outcome: &Outcome) {
+    fn report(&self, trigger: Trigger, outcome: &ReloadOutcome) {
         self.metrics
             .routes_reloads
             .with_label_values(&[outcome.label()])
@@ -183,7 +183,7 @@ impl RoutesService {
             Trigger::Watch => "file changed",
         };
         match outcome {
-            Outcome::Applied {
+            ReloadOutcome::Applied {
                 added,
                 removed,
                 changed,
@@ -195,8 +195,8 @@ impl RoutesService {
                 ?changed,
                 "routes reloaded"
             ),
-            Outcome::Unchanged => tracing::info!(trigger, "routes file unchanged"),
-            Outcome::Invalid(why) => tracing::error!(
+            ReloadOutcome::Unchanged => tracing::info!(trigger, "routes file unchanged"),
+            ReloadOutcome::Invalid(why) => tracing::error!(
                 trigger,
                 error = %why,
                 routes = self.live.load().len(),
@@ -301,14 +301,14 @@ mod tests {
         let old_refs: Vec<&RouteConfig> = old.iter().collect();
         assert_eq!(
             diff(&old_refs, &new),
-            Outcome::Applied {
+            ReloadOutcome::Applied {
                 added: vec!["/c".into()],
                 removed: vec!["/b".into()],
                 changed: vec!["/a".into()],
             }
         );
-        assert_eq!(diff(&old_refs, &old), Outcome::Unchanged);
+        assert_eq!(diff(&old_refs, &old), ReloadOutcome::Unchanged);
         assert_eq!(diff(&old_refs, &old).label(), "unchanged");
-        assert_eq!(Outcome::Invalid("x".into()).label(), "invalid");
+        assert_eq!(ReloadOutcome::Invalid("x".into()).label(), "invalid");
     }
 }

@@ -544,7 +544,7 @@ fn registry_of(env_: &Env) -> authgate::identity::keycloak::registry::Registry {
         migrate_on_start: false,
     };
     authgate::identity::keycloak::registry::Registry::new(
-        std::sync::Arc::new(authgate::identity::native::Database::new(&settings).unwrap()),
+        std::sync::Arc::new(authgate::store::Database::new(&settings).unwrap()),
         std::sync::Arc::new(authgate::clock::SystemClock),
         authgate::identity::MailLimit {
             count: 3,

@@ -14,11 +14,12 @@ use super::super::audit::{
 use super::super::auth::{INVALID, NOT_PERMITTED, UNAUTHORIZED};
 use super::super::backchannel::{self, LogoutError};
 use super::super::devices::{self, Ended, SessionOut};
+use super::super::flows::session::SessionAnswer;
 use super::super::forward_auth::{AMBIGUOUS, INVALID_PATH, NO_TARGET, UNTRUSTED};
 use super::super::meta::{Root, Status};
 use super::super::mfa::{self as totp, ConfirmBody, RemoveBody};
 use super::super::password::{ForgotBody, ResetBody};
-use super::super::session::{RefreshAnswer, RefreshBody, SessionAnswer, SignedOut, SigninBody};
+use super::super::session::{RefreshAnswer, RefreshBody, SignedOut, SigninBody};
 use super::super::sso::{FEATURE as SSO, LOGIN_COOKIE, MISSING_PROVIDER, REDIRECT_NOT_ALLOWED};
 use super::super::users::{CreateBody, LIMIT, OFFSET, UpdateBody, UserOut};
 use super::super::verification::{
@@ -26,7 +27,8 @@ use super::super::verification::{
 };
 use crate::http::Message;
 use crate::http::router::Route;
-use crate::http::schema::{Documented, Schema, request_body};
+use crate::http::schema::{Documented, Schema};
+use crate::http::validate::request_body;
 use crate::http::validate::{Model, QueryInt, QueryText};
 use crate::identity::IdentityError;
 use crate::identity::sso::SsoRefusal;

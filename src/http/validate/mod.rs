@@ -5,9 +5,11 @@
 //! valid body is turned into the typed model, so a handler never sees (and
 //! never writes) half-valid input.
 
+mod body_schema;
 pub mod email;
 mod query;
 
+pub use body_schema::request_body;
 pub use query::{QueryText, TextKind};
 
 use serde::Serialize;

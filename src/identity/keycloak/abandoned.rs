@@ -19,7 +19,8 @@ use sqlx::Postgres;
 use super::admin::Admin;
 use crate::clock::Clock;
 use crate::identity::IdentityError;
-use crate::identity::native::{Database, db::db_error};
+use crate::identity::db_error;
+use crate::store::Database;
 
 /// The waits before each look by the replica that saw the failure (about
 /// a minute in all).

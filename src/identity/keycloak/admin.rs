@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::admin_events::AdminEvent;
-use super::http::{KcError, KcHttp};
+use super::client::{KcClient, KcError};
 
 /// The user attribute holding the contract's integer id.
 pub const LEGACY_ID: &str = "legacy_id";
@@ -115,11 +115,11 @@ pub enum PartialImport {
 
 #[derive(Debug)]
 pub struct Admin {
-    http: Arc<KcHttp>,
+    http: Arc<KcClient>,
 }
 
 impl Admin {
-    pub fn new(http: Arc<KcHttp>) -> Self {
+    pub fn new(http: Arc<KcClient>) -> Self {
         Self { http }
     }
 

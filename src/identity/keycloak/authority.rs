@@ -13,7 +13,7 @@ use super::KeycloakBackend;
 use super::admin_events::Change;
 use super::jwks::Jwks;
 use super::logout_token::{self, Expected};
-use super::registry::Identity;
+use super::registry::IdentityRow;
 use super::used_tokens::UsedTokens;
 use crate::identity::IdentityError;
 use crate::identity::logout::{BackchannelLogout, LoggedOut, LogoutRefusal};
@@ -57,7 +57,7 @@ impl KeycloakBackend {
     /// issued before `not_before`: the sessions newly ended and the cut-off.
     async fn end_user(
         &self,
-        identity: &Identity,
+        identity: &IdentityRow,
         not_before: i64,
     ) -> Result<Revocation, IdentityError> {
         let legacy_id = i64::from(identity.legacy_id);
@@ -80,7 +80,7 @@ impl KeycloakBackend {
     async fn end_sid(
         &self,
         sid: &str,
-        owner: Option<&Identity>,
+        owner: Option<&IdentityRow>,
     ) -> Result<(Option<i64>, Option<String>), IdentityError> {
         let (device, legacy_id) = match self.registry.session_by_sid(sid).await? {
             Some((device, legacy_id)) => (device, i64::from(legacy_id)),
@@ -104,7 +104,7 @@ impl KeycloakBackend {
         Ok((Some(legacy_id), fresh.then_some(device)))
     }
 
-    async fn identity_by_subject(&self, sub: &str) -> Result<Option<Identity>, IdentityError> {
+    async fn identity_by_subject(&self, sub: &str) -> Result<Option<IdentityRow>, IdentityError> {
         match Uuid::parse_str(sub) {
             Ok(id) => self.registry.by_keycloak_id(id).await,
             Err(_) => Ok(None),
@@ -115,7 +115,7 @@ impl KeycloakBackend {
     /// Keycloak's milliseconds) and returns what every replica must refuse.
     pub async fn apply(&self, change: &Change, at_ms: i64) -> Result<Applied, IdentityError> {
         let user = |id: &Uuid| self.registry.by_keycloak_id(*id);
-        let known = |identity: &Identity| Some(i64::from(identity.legacy_id));
+        let known = |identity: &IdentityRow| Some(i64::from(identity.legacy_id));
         Ok(match change {
             Change::Disabled(id) | Change::Deleted(id) => {
                 let Some(identity) = user(id).await? else {

@@ -18,7 +18,7 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
-use super::http::{KcError, KcHttp};
+use super::client::{KcClient, KcError};
 use super::oidc::{Grant, outcome};
 use crate::clock::Clock;
 use crate::identity::UpstreamTokens;
@@ -65,14 +65,14 @@ pub enum IdTokenError {
 #[derive(Debug)]
 pub struct Broker {
     client: Client,
-    http: Arc<KcHttp>,
+    http: Arc<KcClient>,
     issuer: IssuerUrl,
     keys: Mutex<Option<(Instant, CoreJsonWebKeySet)>>,
     clock: Arc<dyn Clock>,
 }
 
 impl Broker {
-    pub fn new(http: Arc<KcHttp>, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn new(http: Arc<KcClient>, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let settings = http.settings();
         let issuer = IssuerUrl::new(http.realm_url().to_string()).map_err(|e| e.to_string())?;
         let public = settings.public_url.as_str().trim_end_matches('/');

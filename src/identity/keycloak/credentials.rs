@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::admin::Admin;
-use super::http::{KcError, KcHttp};
+use super::client::{KcClient, KcError};
 use crate::totp::{DIGITS, PERIOD, TotpKey};
 
 /// Keycloak's credential type of TOTP and HOTP.
@@ -27,11 +27,11 @@ pub struct OtpCredential {
 
 #[derive(Debug)]
 pub struct Credentials {
-    http: Arc<KcHttp>,
+    http: Arc<KcClient>,
 }
 
 impl Credentials {
-    pub fn new(http: Arc<KcHttp>) -> Self {
+    pub fn new(http: Arc<KcClient>) -> Self {
         Self { http }
     }
 

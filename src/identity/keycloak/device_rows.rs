@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sqlx::FromRow;
 
 use super::registry::Registry;
-use crate::identity::native::db::db_error;
+use crate::identity::db_error;
 use crate::identity::{DeviceInfo, IdentityError};
 
 /// A row of `authgate_device_sessions`.

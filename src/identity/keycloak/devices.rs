@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::KeycloakBackend;
 use super::admin::KcSession;
-use super::registry::Identity;
+use super::registry::IdentityRow;
 use crate::identity::IdentityError;
 use crate::identity::devices::{DeviceSession, Devices};
 
@@ -21,7 +21,7 @@ impl KeycloakBackend {
     /// The user's open Keycloak sessions, each with its UUID.
     async fn open_sessions(
         &self,
-        identity: &Identity,
+        identity: &IdentityRow,
     ) -> Result<Vec<(Uuid, KcSession)>, IdentityError> {
         let open = self
             .admin

@@ -51,8 +51,8 @@ enum PollError {
     Forbidden(u16),
 }
 
-impl From<super::http::KcError> for PollError {
-    fn from(err: super::http::KcError) -> Self {
+impl From<super::client::KcError> for PollError {
+    fn from(err: super::client::KcError) -> Self {
         Self::Identity(err.into())
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::registry::Registry;
 use crate::identity::IdentityError;
-use crate::identity::native::db::db_error;
+use crate::identity::db_error;
 
 /// How far the reader has read: events up to `time_ms` are handled, and
 /// `seen` names those handled near it (`<time>:<id>`), which are read

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use moka::future::Cache;
 use tokio::sync::Mutex;
 
-use super::http::{KcError, KcHttp};
+use super::client::{KcClient, KcError};
 use super::oidc::KcClaims;
 use crate::clock::Clock;
 use crate::tokens::verified::VerifiedTokens;
@@ -33,7 +33,7 @@ const DEFAULT_CEILING: Duration = Duration::from_secs(3600 * crate::config::CEIL
 
 #[derive(Debug)]
 pub struct Jwks {
-    http: Arc<KcHttp>,
+    http: Arc<KcClient>,
     keys: Cache<String, Arc<DecodingKey>>,
     last_fetch: Mutex<Option<Instant>>,
     refresher_started: AtomicBool,
@@ -46,7 +46,7 @@ pub struct Jwks {
 }
 
 impl Jwks {
-    pub fn new(http: Arc<KcHttp>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(http: Arc<KcClient>, clock: Arc<dyn Clock>) -> Self {
         Self {
             issuer: http.realm_url().to_string(),
             keys: Cache::builder()
@@ -297,7 +297,7 @@ mod prop {
             admin_events_interval: None,
             request_deadline: Duration::from_secs(8),
         };
-        let http = Arc::new(KcHttp::new(&settings, Arc::new(Metrics::new().unwrap())).unwrap());
+        let http = Arc::new(KcClient::new(&settings, Arc::new(Metrics::new().unwrap())).unwrap());
         let issuer = http.realm_url().to_string();
         let jwks =
             Arc::new(Jwks::new(http, Arc::new(ManualClock::at(NOW))).without_verified_cache());

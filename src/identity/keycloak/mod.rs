@@ -14,12 +14,12 @@ pub mod admin;
 pub mod admin_events;
 mod authority;
 mod broker;
+pub mod client;
 mod credentials;
 mod device_rows;
 mod devices;
 pub mod event_reader;
 mod event_rows;
-pub mod http;
 pub mod import;
 pub mod jwks;
 pub mod logout_token;
@@ -41,9 +41,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use self::admin::{Admin, Created, KcUser, LEGACY_ID};
-use self::http::{KcError, KcHttp};
+use self::client::{KcClient, KcError};
 use self::oidc::{Grant, KcClaims, Oidc};
-use self::registry::{Identity, Registry};
+use self::registry::{IdentityRow, Registry};
 use super::{
     CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailQuota, NewUser,
     PendingToken, RefreshDenied, Refreshed, SessionRef, UpstreamTokens, User, UserPatch,
@@ -109,7 +109,7 @@ const PROVIDER_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(3
 
 #[derive(Debug)]
 pub struct KeycloakBackend {
-    http: Arc<KcHttp>,
+    http: Arc<KcClient>,
     admin: Admin,
     oidc: Oidc,
     /// The client that checks a password without the second factor.
@@ -126,7 +126,7 @@ pub struct KeycloakBackend {
 
 impl KeycloakBackend {
     pub fn new(
-        http: Arc<KcHttp>,
+        http: Arc<KcClient>,
         registry: Registry,
         authority: AuthorityParts,
     ) -> Result<Self, String> {
@@ -201,7 +201,7 @@ impl KeycloakBackend {
 
     /// The registry entry of a Keycloak user, created when the user has a
     /// `legacy_id` but no entry yet (e.g. made in Keycloak's console).
-    async fn identity_of(&self, user: &KcUser) -> Result<Option<Identity>, IdentityError> {
+    async fn identity_of(&self, user: &KcUser) -> Result<Option<IdentityRow>, IdentityError> {
         let Ok(keycloak_id) = Uuid::parse_str(&user.id) else {
             return Ok(None);
         };
@@ -212,7 +212,7 @@ impl KeycloakBackend {
             tracing::warn!(keycloak_id = %user.id, "Keycloak user has no legacy_id");
             return Ok(None);
         };
-        let identity = Identity {
+        let identity = IdentityRow {
             legacy_id,
             keycloak_id,
             username: user.username.clone(),
@@ -227,7 +227,7 @@ impl KeycloakBackend {
     }
 
     /// The registry entry of a user id; `NotFound` when there is none.
-    async fn identity(&self, user_id: i64) -> Result<Identity, IdentityError> {
+    async fn identity(&self, user_id: i64) -> Result<IdentityRow, IdentityError> {
         self.registry
             .by_legacy_id(user_id)
             .await?
@@ -239,7 +239,7 @@ impl KeycloakBackend {
     /// Keycloak sessions that were open (UUID and `sid`).
     async fn end_all_sessions(
         &self,
-        identity: &Identity,
+        identity: &IdentityRow,
     ) -> Result<Vec<(Uuid, String)>, IdentityError> {
         let keycloak_id = identity.keycloak_id.to_string();
         let open = self.admin.user_sessions(&keycloak_id).await?;
@@ -254,7 +254,7 @@ impl KeycloakBackend {
     /// Keycloak sessions of a user (`sid`s, in their order) with their UUIDs.
     async fn session_uuids(
         &self,
-        identity: &Identity,
+        identity: &IdentityRow,
         sids: Vec<String>,
     ) -> Result<Vec<(Uuid, String)>, IdentityError> {
         let uuids = self
@@ -300,7 +300,10 @@ impl KeycloakBackend {
     }
 
     /// The Keycloak user behind a registry id.
-    async fn kc_user(&self, legacy_id: i64) -> Result<Option<(Identity, KcUser)>, IdentityError> {
+    async fn kc_user(
+        &self,
+        legacy_id: i64,
+    ) -> Result<Option<(IdentityRow, KcUser)>, IdentityError> {
         let Some(identity) = self.registry.by_legacy_id(legacy_id).await? else {
             return Ok(None);
         };
@@ -473,7 +476,7 @@ impl IdentityBackend for KeycloakBackend {
                 )));
             }
         };
-        let identity = Identity {
+        let identity = IdentityRow {
             legacy_id,
             keycloak_id: Uuid::parse_str(&keycloak_id)
                 .map_err(|_| IdentityError::Internal("Keycloak id is not a UUID".into()))?,
@@ -497,7 +500,7 @@ impl IdentityBackend for KeycloakBackend {
                     .await?;
                 self.registry.count_signup_mail(&mut tx, legacy_id).await?;
             }
-            tx.commit().await.map_err(super::native::db::db_error)
+            tx.commit().await.map_err(super::db_error)
         }
         .await;
         if let Err(err) = stored {
@@ -791,7 +794,7 @@ impl IdentityBackend for KeycloakBackend {
         };
         // Keycloak first; the token stays unused if Keycloak fails.
         self.admin.mark_verified(&kc).await?;
-        tx.commit().await.map_err(super::native::db::db_error)?;
+        tx.commit().await.map_err(super::db_error)?;
         self.registry
             .set_verified(identity.keycloak_id, true)
             .await?;
@@ -819,7 +822,7 @@ impl IdentityBackend for KeycloakBackend {
                 "Keycloak refused the password: {message}"
             )));
         }
-        tx.commit().await.map_err(super::native::db::db_error)?;
+        tx.commit().await.map_err(super::db_error)?;
         self.end_all_sessions(&identity).await?;
         Ok(Some(identity.user(kc.email_verified)))
     }

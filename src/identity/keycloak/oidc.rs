@@ -13,7 +13,7 @@ use openidconnect::{
 };
 use serde::Deserialize;
 
-use super::http::{KcError, KcHttp};
+use super::client::{KcClient, KcError};
 use crate::identity::UpstreamTokens;
 
 type Client = CoreClient<
@@ -122,6 +122,15 @@ impl KcClaims {
     }
 }
 
+impl KcClient {
+    /// The service account's user id (the `sub` of its token): the author
+    /// of the admin events authgate's own calls cause.
+    pub async fn service_account_id(&self) -> Result<Option<String>, KcError> {
+        let token = self.admin_token().await?;
+        Ok(KcClaims::of_fresh_token(&token).map(|claims| claims.sub))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +172,7 @@ impl KcClaims {
 #[derive(Debug)]
 pub struct Oidc {
     client: Client,
-    http: Arc<KcHttp>,
+    http: Arc<KcClient>,
     /// The metric label of its password grants.
     operation: GrantOperation,
 }
@@ -186,7 +195,7 @@ impl GrantOperation {
 
 impl Oidc {
     /// The gateway's client (`KEYCLOAK_CLIENT_ID`).
-    pub fn new(http: Arc<KcHttp>) -> Result<Self, String> {
+    pub fn new(http: Arc<KcClient>) -> Result<Self, String> {
         let settings = http.settings();
         let (id, secret) = (settings.client_id.clone(), settings.client_secret.clone());
         Self::for_client(http, id, secret, GrantOperation::Password)
@@ -194,7 +203,7 @@ impl Oidc {
 
     /// The password-check client (`KEYCLOAK_PASSWORD_CHECK_CLIENT_ID`): its
     /// direct grant checks the password only, never a second factor.
-    pub fn password_check(http: Arc<KcHttp>) -> Result<Self, String> {
+    pub fn password_check(http: Arc<KcClient>) -> Result<Self, String> {
         let settings = http.settings();
         let id = settings.password_check_client_id.clone();
         let secret = settings.password_check_client_secret.clone();
@@ -202,7 +211,7 @@ impl Oidc {
     }
 
     fn for_client(
-        http: Arc<KcHttp>,
+        http: Arc<KcClient>,
         client_id: String,
         secret: String,
         operation: GrantOperation,

@@ -10,13 +10,14 @@ use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::identity::native::{Database, db::db_error};
+use crate::identity::db_error;
 use crate::identity::{IdentityError, MailLimit, MailQuota, Pruning, SessionRef, User};
+use crate::store::Database;
 use crate::tokens::{EmailPurpose, digest};
 
 /// A row of `authgate_identities`.
 #[derive(Debug, Clone, FromRow)]
-pub struct Identity {
+pub struct IdentityRow {
     pub legacy_id: i32,
     pub keycloak_id: Uuid,
     pub username: String,
@@ -26,7 +27,7 @@ pub struct Identity {
     pub email_verified: Option<bool>,
 }
 
-impl Identity {
+impl IdentityRow {
     /// As the contract shows it; whether the address is verified is Keycloak's to say.
     pub fn user(&self, is_verified: bool) -> User {
         User {
@@ -115,7 +116,10 @@ impl Registry {
 
     /// Records a Keycloak user found with a `legacy_id` but not known here;
     /// an id already taken by another Keycloak user is left as it is.
-    pub async fn adopt(&self, identity: &Identity) -> Result<Option<Identity>, IdentityError> {
+    pub async fn adopt(
+        &self,
+        identity: &IdentityRow,
+    ) -> Result<Option<IdentityRow>, IdentityError> {
         sqlx::query(
             "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, email_verified, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $6, $5, $5) ON CONFLICT DO NOTHING",
@@ -133,7 +137,7 @@ impl Registry {
     }
 
     /// A page of the users known here, by id (`GET /users/`).
-    pub async fn list(&self, offset: i64, limit: i64) -> Result<Vec<Identity>, IdentityError> {
+    pub async fn list(&self, offset: i64, limit: i64) -> Result<Vec<IdentityRow>, IdentityError> {
         sqlx::query_as(
             "SELECT legacy_id, keycloak_id, username, email, email_verified FROM authgate_identities \
              WHERE deleted_at IS NULL ORDER BY legacy_id OFFSET $1 LIMIT $2",
@@ -149,7 +153,7 @@ impl Registry {
     pub async fn upsert(
         &self,
         tx: Option<&mut Transaction<'static, Postgres>>,
-        identity: &Identity,
+        identity: &IdentityRow,
     ) -> Result<(), IdentityError> {
         let query = sqlx::query(
             "INSERT INTO authgate_identities (legacy_id, keycloak_id, username, email, email_verified, created_at, updated_at) \
@@ -174,7 +178,7 @@ impl Registry {
     }
 
     /// Records (or refreshes) many ids at once, as [`Registry::upsert`] does one.
-    pub async fn upsert_many(&self, identities: &[Identity]) -> Result<(), IdentityError> {
+    pub async fn upsert_many(&self, identities: &[IdentityRow]) -> Result<(), IdentityError> {
         if identities.is_empty() {
             return Ok(());
         }
@@ -221,7 +225,7 @@ impl Registry {
         Ok(found.into_iter().collect())
     }
 
-    pub async fn by_legacy_id(&self, legacy_id: i64) -> Result<Option<Identity>, IdentityError> {
+    pub async fn by_legacy_id(&self, legacy_id: i64) -> Result<Option<IdentityRow>, IdentityError> {
         let Ok(legacy_id) = i32::try_from(legacy_id) else {
             return Ok(None);
         };
@@ -238,7 +242,7 @@ impl Registry {
     pub async fn by_keycloak_id(
         &self,
         keycloak_id: Uuid,
-    ) -> Result<Option<Identity>, IdentityError> {
+    ) -> Result<Option<IdentityRow>, IdentityError> {
         sqlx::query_as(
             "SELECT legacy_id, keycloak_id, username, email, email_verified FROM authgate_identities \
              WHERE keycloak_id = $1 AND deleted_at IS NULL",
@@ -256,7 +260,7 @@ impl Registry {
 
     /// The live entry of an address (regardless of case), with the
     /// registry's copy of its verified flag.
-    pub async fn by_email(&self, email: &str) -> Result<Option<Identity>, IdentityError> {
+    pub async fn by_email(&self, email: &str) -> Result<Option<IdentityRow>, IdentityError> {
         sqlx::query_as(
             "SELECT legacy_id, keycloak_id, username, email, email_verified FROM authgate_identities \
              WHERE lower(email) = lower($1) AND deleted_at IS NULL ORDER BY legacy_id LIMIT 1",

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::registry::Registry;
 use crate::identity::IdentityError;
-use crate::identity::native::db::db_error;
+use crate::identity::db_error;
 
 impl Registry {
     /// The UUID of a Keycloak session of the user, recorded now if it has none.

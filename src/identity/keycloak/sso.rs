@@ -9,7 +9,7 @@ use super::KeycloakBackend;
 use super::admin::LEGACY_ID;
 use super::broker::Exchange;
 use super::oidc::{Grant, KcClaims};
-use super::registry::Identity;
+use super::registry::IdentityRow;
 use super::sso_logins::NewLogin;
 use crate::identity::sso::{Sso, SsoCallback, SsoLogin, SsoRefusal, SsoRequest, SsoStart};
 use crate::identity::{IdentityError, Login, User};
@@ -60,7 +60,7 @@ impl KeycloakBackend {
                 "Keycloak refused the legacy_id: {message}"
             )));
         }
-        let identity = Identity {
+        let identity = IdentityRow {
             legacy_id,
             keycloak_id,
             username: kc.username.clone(),
@@ -68,9 +68,7 @@ impl KeycloakBackend {
             email_verified: Some(kc.email_verified),
         };
         self.registry.upsert(Some(&mut tx), &identity).await?;
-        tx.commit()
-            .await
-            .map_err(crate::identity::native::db::db_error)?;
+        tx.commit().await.map_err(crate::identity::db_error)?;
         tracing::info!(legacy_id, %keycloak_id, "brokered user provisioned");
         Ok((identity.user(kc.email_verified), true))
     }

@@ -10,8 +10,9 @@ use sqlx::{FromRow, Postgres};
 
 use crate::clock::Clock;
 use crate::identity::IdentityError;
-use crate::identity::native::{Database, db::db_error};
+use crate::identity::db_error;
 use crate::identity::sso::SsoRefusal;
+use crate::store::Database;
 use crate::tokens::digest;
 
 /// Used rows are kept this long after they expire (to tell a replay from

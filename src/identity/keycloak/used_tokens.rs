@@ -13,9 +13,10 @@ use chrono::DateTime;
 use sqlx::Postgres;
 
 use crate::clock::Clock;
-use crate::identity::native::{Database, db::db_error};
+use crate::identity::db_error;
 use crate::identity::{IdentityError, Pruning};
 use crate::redis_conn::LazyRedis;
+use crate::store::Database;
 use crate::tokens::digest;
 
 /// Redis's own bound for one `SET NX`.

@@ -23,11 +23,12 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus::{Histogram, IntCounterVec, IntGauge};
 use tokio::sync::oneshot;
 
+use crate::config::HashingLimits;
 use crate::identity::IdentityError;
 use crate::password::{PasswordError, PasswordHasher};
 
@@ -35,25 +36,6 @@ use crate::password::{PasswordError, PasswordHasher};
 /// At 10 the kernel gives a request thread about ten times their share of
 /// a busy core.
 pub const HASHING_NICE: i32 = 10;
-
-/// The bounds of the pool (`HASHING_*` settings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HashingLimits {
-    /// Threads hashing at once (at least one).
-    pub threads: usize,
-    /// Jobs waiting for a thread, at most (at least one).
-    pub queue_max: usize,
-    /// How long a job may wait for a thread before it is given up.
-    pub max_wait: Duration,
-}
-
-impl HashingLimits {
-    /// The `Retry-After` of a refusal, in seconds: the wait bound, at least
-    /// one second (within it, the queue has turned over).
-    pub fn retry_after(&self) -> u64 {
-        self.max_wait.as_secs_f64().ceil().max(1.0) as u64
-    }
-}
 
 /// What the pool reports (registered in [`crate::metrics::Metrics`]).
 #[derive(Debug, Clone)]
@@ -315,6 +297,7 @@ fn lower_priority() {}
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
+    use std::time::Duration;
     use tokio::task::JoinHandle;
 
     fn pool_with(threads: usize, queue_max: usize, max_wait: Duration) -> (Hashing, Metrics) {

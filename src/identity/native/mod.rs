@@ -1,6 +1,6 @@
 //! The native backend: the legacy flows on the legacy schema, in
 //! PostgreSQL or in the embedded SQLite store (one implementation, generic
-//! over the store; see [`db::Dialect`]).
+//! over the store; see [`crate::store::Dialect`]).
 //!
 //! It reads and writes the old service's tables as they are (`users`,
 //! `device_sessions`, `temporary_tokens`), tolerating the NULLs the old
@@ -9,7 +9,6 @@
 //! own: roles, and the instant before which a user's tokens are refused
 //! (`authgate_user_not_before`, written by a password reset).
 
-pub mod db;
 mod hashing;
 
 use std::sync::Arc;
@@ -18,20 +17,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::migrate::Migrate;
 use sqlx::{
-    AssertSqlSafe, ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Pool,
-    Transaction, Type,
+    AssertSqlSafe, ColumnIndex, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type,
 };
 use uuid::Uuid;
 
-pub use db::{Database, Dialect, MigrateError, StoreKind};
-pub use hashing::{Hashing, HashingLimits, HashingMetrics};
+pub use hashing::{Hashing, HashingMetrics};
 
-use self::db::db_error;
+use super::db_error;
 use super::{
     CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailLimit, MailQuota,
     NewUser, PendingToken, Pruning, RefreshDenied, Refreshed, SessionRef, User, UserPatch,
 };
 use crate::clock::Clock;
+use crate::store::{Database, Dialect, Value};
 use crate::tokens::{EmailPurpose, SessionClaims, digest};
 
 #[derive(Debug, FromRow)]
@@ -60,17 +58,6 @@ struct LoginRow {
     email: String,
     password: String,
     is_verified: bool,
-}
-
-/// A value every store binds and reads.
-pub trait Value<DB: sqlx::Database>:
-    for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + Sync
-{
-}
-
-impl<DB: sqlx::Database, T> Value<DB> for T where
-    T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send + Sync
-{
 }
 
 /// The native backend on the store `DB`.

@@ -13,14 +13,14 @@ use uuid::Uuid;
 
 use super::legacy::LegacyUser;
 use super::{
-    ImportError, ImportEvents, Importer, Mode, Outcome, Ready, credential_of, keycloak_id_of,
+    ImportError, ImportEvents, ImportOutcome, Importer, Mode, Ready, credential_of, keycloak_id_of,
 };
 use crate::identity::keycloak::admin::{
     Created, ImportAction, ImportResult, KcUser, PartialImport,
 };
-use crate::identity::keycloak::http::KcError;
+use crate::identity::keycloak::client::KcError;
 use crate::identity::keycloak::import::report::{Failure, Tally};
-use crate::identity::keycloak::registry::Identity;
+use crate::identity::keycloak::registry::IdentityRow;
 
 /// How long a batch keeps trying while Keycloak is unavailable (a restart
 /// takes 15 to 45 s), waiting 1, 2, 4, 8, 15, 15, ... s between tries.
@@ -48,11 +48,11 @@ impl BatchOutcome {
         });
     }
 
-    fn count(&mut self, user: &LegacyUser, outcome: Outcome) {
+    fn count(&mut self, user: &LegacyUser, outcome: ImportOutcome) {
         match outcome {
-            Outcome::Imported => self.tally.imported += 1,
-            Outcome::Skipped => self.tally.skipped += 1,
-            Outcome::Failed(reason) => self.fail(user, reason),
+            ImportOutcome::Imported => self.tally.imported += 1,
+            ImportOutcome::Skipped => self.tally.skipped += 1,
+            ImportOutcome::Failed(reason) => self.fail(user, reason),
         }
     }
 }
@@ -303,7 +303,7 @@ impl Importer<'_> {
         ready: &[Ready<'_>],
         outcome: &mut BatchOutcome,
     ) -> Result<(), ImportError> {
-        let outcomes: Vec<Outcome> = futures_util::stream::iter(ready)
+        let outcomes: Vec<ImportOutcome> = futures_util::stream::iter(ready)
             .map(|r| self.import_one(r))
             .buffered(PER_USER_CONCURRENCY)
             .try_collect()
@@ -317,7 +317,7 @@ impl Importer<'_> {
     /// One user through the gateway's client: found by `legacy_id` (skipped),
     /// username or address taken (failed), else created (a dry run only
     /// checks).
-    async fn import_one(&self, ready: &Ready<'_>) -> Result<Outcome, ImportError> {
+    async fn import_one(&self, ready: &Ready<'_>) -> Result<ImportOutcome, ImportError> {
         let admin = &self.backend.admin;
         let user = ready.user;
         let dry_run = self.mode.get() == Mode::DryRun;
@@ -325,21 +325,23 @@ impl Importer<'_> {
             if !dry_run {
                 self.backend.identity_of(&existing).await?;
             }
-            return Ok(Outcome::Skipped);
+            return Ok(ImportOutcome::Skipped);
         }
         if let Some(other) = admin.find_by_username(&user.username).await? {
-            return Ok(Outcome::Failed(taken("username", &other)));
+            return Ok(ImportOutcome::Failed(taken("username", &other)));
         }
         if let Some(other) = admin.find_by_email(&user.email).await? {
-            return Ok(Outcome::Failed(taken("email", &other)));
+            return Ok(ImportOutcome::Failed(taken("email", &other)));
         }
         if dry_run {
-            return Ok(Outcome::Imported);
+            return Ok(ImportOutcome::Imported);
         }
         let keycloak_id = match admin.create_user(&ready.representation()).await? {
             Created::Id(id) => id,
             Created::Conflict(message) | Created::Refused(message) => {
-                return Ok(Outcome::Failed(format!("Keycloak refused: {message}")));
+                return Ok(ImportOutcome::Failed(format!(
+                    "Keycloak refused: {message}"
+                )));
             }
         };
         let keycloak_id = Uuid::parse_str(&keycloak_id).map_err(|_| {
@@ -349,13 +351,13 @@ impl Importer<'_> {
             .registry
             .upsert(None, &identity(user, keycloak_id))
             .await?;
-        Ok(Outcome::Imported)
+        Ok(ImportOutcome::Imported)
     }
 }
 
 /// The registry entry of a user Keycloak holds under `keycloak_id`.
-fn identity(user: &LegacyUser, keycloak_id: Uuid) -> Identity {
-    Identity {
+fn identity(user: &LegacyUser, keycloak_id: Uuid) -> IdentityRow {
+    IdentityRow {
         legacy_id: user.id,
         keycloak_id,
         username: user.username.clone(),

@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::report::{Failure, Tally};
 use crate::identity::IdentityError;
-use crate::identity::native::db::db_error;
+use crate::identity::db_error;
 
 /// What earlier runs of the import did, as far as they got.
 #[derive(Debug, Clone, Default)]

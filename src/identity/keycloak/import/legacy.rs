@@ -5,7 +5,7 @@
 use sqlx::{FromRow, PgPool};
 
 use crate::identity::IdentityError;
-use crate::identity::native::db::db_error;
+use crate::identity::db_error;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct LegacyUser {

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::KeycloakBackend;
 use super::admin::{Admin, LEGACY_ID};
-use super::http::{KcError, KcHttp};
+use super::client::{KcClient, KcError};
 use crate::identity::IdentityError;
 use crate::password::Pbkdf2Hash;
 use batch::BatchOutcome;
@@ -99,7 +99,7 @@ pub enum ImportError {
 
 /// What happened to one user, as the one-at-a-time path says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum ImportOutcome {
     Imported,
     /// Already in Keycloak; nothing written.
     Skipped,
@@ -231,7 +231,7 @@ pub struct Importer<'a> {
     /// The import client's Admin API, for partial imports; every other call
     /// goes through the gateway's own client.
     bulk: Admin,
-    bulk_http: std::sync::Arc<KcHttp>,
+    bulk_http: std::sync::Arc<KcClient>,
     settings: ImportSettings,
     mode: Cell<Mode>,
 }

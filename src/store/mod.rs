@@ -1,8 +1,12 @@
-//! The stores of the native backend, their pools and migrations, and how
-//! their errors read to the api: PostgreSQL (production, and the legacy
-//! service's own database) or an embedded SQLite file (the zero-setup
-//! default). The queries are written once for both; a [`Dialect`] holds the
-//! few places where the two differ.
+//! The SQL stores every part of authgate that keeps rows uses (the native
+//! backend, Keycloak mode's own tables, the audit trail): their pools,
+//! dialects and migrations, and the kind of store a database URL names.
+//! PostgreSQL (production, and the legacy service's own database) or an
+//! embedded SQLite file (the zero-setup default). The queries are written
+//! once for both; a [`Dialect`] holds the few places where the two differ.
+//!
+//! Imports: `config` only (the database settings). How a store's errors
+//! read to the identity layer is `identity::db_error`'s job, not this one's.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -17,12 +21,23 @@ use sqlx::{ConnectOptions, Connection, Pool, Postgres, Sqlite};
 use tokio::sync::OnceCell;
 
 use crate::config::DatabaseSettings;
-use crate::identity::IdentityError;
+pub use crate::config::StoreKind;
 
 /// The PostgreSQL migrations (legacy schema, then authgate's additions).
 pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// The same schema for the embedded SQLite store.
 pub static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A value every store binds and reads.
+pub trait Value<DB: sqlx::Database>:
+    for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB> + Send + Sync
+{
+}
+
+impl<DB: sqlx::Database, T> Value<DB> for T where
+    T: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB> + Send + Sync
+{
+}
 
 type Options<DB> = <<DB as sqlx::Database>::Connection as Connection>::Options;
 
@@ -176,14 +191,14 @@ where
             .collect();
         for (index, migration) in steps.iter().enumerate() {
             let outcome = if applied.contains(&migration.version) {
-                Outcome::AlreadyApplied
+                StepOutcome::AlreadyApplied
             } else {
                 let started = Instant::now();
                 migrator
                     .run_to(migration.version, pool)
                     .await
                     .map_err(MigrateError::Run)?;
-                Outcome::Applied(started.elapsed())
+                StepOutcome::Applied(started.elapsed())
             };
             progress(Step {
                 number: index + 1,
@@ -205,11 +220,11 @@ pub struct Step<'a> {
     pub total: usize,
     pub version: i64,
     pub description: &'a str,
-    pub outcome: Outcome,
+    pub outcome: StepOutcome,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum StepOutcome {
     AlreadyApplied,
     Applied(Duration),
 }
@@ -222,27 +237,8 @@ impl std::fmt::Display for Step<'_> {
             self.number, self.total, self.version, self.description
         )?;
         match self.outcome {
-            Outcome::AlreadyApplied => write!(f, "already applied"),
-            Outcome::Applied(took) => write!(f, "applied in {:.2}s", took.as_secs_f64()),
-        }
-    }
-}
-
-/// The store a database URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    Postgres,
-    Sqlite,
-}
-
-impl StoreKind {
-    pub fn of(url: &str) -> Option<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(Self::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Some(Self::Sqlite)
-        } else {
-            None
+            StepOutcome::AlreadyApplied => write!(f, "already applied"),
+            StepOutcome::Applied(took) => write!(f, "applied in {:.2}s", took.as_secs_f64()),
         }
     }
 }
@@ -281,47 +277,6 @@ pub enum MigrateError {
     Connect(sqlx::Error),
     #[error("migration failed: {0}")]
     Run(sqlx::migrate::MigrateError),
-}
-
-/// Maps a database error to the identity layer: an unreachable database is
-/// `Unavailable` (a 503 at the edge); the rest is internal and logged here,
-/// never shown to the client.
-pub fn db_error(err: sqlx::Error) -> IdentityError {
-    match &err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => {
-            tracing::warn!(error = %err, "database unavailable");
-            IdentityError::Unavailable("Database")
-        }
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // PostgreSQL 08: connection exception; 57P0x: shutdown / cannot
-            // connect now. SQLite 5/6: busy or locked beyond the busy timeout.
-            if code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "6" {
-                tracing::warn!(code = %code, "database unavailable");
-                return IdentityError::Unavailable("Database");
-            }
-            if db.is_unique_violation() {
-                // PostgreSQL names the index; SQLite names the columns.
-                let constraint = db.constraint().unwrap_or_else(|| db.message());
-                if constraint.contains("email") {
-                    return IdentityError::EmailTaken;
-                }
-                if constraint.contains("username") {
-                    return IdentityError::UsernameTaken;
-                }
-            }
-            tracing::error!(code = %code, error = %db.message(), "database error");
-            IdentityError::Internal(format!("database error {code}"))
-        }
-        _ => {
-            tracing::error!(error = %err, "database error");
-            IdentityError::Internal("database error".into())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ impl ServerErrors {
     }
 }
 
-/// One Admin API request, as [`KcHttp::admin_call`] sends it.
+/// One Admin API request, as [`KcClient::admin_call`] sends it.
 struct AdminCall<'a> {
     method: Method,
     path: &'a str,
@@ -125,7 +125,7 @@ struct AdminToken {
 }
 
 #[derive(Debug)]
-pub struct KcHttp {
+pub struct KcClient {
     client: reqwest::Client,
     settings: KeycloakSettings,
     realm_base: String,
@@ -134,7 +134,7 @@ pub struct KcHttp {
     metrics: std::sync::Arc<Metrics>,
 }
 
-impl KcHttp {
+impl KcClient {
     pub fn new(
         settings: &KeycloakSettings,
         metrics: std::sync::Arc<Metrics>,
@@ -414,13 +414,6 @@ impl KcHttp {
         request
     }
 
-    /// The service account's user id (the `sub` of its token): the author
-    /// of the admin events authgate's own calls cause.
-    pub async fn service_account_id(&self) -> Result<Option<String>, KcError> {
-        let token = self.admin_token().await?;
-        Ok(super::oidc::KcClaims::of_fresh_token(&token).map(|claims| claims.sub))
-    }
-
     /// Whether the service account gets a token (client id and secret
     /// accepted, service account enabled).
     pub async fn check_service_account(&self) -> Result<(), KcError> {
@@ -431,7 +424,7 @@ impl KcHttp {
         *self.admin_token.lock().await = None;
     }
 
-    async fn admin_token(&self) -> Result<String, KcError> {
+    pub(super) async fn admin_token(&self) -> Result<String, KcError> {
         // Waiting for another caller's renewal counts against the deadline.
         let mut cached = crate::identity::deadline::bounded(self.admin_token.lock())
             .await

@@ -1,14 +1,37 @@
-//! Settings from the environment (and an optional `.env`), with the legacy
-//! service's names and defaults. Every problem names its setting.
+//! The settings, as plain data, parsed from a lookup of names (the process
+//! environment at start-up, a map in tests), with the legacy service's
+//! names and defaults. Every problem names its setting. Reading files (the
+//! `.env`, the generated key, the routes file) is the start-up's job
+//! (`crate::startup`), not this module's.
+//!
+//! Imports: nothing of the crate. The modules that act on a setting import
+//! its type from here (`values`: the store kind, rates, route policies,
+//! hashing bounds).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::identity::native::{HashingLimits, StoreKind};
-use crate::password::DEFAULT_ROUNDS;
-use crate::ratelimit::Quota;
+mod values;
+
+pub use values::{HashingLimits, Policy, Quota, StoreKind};
+
+/// OWASP's Password Storage Cheat Sheet asks for 600 000 iterations of
+/// PBKDF2-HMAC-SHA256.
+pub const DEFAULT_ROUNDS: u32 = 600_000;
+/// How long a client connection may stay silent unless configured:
+/// pingora's own keep-alive default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request head may take, from its first byte, unless configured.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a write to a client may stall, unless configured.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open client connections unless configured: 10 000 idle keep-alive
+/// connections fit twice (about 2.3 KB each idle, more while a request runs).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// The most header lines a request may carry, unless configured.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
@@ -243,16 +266,15 @@ pub struct SsoSettings {
 /// Where the gateway stands in the network.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeSettings {
-    /// Upstream routes (`ROUTES_FILE`), longest prefix first, as read at start.
-    pub routes: Vec<crate::routes::RouteConfig>,
-    /// `ROUTES_FILE`: read again on SIGHUP and when it changes.
+    /// `ROUTES_FILE`: the upstream routes, read at start (by the code that
+    /// assembles the server), again on SIGHUP and when it changes.
     pub routes_file: Option<PathBuf>,
     /// `ROUTES_WATCH_SECONDS`: how often the routes file is looked at for a
     /// change; `None` (0): on SIGHUP only.
     pub routes_watch: Option<Duration>,
     /// `FORWARD_AUTH_DEFAULT_POLICY`: what forward-auth applies to a path
     /// no route matches.
-    pub forward_auth_default: crate::routes::Policy,
+    pub forward_auth_default: Policy,
     /// Peers whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `REDIS_URL`: shared rate limits; in-process limits without it.
@@ -439,30 +461,6 @@ fn parse_bool(text: &str) -> Option<bool> {
 }
 
 impl Config {
-    /// Loads `.env` (when present) and then reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(err) if err.not_found() => {}
-            Err(err) => return Err(problem(format!(".env cannot be read: {err}"))),
-        }
-        let env = |name: &str| std::env::var(name).ok();
-        if let Some(key_file) = generated_key_file(&env) {
-            let key = crate::secret_file::load_or_create(&key_file)
-                .map_err(|err| problem(format!("SECRET_KEY is not set and {err}")))?;
-            let mut config = Self::from_lookup(&|name| match name {
-                "SECRET_KEY" => Some(key.clone()),
-                other => env(other),
-            })?;
-            config.notices.push(format!(
-                "SECRET_KEY is not set: using the key kept in {} (set SECRET_KEY to share tokens with other services)",
-                key_file.display()
-            ));
-            return Ok(config);
-        }
-        Self::from_lookup(&env)
-    }
-
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
         Self::from_lookup(&|name| map.get(name).cloned())
     }
@@ -699,7 +697,10 @@ fn embedded_url(data_dir: &Path) -> String {
 /// Where a key is kept when `SECRET_KEY` is unset: only for the embedded
 /// store (a gateway on PostgreSQL shares its key with other services, so it
 /// must be given one).
-fn generated_key_file(get: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+/// Where the key of a gateway on the embedded store is kept when
+/// `SECRET_KEY` is unset (the assembly reads or makes it and passes it
+/// in as `SECRET_KEY`); `None` when a key must be configured.
+pub fn generated_key_file(get: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     let src = Source { get };
     if src.optional("SECRET_KEY").is_some() {
         return None;
@@ -734,16 +735,12 @@ fn postgres_url(src: &Source<'_>) -> String {
 
 fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
     let routes_file = src.optional("ROUTES_FILE").map(PathBuf::from);
-    let routes = match &routes_file {
-        Some(path) => crate::routes::load(path)?,
-        None => Vec::new(),
-    };
     let routes_watch = match src.number("ROUTES_WATCH_SECONDS", 5u64, 0)? {
         0 => None,
         seconds => Some(Duration::from_secs(seconds)),
     };
     let default_policy = src.string("FORWARD_AUTH_DEFAULT_POLICY", "authenticated");
-    let forward_auth_default = crate::routes::Policy::parse(&default_policy).ok_or_else(|| {
+    let forward_auth_default = Policy::parse(&default_policy).ok_or_else(|| {
         problem(format!(
             "FORWARD_AUTH_DEFAULT_POLICY must be public, authenticated or role:<name> (got {default_policy:?})"
         ))
@@ -784,7 +781,6 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
         })?),
     };
     Ok(EdgeSettings {
-        routes,
         routes_file,
         routes_watch,
         forward_auth_default,
@@ -794,29 +790,21 @@ fn edge_settings(src: &Source<'_>) -> Result<EdgeSettings, ConfigError> {
         shutdown_grace: Duration::from_secs(src.number("SHUTDOWN_GRACE_SECONDS", 10u64, 0)?),
         client_idle_timeout: Duration::from_secs(src.number(
             "CLIENT_IDLE_TIMEOUT_SECONDS",
-            crate::conn::DEFAULT_IDLE_TIMEOUT.as_secs(),
+            DEFAULT_IDLE_TIMEOUT.as_secs(),
             1,
         )?),
-        max_request_headers: src.number(
-            "MAX_REQUEST_HEADERS",
-            crate::edge::DEFAULT_MAX_HEADERS,
-            1,
-        )?,
+        max_request_headers: src.number("MAX_REQUEST_HEADERS", DEFAULT_MAX_HEADERS, 1)?,
         client_header_timeout: Duration::from_secs(src.number(
             "CLIENT_HEADER_TIMEOUT_SECONDS",
-            crate::conn::DEFAULT_HEADER_TIMEOUT.as_secs(),
+            DEFAULT_HEADER_TIMEOUT.as_secs(),
             1,
         )?),
         client_write_timeout: Duration::from_secs(src.number(
             "CLIENT_WRITE_TIMEOUT_SECONDS",
-            crate::conn::DEFAULT_WRITE_TIMEOUT.as_secs(),
+            DEFAULT_WRITE_TIMEOUT.as_secs(),
             1,
         )?),
-        max_client_connections: src.number(
-            "MAX_CLIENT_CONNECTIONS",
-            crate::conn::DEFAULT_MAX_CONNECTIONS,
-            1,
-        )?,
+        max_client_connections: src.number("MAX_CLIENT_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1)?,
         tls: None,
     })
 }
@@ -1500,20 +1488,14 @@ mod tests {
     fn routes_reload_and_forward_auth_settings() {
         let edge = Config::from_map(&base()).unwrap().edge;
         assert_eq!(edge.routes_watch, Some(Duration::from_secs(5)));
-        assert_eq!(
-            edge.forward_auth_default,
-            crate::routes::Policy::Authenticated
-        );
+        assert_eq!(edge.forward_auth_default, Policy::Authenticated);
         assert_eq!(edge.routes_file, None);
         let mut map = base();
         map.insert("ROUTES_WATCH_SECONDS".into(), "0".into());
         map.insert("FORWARD_AUTH_DEFAULT_POLICY".into(), "role:staff".into());
         let edge = Config::from_map(&map).unwrap().edge;
         assert_eq!(edge.routes_watch, None);
-        assert_eq!(
-            edge.forward_auth_default,
-            crate::routes::Policy::Role("staff".into())
-        );
+        assert_eq!(edge.forward_auth_default, Policy::Role("staff".into()));
         assert_eq!(edge.forward_auth_default.to_string(), "role:staff");
     }
 

@@ -1,27 +1,19 @@
-//! The gateway's edge decisions for forwarded requests, apart from the
-//! HTTP plumbing: who may pass a route (its policy and rate limit), and the
-//! identity of an admitted request (which `edge` writes into the headers
-//! the upstream receives).
+//! Who may pass a route or a forward-auth check, apart from the HTTP
+//! plumbing: its policy and rate limit, and the identity of an admitted
+//! request ([`Admitted`], which `edge` writes into the headers the upstream
+//! receives). Shared by the forwarding hooks and the forward-auth handler.
+//!
+//! Imports: the api's `auth` and errors, `edge` (the admitted identity),
+//! `routes`, `http`.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::api::{ApiError, App, auth};
+use super::{ApiError, App, auth};
+pub use crate::edge::Admitted;
 use crate::http::Response;
 use crate::routes::{Policy, RouteConfig};
-
-/// Who an admitted request is for: a user, or a machine client.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub user_id: Option<i64>,
-    /// The machine client (client credentials), instead of a user.
-    pub client_id: Option<String>,
-    pub email: Option<String>,
-    pub device_id: Option<String>,
-    pub roles: Arc<Vec<String>>,
-}
 
 /// Lets a request through `route`, or answers it: the contract's 403s, 429.
 pub async fn admit(
@@ -29,7 +21,7 @@ pub async fn admit(
     route: &RouteConfig,
     headers: &HeaderMap,
     client_ip: Option<IpAddr>,
-) -> Result<Option<Identity>, Response> {
+) -> Result<Option<Admitted>, Response> {
     if route.rate_limit.is_some() {
         let key = client_ip.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
         app.check_limit(&format!("route:{}", route.prefix), route.rate_limit, &key)
@@ -46,7 +38,7 @@ pub async fn identify(
     app: &App,
     route: &RouteConfig,
     headers: &HeaderMap,
-) -> Result<Option<Identity>, Response> {
+) -> Result<Option<Admitted>, Response> {
     pass(app, &route.policy, route.allow_services, headers).await
 }
 
@@ -57,7 +49,7 @@ pub async fn pass(
     policy: &Policy,
     allow_services: bool,
     headers: &HeaderMap,
-) -> Result<Option<Identity>, Response> {
+) -> Result<Option<Admitted>, Response> {
     let role = match policy {
         Policy::Public => return Ok(None),
         Policy::Authenticated => None,
@@ -71,7 +63,7 @@ pub async fn pass(
             let roles = auth::roles(app, &principal)
                 .await
                 .map_err(|err| ApiError::from(err).into_response())?;
-            Identity {
+            Admitted {
                 user_id: Some(principal.user_id),
                 client_id: None,
                 email: principal.email,
@@ -79,7 +71,7 @@ pub async fn pass(
                 roles,
             }
         }
-        auth::Caller::Service(service) => Identity {
+        auth::Caller::Service(service) => Admitted {
             user_id: None,
             client_id: Some(service.client_id),
             email: None,
