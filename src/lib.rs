@@ -30,6 +30,8 @@ pub mod secret_file;
 pub mod server;
 pub mod startup;
 pub mod store;
+#[cfg(test)]
+pub mod testkit;
 pub mod tls;
 pub mod tokens;
 pub mod totp;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::App;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::config::{Backend, Config};
 use crate::identity::IdentityBackend;
 use crate::identity::MailLimit;
@@ -240,10 +242,10 @@ fn revocations(
     Ok(local.with_shared(shared))
 }
 
-/// Builds the application from a checked configuration (no I/O happens here).
-pub fn build_app(config: Config) -> Result<App, StartupError> {
+/// Builds the application from a checked configuration, on `clock` (the
+/// system's in production; a manual one in tests). No I/O happens here.
+pub fn build_app(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartupError> {
     let config = Arc::new(config);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new()?);
     let tokens = token_service(&config, Arc::clone(&clock))?;
     let revocations = Arc::new(revocations(&config, &tokens, Arc::clone(&clock), &metrics)?);

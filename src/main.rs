@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod import_view;
 use tracing_subscriber::EnvFilter;
 
+use authgate::clock::SystemClock;
 use authgate::config::{Config, LogFormat};
 use authgate::routes::RouteConfig;
 use authgate::startup::Startup;
@@ -181,7 +182,7 @@ fn serve(config: Config, routes: Vec<RouteConfig>, no_migrate: bool) -> Result<(
             .map_err(|e| e.to_string())?;
     }
     let workers = config.app.workers;
-    let app = Arc::new(build_app(config).map_err(|e| e.to_string())?);
+    let app = Arc::new(build_app(config, Arc::new(SystemClock)).map_err(|e| e.to_string())?);
     match authgate::server::run(app, routes, addr, workers) {
         Ok(never) => match never {},
         Err(err) => Err(err),

@@ -110,3 +110,93 @@ pub async fn signup(app: &App, req: &Request) -> Result<Response, ApiError> {
         },
     ))
 }
+
+#[cfg(test)]
+mod in_process {
+    //! Sign-up on the in-process kit (SQLite, manual clock).
+
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::testkit::Kit;
+
+    fn body(email: &str, username: &str) -> serde_json::Value {
+        json!({ "email": email, "username": username, "password": "long enough password" })
+    }
+
+    #[tokio::test]
+    async fn signup_answers_working_tokens_and_mails_the_link() {
+        let kit = Kit::native().await;
+        let answer = kit
+            .post("/users/signup", body("ada@example.com", "ada"))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+        assert_eq!(
+            answer.json["message"],
+            "Verification email sent successfully"
+        );
+        assert_eq!(answer.json["expires_in"], 3600);
+        assert_eq!(answer.json["fallback_url"], serde_json::Value::Null);
+        assert!(answer.set_cookies().is_empty(), "no cookies at sign-up");
+        let me = kit
+            .bearer(
+                Method::GET,
+                "/users/me/",
+                &answer.text("access_token"),
+                None,
+            )
+            .await;
+        assert_eq!(me.status, StatusCode::OK);
+        assert_eq!(me.json["email"], "ada@example.com");
+        let mails = kit.mails("ada@example.com", "verification", 1).await;
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].contains("http://app.test/verify-email?token="));
+        let signin = kit.signin("ada", "long enough password").await;
+        assert_eq!(signin.json["message"], "Please verify your email first");
+    }
+
+    #[tokio::test]
+    async fn a_verification_url_is_the_links_base() {
+        let kit = Kit::native().await;
+        let mut request = body("bob@example.com", "bob");
+        request["verification_url"] = json!("https://web.example/confirm");
+        let answer = kit.post("/users/signup", request).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let mails = kit.mails("bob@example.com", "verification", 1).await;
+        assert!(mails[0].contains("https://web.example/confirm?token="));
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_or_name_is_refused_the_address_first() {
+        let kit = Kit::native().await;
+        kit.post("/users/signup", body("cyd@example.com", "cyd"))
+            .await;
+        let cases = [
+            (body("CYD@example.com", "other"), "Email already registered"),
+            (
+                body("new@example.com", "cyd"),
+                "Username already registered",
+            ),
+            (body("cyd@example.com", "cyd"), "Email already registered"),
+        ];
+        for (request, detail) in cases {
+            let answer = kit.post("/users/signup", request).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+            assert_eq!(answer.detail(), detail);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_password_is_a_422_in_fastapis_shape() {
+        let kit = Kit::native().await;
+        let answer = kit
+            .post(
+                "/users/signup",
+                json!({ "email": "dan@example.com", "username": "dan", "password": "short" }),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer.json["detail"][0]["type"], "string_too_short");
+        assert_eq!(answer.json["detail"][0]["loc"], json!(["body", "password"]));
+    }
+}

@@ -45,6 +45,13 @@ impl Default for Deferred {
 }
 
 impl Deferred {
+    /// Waits until every job started so far has finished.
+    pub async fn settle(&self) {
+        let all = u32::try_from(RUNNING).unwrap_or(u32::MAX);
+        // Never closed (see `run`): acquiring every place waits for them all.
+        let _ = self.places.acquire_many(all).await;
+    }
+
     /// Starts `job` in the background (in the caller's span), [`AFTER`]
     /// the answer, once a place is free.
     pub async fn run(&self, job: impl Future<Output = ()> + Send + 'static) {

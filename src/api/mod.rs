@@ -183,6 +183,12 @@ impl App {
         self
     }
 
+    /// Waits until the work started after answers (mails, audit records)
+    /// has finished: for tests, which then read what it wrote.
+    pub async fn settle(&self) {
+        self.deferred.settle().await;
+    }
+
     /// Whether the API answers this path (any method): otherwise it may be forwarded.
     pub fn serves(&self, method: &Method, path: &str) -> bool {
         self.router.resolve(method, path) != Resolution::NotFound

@@ -147,3 +147,84 @@ pub async fn reset(app: &App, req: &Request) -> Result<Response, ApiError> {
         "Password has been reset successfully",
     ))
 }
+
+#[cfg(test)]
+mod in_process {
+    //! The password reset on the in-process kit (SQLite, manual clock).
+
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::testkit::Kit;
+
+    #[tokio::test]
+    async fn a_reset_changes_the_password_once_and_ends_the_old_tokens() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("ada").await;
+        let answer = kit
+            .post("/users/forgot-password", json!({ "email": user.email }))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.json["message"],
+            "Password reset instructions have been sent to your email."
+        );
+        let token = kit.mailed_token(&user.email, "password_reset", 1).await;
+        kit.clock.advance(1);
+        let reset = json!({ "token": token, "new_password": "a brand new password" });
+        let answer = kit.post("/users/reset-password", reset.clone()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+        assert_eq!(
+            answer.json["message"],
+            "Password has been reset successfully"
+        );
+
+        // Single use.
+        let again = kit.post("/users/reset-password", reset).await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST);
+        assert_eq!(again.detail(), "Invalid or expired reset token");
+        // The old password no longer works, the new one does.
+        let old = kit.signin(&user.username, &user.password).await;
+        assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+        let new = kit.signin(&user.username, "a brand new password").await;
+        assert_eq!(new.status, StatusCode::OK);
+        // Tokens minted before the reset are refused.
+        let me = kit
+            .bearer(Method::GET, "/users/me/", &user.access_token, None)
+            .await;
+        assert_eq!(me.status, StatusCode::FORBIDDEN);
+        assert_eq!(me.detail(), "Invalid token or expired token.");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_address_answers_alike_and_mails_nothing() {
+        let kit = Kit::native().await;
+        let answer = kit
+            .post(
+                "/users/forgot-password",
+                json!({ "email": "nobody@example.com" }),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(
+            kit.mails("nobody@example.com", "password_reset", 0)
+                .await
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verification_token_is_no_reset_token() {
+        let kit = Kit::native().await;
+        let user = kit.signed_up("bob").await;
+        let token = kit.mailed_token(&user.email, "verification", 1).await;
+        let answer = kit
+            .post(
+                "/users/reset-password",
+                json!({ "token": token, "new_password": "a brand new password" }),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.detail(), "Invalid or expired password reset token");
+    }
+}

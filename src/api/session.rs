@@ -301,3 +301,136 @@ pub async fn signout(app: &App, req: &Request) -> Result<Response, ApiError> {
     }
     Ok(response)
 }
+
+#[cfg(test)]
+mod in_process {
+    //! Sign-in, refresh and sign-out on the in-process kit (SQLite, manual clock).
+
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::testkit::Kit;
+
+    #[tokio::test]
+    async fn signin_gives_a_pair_and_the_cookies() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("ada").await;
+        let answer = kit.signin(&user.email, &user.password).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+        assert!(answer.text("access_token").split('.').count() == 3);
+        assert!(!answer.text("refresh_token").is_empty());
+        assert_eq!(answer.json["expires_in"], 3600);
+        assert_eq!(answer.json["message"], serde_json::Value::Null);
+        let cookies = answer.set_cookies();
+        assert!(
+            cookies.iter().any(|c| c.starts_with("access_token=")),
+            "{cookies:?}"
+        );
+        assert!(
+            cookies.iter().any(|c| c.starts_with("refresh_token=")),
+            "{cookies:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_and_an_unknown_user_read_alike() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("bob").await;
+        let wrong = kit.signin(&user.username, "not the password").await;
+        let unknown = kit.signin("nobody", "not the password").await;
+        for answer in [&wrong, &unknown] {
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(answer.detail(), "Invalid credentials");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unverified_user_is_sent_to_verify_and_mailed_again() {
+        let kit = Kit::native().await;
+        let user = kit.signed_up("cyd").await;
+        let answer = kit.signin(&user.username, &user.password).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.json["access_token"], serde_json::Value::Null);
+        assert_eq!(answer.json["message"], "Please verify your email first");
+        // The sign-up's mail and the sign-in's.
+        assert_eq!(kit.mails(&user.email, "verification", 2).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn refresh_mints_a_new_access_token_until_the_refresh_token_expires() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("dan").await;
+        kit.clock.advance(5);
+        let answer = kit
+            .post(
+                "/users/refresh-token",
+                json!({ "refresh_token": user.refresh_token }),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+        let fresh = answer.text("access_token");
+        assert_ne!(fresh, user.access_token);
+        let me = kit.bearer(Method::GET, "/users/me/", &fresh, None).await;
+        assert_eq!(me.status, StatusCode::OK);
+        assert_eq!(me.json["id"], user.id);
+
+        // A week (JWT_REFRESH_EXP_TIME_MINUTES) later, the refresh token is done.
+        kit.clock.advance(7 * 24 * 3600);
+        let answer = kit
+            .post(
+                "/users/refresh-token",
+                json!({ "refresh_token": user.refresh_token }),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.detail(), "Refresh token expired");
+    }
+
+    #[tokio::test]
+    async fn the_access_token_expires_with_the_clock() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("eve").await;
+        kit.clock.advance(3599);
+        let me = kit
+            .bearer(Method::GET, "/users/me/", &user.access_token, None)
+            .await;
+        assert_eq!(me.status, StatusCode::OK);
+        kit.clock.advance(2);
+        let me = kit
+            .bearer(Method::GET, "/users/me/", &user.access_token, None)
+            .await;
+        assert_eq!(me.status, StatusCode::FORBIDDEN);
+        assert_eq!(me.detail(), "Invalid token or expired token.");
+    }
+
+    #[tokio::test]
+    async fn signout_ends_the_session_its_tokens_and_clears_the_cookies() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("fay").await;
+        let answer = kit
+            .bearer(Method::POST, "/users/signout", &user.access_token, None)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+        assert_eq!(answer.json["message"], "Successfully signed out");
+        assert!(
+            answer
+                .set_cookies()
+                .iter()
+                .any(|c| c.starts_with("access_token=") && c.contains("Max-Age=0")),
+            "{:?}",
+            answer.set_cookies()
+        );
+        let me = kit
+            .bearer(Method::GET, "/users/me/", &user.access_token, None)
+            .await;
+        assert_eq!(me.status, StatusCode::FORBIDDEN);
+        assert_eq!(me.detail(), "Invalid token or expired token.");
+        let refreshed = kit
+            .post(
+                "/users/refresh-token",
+                json!({ "refresh_token": user.refresh_token }),
+            )
+            .await;
+        assert_eq!(refreshed.status, StatusCode::UNAUTHORIZED);
+    }
+}

@@ -274,3 +274,155 @@ mod prop {
         }
     }
 }
+
+#[cfg(test)]
+mod in_process {
+    //! `/users/me` and user administration on the in-process kit.
+
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::testkit::{Kit, KitUser};
+
+    async fn admin(kit: &Kit) -> KitUser {
+        let admin = kit.verified_user("root").await;
+        kit.app
+            .backend
+            .grant_role(&admin.username, "admin")
+            .await
+            .unwrap();
+        admin
+    }
+
+    #[tokio::test]
+    async fn me_answers_on_both_paths() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("ada").await;
+        for path in ["/users/me/", "/users/me"] {
+            let me = kit
+                .bearer(Method::GET, path, &user.access_token, None)
+                .await;
+            assert_eq!(me.status, StatusCode::OK);
+            assert_eq!(
+                me.json,
+                json!({ "username": "ada", "email": "ada@example.com", "id": user.id })
+            );
+        }
+        let anonymous = kit.get("/users/me/").await;
+        assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+        assert_eq!(anonymous.detail(), "Unauthorized.");
+    }
+
+    #[tokio::test]
+    async fn an_admin_creates_lists_reads_and_deletes_users() {
+        let kit = Kit::native().await;
+        let root = admin(&kit).await;
+        let created = kit
+            .bearer(
+                Method::POST,
+                "/users/",
+                &root.access_token,
+                Some(json!({ "username": "bob", "email": "bob@example.com", "password": "long enough password" })),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::OK, "{:?}", created.json);
+        let id = created.json["id"].as_i64().unwrap();
+
+        let list = kit
+            .bearer(
+                Method::GET,
+                "/users/?offset=0&limit=10",
+                &root.access_token,
+                None,
+            )
+            .await;
+        let names: Vec<&str> = list
+            .json
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["username"].as_str())
+            .collect();
+        assert_eq!(names, ["root", "bob"]);
+
+        let one = kit
+            .bearer(
+                Method::GET,
+                &format!("/users/{id}"),
+                &root.access_token,
+                None,
+            )
+            .await;
+        assert_eq!(one.json["email"], "bob@example.com");
+
+        let deleted = kit
+            .bearer(
+                Method::DELETE,
+                &format!("/users/{id}"),
+                &root.access_token,
+                None,
+            )
+            .await;
+        assert_eq!(deleted.json["message"], "User deleted successfully");
+        let gone = kit
+            .bearer(
+                Method::GET,
+                &format!("/users/{id}"),
+                &root.access_token,
+                None,
+            )
+            .await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert_eq!(gone.detail(), "User not found");
+        let signin = kit.signin("bob", "long enough password").await;
+        assert_eq!(signin.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn only_an_admin_creates_and_only_oneself_or_an_admin_changes() {
+        let kit = Kit::native().await;
+        let ada = kit.verified_user("ada").await;
+        let bob = kit.verified_user("bob").await;
+        let create = kit
+            .bearer(
+                Method::POST,
+                "/users/",
+                &ada.access_token,
+                Some(json!({ "username": "cyd", "email": "cyd@example.com", "password": "long enough password" })),
+            )
+            .await;
+        assert_eq!(create.status, StatusCode::FORBIDDEN);
+        assert_eq!(create.detail(), "Not enough permissions");
+
+        let other = kit
+            .bearer(
+                Method::PUT,
+                &format!("/users/{}", bob.id),
+                &ada.access_token,
+                Some(json!({ "password": "taken over password" })),
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::FORBIDDEN);
+
+        let own = kit
+            .bearer(
+                Method::PUT,
+                &format!("/users/{}", ada.id),
+                &ada.access_token,
+                Some(json!({ "email": "ada@new.example" })),
+            )
+            .await;
+        assert_eq!(own.status, StatusCode::OK, "{:?}", own.json);
+        assert_eq!(own.json["email"], "ada@new.example");
+
+        let verify_self = kit
+            .bearer(
+                Method::PUT,
+                &format!("/users/{}", ada.id),
+                &ada.access_token,
+                Some(json!({ "is_verified": false })),
+            )
+            .await;
+        assert_eq!(verify_self.status, StatusCode::FORBIDDEN);
+    }
+}

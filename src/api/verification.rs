@@ -191,18 +191,102 @@ pub async fn resend(app: &App, req: &Request) -> Result<Response, ApiError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use crate::api::flows::verification_mail::link_with_token;
+mod in_process {
+    //! E-mail verification on the in-process kit (SQLite, manual clock).
 
-    #[test]
-    fn links() {
+    use http::{Method, StatusCode};
+    use serde_json::json;
+
+    use crate::testkit::Kit;
+
+    #[tokio::test]
+    async fn the_mailed_token_verifies_once_and_signs_in() {
+        let kit = Kit::native().await;
+        let user = kit.signed_up("ada").await;
+        let token = kit.mailed_token(&user.email, "verification", 1).await;
+        let answer = kit
+            .post(
+                "/users/verify-email",
+                json!({ "token": token, "redirect_url": "https://web.example/home" }),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json);
+        assert_eq!(answer.json["message"], "Email verified successfully");
+        assert_eq!(answer.json["verified"], true);
+        assert_eq!(answer.json["redirect_url"], "https://web.example/home");
+        assert_eq!(answer.set_cookies().len(), 2);
+        let me = kit
+            .bearer(
+                Method::GET,
+                "/users/me/",
+                &answer.text("access_token"),
+                None,
+            )
+            .await;
+        assert_eq!(me.json["username"], "ada");
+        let signin = kit.signin("ada", &user.password).await;
+        assert_eq!(signin.json["message"], serde_json::Value::Null);
+        assert!(!signin.text("access_token").is_empty());
+
+        let again = kit
+            .post("/users/verify-email", json!({ "token": token }))
+            .await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST);
+        assert_eq!(again.detail(), "Invalid or expired reset token");
+    }
+
+    #[tokio::test]
+    async fn a_token_older_than_its_lifetime_is_refused() {
+        let kit = Kit::native_with(&[("JWT_EMAIL_EXP_TIME_MINUTES", "10")]).await;
+        let user = kit.signed_up("bob").await;
+        let token = kit.mailed_token(&user.email, "verification", 1).await;
+        kit.clock.advance(11 * 60);
+        let answer = kit
+            .post("/users/verify-email", json!({ "token": token }))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.detail(), "Invalid or expired reset token");
+    }
+
+    #[tokio::test]
+    async fn resend_mails_until_the_limit_then_says_when() {
+        let kit = Kit::native().await;
+        let user = kit.signed_up("cyd").await;
+        let resend = json!({ "email": user.email });
+        // The sign-up's mail counts: two more, then the limit. (A second
+        // apart: the links of one address minted in the same second are
+        // the same token, which is stored once.)
+        for _ in 0..2 {
+            kit.clock.advance(1);
+            let answer = kit.post("/users/resend-verification", resend.clone()).await;
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_eq!(
+                answer.json["message"],
+                "Verification email sent successfully"
+            );
+            assert_eq!(answer.json["retry_after"], serde_json::Value::Null);
+        }
+        let answer = kit.post("/users/resend-verification", resend.clone()).await;
+        assert_eq!(answer.json["message"], "Too many verification attempts");
+        assert_eq!(answer.json["retry_after"], 3600);
+        assert_eq!(kit.mails(&user.email, "verification", 3).await.len(), 3);
+        // An hour after the last one, there is room again.
+        kit.clock.advance(3600);
+        let answer = kit.post("/users/resend-verification", resend).await;
         assert_eq!(
-            link_with_token("https://app.example/verify", "t"),
-            "https://app.example/verify?token=t"
+            answer.json["message"],
+            "Verification email sent successfully"
         );
-        assert_eq!(
-            link_with_token("https://app.example/verify?lang=en", "t"),
-            "https://app.example/verify?lang=en&token=t"
-        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_address_is_not_mailed_again() {
+        let kit = Kit::native().await;
+        let user = kit.verified_user("dan").await;
+        let answer = kit
+            .post("/users/resend-verification", json!({ "email": user.email }))
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer.detail(), "Email already verified");
     }
 }

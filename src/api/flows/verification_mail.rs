@@ -101,3 +101,20 @@ pub fn verification_mail(
 pub fn email_token_expiry(app: &App) -> chrono::DateTime<chrono::Utc> {
     app.jobs.email_token_expiry()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::link_with_token;
+
+    #[test]
+    fn links() {
+        assert_eq!(
+            link_with_token("https://app.example/verify", "t"),
+            "https://app.example/verify?token=t"
+        );
+        assert_eq!(
+            link_with_token("https://app.example/verify?lang=en", "t"),
+            "https://app.example/verify?lang=en&token=t"
+        );
+    }
+}
