@@ -1,83 +1,47 @@
-//! Assembles the pingora server. One HTTP service decides per request:
-//! the API's own paths are read whole (bounded) and answered by the api
-//! layer; paths under a configured route are admitted (policy, rate limit)
-//! and forwarded to a healthy upstream, streaming, with identity headers.
-//! Every answer carries `X-Request-Id`, and every request ends in one log
-//! line and in the metrics.
+//! The gateway's pingora hooks for the main listener (and the plain one
+//! beside HTTPS): the request head settled once, then either answered by
+//! the api layer or admitted and forwarded to an upstream of its route
+//! (the lean path, a tunnel, or pingora's proxy for bodies and HTTP/2
+//! upstreams), every upstream answer finished by one step.
+//!
+//! Imports: `api` (the application, admission, forward-auth), `edge`,
+//! `forward`, `routes`, `http`, `tls` (the redirect), `server::exchange`
+//! and `server::ctx`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use http::header::{CONTENT_LENGTH, HeaderValue, STRICT_TRANSPORT_SECURITY};
-use pingora::http::{RequestHeader, ResponseHeader};
+use http::header::HeaderValue;
+use pingora::http::ResponseHeader;
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
-use pingora::proxy::{FailToProxy, HttpProxy};
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server};
-use pingora::services::background::background_service;
+use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType};
 use tracing::Instrument;
 
-use crate::api::admission::{Admitted, admit, identify};
+pub use super::ctx::Ctx;
+use super::exchange::{REQUEST_ID, header_text, read_request, stamp, write_response};
+use crate::api::admission::{admit, identify};
 use crate::api::{App, forward_auth};
-use crate::conn::ClientPolicy;
-use crate::conn::listener::ClientListener;
-use crate::drain::{Drain, InFlight, StopSignals};
 use crate::edge::{self, Forwarding};
 use crate::forward::{ForwardError, Forwarder, Target, Upgrade};
+use crate::http::Response;
 use crate::http::client_ip::{client_ip, request_id};
-use crate::http::{Request, Response};
-use crate::keepalive::LeanKeepalive;
-use crate::reload::{HangupSignals, Reloads};
 use crate::routes::Policy;
-use crate::routes::reload::RoutesService;
-use crate::routes::table::{Route, RouteTable};
-use crate::tls::Tls;
+use crate::routes::table::Route;
 use crate::tls::redirect::Redirect;
 
-/// How long a client may take to send a request body.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often an open tunnel (WebSocket) asks whether its caller may still
 /// pass its route.
 const TUNNEL_CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How often upstreams are probed.
-const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
-const REQUEST_ID: &str = "x-request-id";
 
-/// Per-request state across pingora's phases.
-pub struct Ctx {
-    request_id: String,
-    started: Instant,
-    span: tracing::Span,
-    client_ip: Option<IpAddr>,
-    /// The socket's peer (appended to `X-Forwarded-For` upstream).
-    peer_ip: Option<IpAddr>,
-    /// The peer is one of `TRUSTED_PROXIES`.
-    trusted_peer: bool,
-    /// The request came over TLS; its answers carry this
-    /// `Strict-Transport-Security`, when configured.
-    tls: bool,
-    hsts: Option<HeaderValue>,
-    /// A gRPC call: the gateway's own answers go in gRPC's shape.
-    grpc: bool,
-    /// Set when the request is forwarded: its route (kept whatever reloads
-    /// happen meanwhile) and who it is for.
-    forward: Option<(Arc<Route>, Option<Admitted>)>,
-    /// The upstreams that refused this request's connection, in turn.
-    refused: Vec<SocketAddr>,
-    upstream_started: Option<Instant>,
-}
-
+/// The hooks of the main listener (and of the plain one beside HTTPS).
 pub struct Gateway {
     app: Arc<App>,
     max_body: usize,
-    /// A listener that serves `/metrics` and nothing else.
-    metrics_only: bool,
     /// The lean path for requests without a body.
     forwarder: Forwarder,
     /// `HSTS_MAX_AGE_SECONDS`, for answers over TLS.
@@ -87,7 +51,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(app: Arc<App>, metrics_only: bool) -> Self {
+    pub fn new(app: Arc<App>) -> Self {
         let max_body = app.config.app.max_body_bytes;
         let hsts = app
             .config
@@ -99,7 +63,6 @@ impl Gateway {
         Self {
             app,
             max_body,
-            metrics_only,
             forwarder: Forwarder::default(),
             hsts,
             redirect: None,
@@ -168,6 +131,18 @@ impl Gateway {
         again
     }
 
+    /// The one step every upstream answer goes through, on every
+    /// forwarding path (lean, tunnel, pingora's proxy): counted with the
+    /// time it took, and stamped (request id, HSTS over TLS).
+    fn finish_upstream_answer(
+        &self,
+        ctx: &Ctx,
+        header: &mut ResponseHeader,
+    ) -> pingora::Result<()> {
+        self.observe_upstream_answer(ctx, header.status);
+        stamp(header, ctx)
+    }
+
     /// Counts an upstream answer and the time it took.
     fn observe_upstream_answer(&self, ctx: &Ctx, status: StatusCode) {
         let route = Self::route_label(ctx);
@@ -209,8 +184,7 @@ impl Gateway {
                 Err(err) => return Err(err.into()),
             }
         };
-        self.observe_upstream_answer(ctx, header.status);
-        stamp(&mut header, ctx)?;
+        self.finish_upstream_answer(ctx, &mut header)?;
         let empty = exchange.is_empty();
         session
             .write_response_header(Box::new(header), empty)
@@ -250,8 +224,7 @@ impl Gateway {
                 Err(err) => return Err(err.into()),
             }
         };
-        self.observe_upstream_answer(ctx, header.status);
-        stamp(&mut header, ctx)?;
+        self.finish_upstream_answer(ctx, &mut header)?;
         match upgrade {
             Upgrade::Refused(exchange) => {
                 session.set_keepalive(None);
@@ -313,20 +286,7 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
-        Ctx {
-            request_id: String::new(),
-            started: Instant::now(),
-            span: tracing::Span::none(),
-            client_ip: None,
-            peer_ip: None,
-            trusted_peer: false,
-            tls: false,
-            hsts: None,
-            grpc: false,
-            forward: None,
-            refused: Vec::new(),
-            upstream_started: None,
-        }
+        Ctx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
@@ -386,14 +346,9 @@ impl ProxyHttp for Gateway {
         };
         let method = session.req_header().method.clone();
 
-        if self.metrics_only
-            || (canonical.policy == "/metrics" && self.app.config.edge.metrics_addr.is_some())
-        {
-            let response = if self.metrics_only && canonical.path == "/metrics" {
-                crate::api::metrics_response(&self.app)
-            } else {
-                Response::detail(StatusCode::NOT_FOUND, "Not Found")
-            };
+        // With a metrics listener of its own, `/metrics` is not served here.
+        if canonical.policy == "/metrics" && self.app.config.edge.metrics_addr.is_some() {
+            let response = Response::detail(StatusCode::NOT_FOUND, "Not Found");
             write_response(session, response, ctx).await?;
             return Ok(true);
         }
@@ -525,17 +480,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        self.observe_upstream_answer(ctx, response.status);
-        Ok(())
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        response: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> pingora::Result<()> {
-        stamp(response, ctx)
+        self.finish_upstream_answer(ctx, response)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -635,253 +580,4 @@ impl ProxyHttp for Gateway {
             );
         });
     }
-}
-
-fn header_text<'a>(header: &'a RequestHeader, name: &str) -> Option<&'a str> {
-    header.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The request, its body read whole; or the answer to give instead
-/// (413 for a body over the limit, 400 for one that cannot be read). An
-/// ext_authz check (`forwarded_target`) goes to forward-auth whatever its
-/// target reads as once settled.
-async fn read_request(
-    session: &mut Session,
-    max_body: usize,
-    ctx: &Ctx,
-    forwarded_target: Option<Bytes>,
-) -> Result<Request, Response> {
-    let header = session.req_header();
-    let uri = &header.uri;
-    let path = match forwarded_target {
-        Some(_) => forward_auth::PATH.to_string(),
-        None => percent_encoding::percent_decode_str(uri.path())
-            .decode_utf8_lossy()
-            .into_owned(),
-    };
-    let mut req = Request {
-        method: header.method.clone(),
-        path,
-        query: uri.query().map(str::to_string),
-        headers: header.headers.clone(),
-        body: Bytes::new(),
-        client_ip: ctx.client_ip,
-        from_trusted_proxy: ctx.trusted_peer,
-        forwarded_target,
-    };
-    let too_large = || Response::detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
-    let declared = req
-        .header("content-length")
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if declared.is_some_and(|len| len > max_body) {
-        session.set_keepalive(None);
-        return Err(too_large());
-    }
-    session.set_read_timeout(Some(BODY_READ_TIMEOUT));
-    let mut body = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > max_body {
-                    session.set_keepalive(None);
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(err) => {
-                tracing::debug!(error = %err, "request body could not be read");
-                session.set_keepalive(None);
-                return Err(Response::detail(
-                    StatusCode::BAD_REQUEST,
-                    "Request body could not be read",
-                ));
-            }
-        }
-    }
-    req.body = body.freeze();
-    Ok(req)
-}
-
-/// What the gateway adds to every answer: the request id, and over TLS
-/// `Strict-Transport-Security` when configured (an upstream's own is kept).
-fn stamp(header: &mut ResponseHeader, ctx: &Ctx) -> pingora::Result<()> {
-    if let Ok(value) = HeaderValue::from_str(&ctx.request_id) {
-        header.insert_header(REQUEST_ID, value)?;
-    }
-    if let Some(hsts) = &ctx.hsts
-        && !header.headers.contains_key(STRICT_TRANSPORT_SECURITY)
-    {
-        header.insert_header(STRICT_TRANSPORT_SECURITY, hsts.clone())?;
-    }
-    Ok(())
-}
-
-/// Writes an answer of the gateway's own (in gRPC's shape to a gRPC call;
-/// the body left out for HEAD).
-async fn write_response(
-    session: &mut Session,
-    response: Response,
-    ctx: &Ctx,
-) -> pingora::Result<()> {
-    let response = if ctx.grpc {
-        crate::http::grpc::answer(response)
-    } else {
-        response
-    };
-    let mut header = ResponseHeader::build(response.status, Some(response.headers.len() + 2))?;
-    for (name, value) in &response.headers {
-        header.append_header(name.clone(), value.clone())?;
-    }
-    if !response.headers.contains_key(CONTENT_LENGTH) {
-        header.insert_header(CONTENT_LENGTH, response.body.len())?;
-    }
-    stamp(&mut header, ctx)?;
-    let no_body = response.body.is_empty() || session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(header), no_body)
-        .await?;
-    if !no_body {
-        session
-            .write_response_body(Some(response.body), true)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Starts the server on `addr` with `workers` threads, forwarding to
-/// `routes` (the routes file as read at start-up); never returns.
-pub fn run(
-    app: Arc<App>,
-    routes: Vec<crate::routes::RouteConfig>,
-    addr: SocketAddr,
-    workers: usize,
-) -> Result<std::convert::Infallible, String> {
-    let conf = ServerConf {
-        threads: workers,
-        work_stealing: true,
-        // On SIGTERM or SIGINT pingora stops accepting and, at the latest
-        // after the grace period, stops the runtimes; the drain ends the
-        // process as soon as no request is in flight (crate::drain).
-        grace_period_seconds: Some(app.config.edge.shutdown_grace.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
-    // The first route table; the routes service probes its upstreams
-    // before the listener opens, keeps checking them, and swaps in the
-    // table of a reloaded routes file.
-    let (table, _) = RouteTable::build(&routes, &RouteTable::default(), HEALTH_CHECK_EVERY)
-        .map_err(|err| format!("ROUTES_FILE {err}"))?;
-    let route_count = table.len();
-    app.routes.replace(Arc::new(table));
-    // SIGHUP reloads (crate::reload): whatever can reload subscribes.
-    let reloads = Reloads::new();
-    server.add_service(background_service(
-        "reload signals",
-        HangupSignals::new(reloads.clone()),
-    ));
-    let routes = server.add_service(background_service(
-        "routes",
-        RoutesService::new(
-            Arc::clone(&app.routes),
-            Arc::clone(&app.metrics),
-            reloads.clone(),
-            app.config.edge.routes_file.clone(),
-            app.config.edge.routes_watch,
-            HEALTH_CHECK_EVERY,
-        ),
-    ));
-    let clients = ClientPolicy::new(&app.config.edge, &app.metrics);
-
-    let in_flight = InFlight::default();
-    server.add_service(background_service(
-        "drain",
-        Drain::new(in_flight.clone(), app.config.edge.shutdown_grace),
-    ));
-    server.add_service(background_service(
-        "background",
-        crate::background::Service(Arc::clone(&app.background)),
-    ));
-    let tls = match &app.config.edge.tls {
-        Some(settings) => {
-            let tls = Tls::new(settings, Arc::clone(&app.clock), &app.metrics)
-                .map_err(|err| err.to_string())?;
-            server.add_service(background_service("tls certificate", tls.watch(&reloads)));
-            Some(Arc::new(tls))
-        }
-        None => None,
-    };
-    let service = lean_service(
-        &server,
-        ("authgate", addr, "APP_HOST/APP_PORT"),
-        Gateway::new(Arc::clone(&app), false),
-        clients.clone(),
-        in_flight.clone(),
-        tls.clone(),
-    )?;
-    // Listens once every upstream has been probed once.
-    server.add_service(service).add_dependencies(&[routes]);
-    if let Some(port) = app.config.edge.tls.as_ref().and_then(|t| t.redirect_port) {
-        let plain_addr = SocketAddr::new(addr.ip(), port);
-        let gateway = Gateway::new(Arc::clone(&app), false).redirecting(Redirect {
-            https_port: addr.port(),
-        });
-        let plain = lean_service(
-            &server,
-            ("authgate redirect", plain_addr, "HTTP_REDIRECT_PORT"),
-            gateway,
-            clients.clone(),
-            in_flight.clone(),
-            None,
-        )?;
-        server.add_service(plain);
-        tracing::info!(%plain_addr, "plain listener: probes, and redirects to HTTPS");
-    }
-    if let Some(metrics_addr) = app.config.edge.metrics_addr {
-        let metrics = lean_service(
-            &server,
-            ("authgate metrics", metrics_addr, "METRICS_ADDR"),
-            Gateway::new(Arc::clone(&app), true),
-            clients,
-            in_flight,
-            None,
-        )?;
-        server.add_service(metrics);
-        tracing::info!(%metrics_addr, "metrics listener");
-    }
-    tracing::info!(
-        %addr,
-        workers,
-        routes = route_count,
-        tls = tls.is_some(),
-        "authgate listening"
-    );
-    server.run(RunArgs {
-        shutdown_signal: Box::new(StopSignals),
-    });
-    std::process::exit(0)
-}
-
-/// The gateway listening on `addr` (named by its `setting` when it cannot
-/// be bound), whose client connections are held to `clients` and whose
-/// idle keep-alive connections cost little (see [`crate::keepalive`]), over
-/// `tls` when given.
-fn lean_service(
-    server: &Server,
-    (name, addr, setting): (&str, SocketAddr, &str),
-    gateway: Gateway,
-    clients: ClientPolicy,
-    in_flight: InFlight,
-    tls: Option<Arc<Tls>>,
-) -> Result<ClientListener<LeanKeepalive<HttpProxy<Gateway>>>, String> {
-    let proxy = pingora::proxy::http_proxy(&server.configuration, gateway);
-    ClientListener::bind(
-        name,
-        addr,
-        LeanKeepalive::new(proxy, clients, in_flight, tls),
-    )
-    .map_err(|err| format!("{setting} {addr} cannot be bound: {err}"))
 }
