@@ -20,6 +20,8 @@
 //! A balancer's periodic checks ([`Balancer::keep_checking`]) live exactly
 //! as long as the balancer: a route removed by a reload stops being probed
 //! once the last request that chose it is done.
+//!
+//! Imports: nothing of the crate.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -1,6 +1,9 @@
 //! `authgate check-config`: the effective configuration with every secret
 //! masked, then a probe of each server it names (store, Keycloak, SMTP,
 //! Redis, upstreams), each bounded in time.
+//!
+//! Imports: what it probes: `config`, `store`, `identity`, `mail`,
+//! `ratelimit`, `routes`, `tls`, `clock`, `metrics`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

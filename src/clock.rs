@@ -1,4 +1,6 @@
 //! Time as a parameter: production reads the system clock, tests pin it.
+//!
+//! Imports: nothing of the crate.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

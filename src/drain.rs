@@ -12,6 +12,8 @@
 //!
 //! In Kubernetes the wait for the endpoint removal to spread belongs to the
 //! pod's `preStop` hook, before SIGTERM (`deploy/k8s/deployment.yaml`).
+//!
+//! Imports: nothing of the crate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,9 @@
 //! `authgate import-users` as a person watching it sees it (part of the
 //! binary): the plan, the progress, notices, what Ctrl-C does, and the
 //! final report.
+//!
+//! Imports: nothing of the crate (a module of the binary; it uses the
+//! library's public items).
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

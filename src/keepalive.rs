@@ -23,6 +23,8 @@
 //! streams counted in flight and the connection closed after
 //! `CLIENT_IDLE_TIMEOUT_SECONDS` without one ([`H2Streams`]). No h2c: a
 //! cleartext listener speaks HTTP/1.1 only.
+//!
+//! Imports: `conn` (the connection's wrappers and limits), `tls`, `drain`.
 
 use std::sync::Arc;
 

@@ -1,5 +1,7 @@
 //! Outgoing mail: lettre over SMTP (STARTTLS, implicit TLS or plain; with or
 //! without AUTH) and HTML templates from `templates/` rendered by minijinja.
+//!
+//! Imports: `config` (the SMTP settings), `clock`, `metrics`.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //!
 //! One registry per process, handed to whoever counts (no globals), so a
 //! test can read exactly what one gateway did.
+//!
+//! Imports: nothing of the crate.
 
 use std::time::Duration;
 
@@ -9,8 +11,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
-
-use crate::identity::native::HashingMetrics;
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
@@ -356,6 +356,17 @@ fn status_label(status: u16) -> &'static str {
         s if s < 500 => "4xx",
         _ => "5xx",
     }
+}
+
+/// What the password hashing pool reports.
+#[derive(Debug, Clone)]
+pub struct HashingMetrics {
+    /// Jobs waiting for a thread.
+    pub depth: IntGauge,
+    /// Time from arrival to a thread, of every job that reached one.
+    pub wait: Histogram,
+    /// Jobs refused, by reason: `full` (on arrival), `wait` (waited too long).
+    pub refusals: IntCounterVec,
 }
 
 #[cfg(test)]

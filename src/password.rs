@@ -4,6 +4,8 @@
 //! `.` in place of `+` and no `=` padding. The old service salted every hash
 //! with `SECRET_KEY`; such hashes still verify, and [`PasswordHasher::needs_rehash`]
 //! tells the caller to replace them after the next successful sign-in.
+//!
+//! Imports: nothing of the crate.
 
 use base64::Engine;
 use base64::alphabet;

@@ -5,6 +5,8 @@
 //! The rate shown is that of the last half minute, not of the whole run: a
 //! server warming up (Keycloak's JIT) gets several times faster after the
 //! first minute, and the time left should say so.
+//!
+//! Imports: nothing of the crate.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;

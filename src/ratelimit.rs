@@ -3,6 +3,8 @@
 //! (governor's GCRA) when no Redis is configured or Redis does not answer.
 //! A Redis outage is logged and counted once, served by the local limiter
 //! meanwhile, and shared limits resume by themselves when Redis is back.
+//!
+//! Imports: `config` (the rates), `redis_conn`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

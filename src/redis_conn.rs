@@ -1,6 +1,8 @@
 //! One Redis server's connection for a feature (shared rate limits, the
 //! session deny-list): opened on first use inside the serving runtime, with
 //! short timeouts; the connection manager reconnects by itself afterwards.
+//!
+//! Imports: nothing of the crate.
 
 use std::time::Duration;
 

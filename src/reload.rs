@@ -21,6 +21,8 @@
 //! takes SIGHUP over at the very start of `serve`, before the database
 //! migrations and the listeners, so that a SIGHUP sent early is not fatal
 //! either (its default action ends the process).
+//!
+//! Imports: nothing of the crate.
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;

@@ -1,6 +1,8 @@
 //! The key a gateway on the embedded store uses when `SECRET_KEY` is unset:
 //! made once from the system's random source and kept in a file readable by
 //! its owner only, so tokens stay valid across restarts.
+//!
+//! Imports: nothing of the crate.
 
 use std::io::Write;
 use std::path::Path;

@@ -6,6 +6,8 @@
 //! HMAC-SHA1, 6 digits, 30-second steps, one step of look-around. Keycloak
 //! uses the UTF-8 bytes of the stored secret as the HMAC key, so the key is
 //! a random ASCII string and authenticator apps get its bytes in base32.
+//!
+//! Imports: `tokens` (the sealed enrolment).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

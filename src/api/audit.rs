@@ -132,7 +132,11 @@ pub async fn list(app: &App, req: &Request) -> Result<Response, ApiError> {
         // One more than asked tells whether an older page exists.
         limit: limit + 1,
     };
-    let mut events = app.audit_log.list(&filter).await?;
+    let mut events = app
+        .audit_log
+        .list(&filter)
+        .await
+        .map_err(crate::identity::IdentityError::from)?;
     let more = events.len() as i64 > limit;
     events.truncate(usize::try_from(limit).unwrap_or(0));
     let next_before = if more {

@@ -2,6 +2,12 @@
 //! [`IdentityBackend`]: handlers validate, call the backend, mint tokens and
 //! shape the answers; they never see SQL or Keycloak. `docs` describes them
 //! all as an OpenAPI document.
+//!
+//! Imports: the layers below it: `identity` (through the backend trait),
+//! `tokens`, `totp`, `mail`, `audit`, `revocation`, `ratelimit`, `routes`
+//! (the live table, for forward-auth), `edge` (the admitted identity),
+//! `http`, `config`, `clock`, `metrics`, `background`. Never the server or
+//! the store.
 
 mod account;
 mod admin_mail;

@@ -2,6 +2,9 @@
 //! what, when, from where, outcome). Handlers describe an event with
 //! [`AuditEvent`] and hand it to [`App::audit`](crate::api::App::audit),
 //! which never fails the request it belongs to.
+//!
+//! Imports: `store` (the SQL stores), `http` (the request an event is
+//! about).
 
 use serde_json::Value;
 
@@ -113,19 +116,19 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// The audit store failed (how that reads to the api, an unreachable
+/// database as a 503, is `identity::db_error`'s to say).
+#[derive(Debug, thiserror::Error)]
+#[error("audit store: {0}")]
+pub struct AuditError(#[from] pub sqlx::Error);
+
 /// Where events are kept: appended, never changed.
 #[async_trait::async_trait]
 pub trait AuditLog: Send + Sync + std::fmt::Debug {
-    async fn append(
-        &self,
-        event: &AuditEvent,
-        at: chrono::NaiveDateTime,
-    ) -> Result<(), crate::identity::IdentityError>;
+    async fn append(&self, event: &AuditEvent, at: chrono::NaiveDateTime)
+    -> Result<(), AuditError>;
 
-    async fn list(
-        &self,
-        filter: &AuditFilter,
-    ) -> Result<Vec<AuditRecord>, crate::identity::IdentityError>;
+    async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError>;
 }
 
 mod store;

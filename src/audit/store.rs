@@ -8,9 +8,7 @@ use chrono::{NaiveDateTime, SecondsFormat};
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Executor, IntoArguments, Row};
 
-use super::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
-use crate::identity::IdentityError;
-use crate::identity::db_error;
+use super::{AuditError, AuditEvent, AuditFilter, AuditLog, AuditRecord};
 use crate::store::{Database, Dialect, Value};
 
 /// Widths of the columns (longer values are cut, never refused).
@@ -57,7 +55,7 @@ where
     Option<String>: Value<DB>,
     Option<NaiveDateTime>: Value<DB>,
 {
-    async fn append(&self, event: &AuditEvent, at: NaiveDateTime) -> Result<(), IdentityError> {
+    async fn append(&self, event: &AuditEvent, at: NaiveDateTime) -> Result<(), AuditError> {
         let detail = if event.detail.is_null() {
             "{}".to_string()
         } else {
@@ -77,11 +75,11 @@ where
         .bind(detail)
         .execute(self.db.pool().await)
         .await
-        .map_err(db_error)?;
+        .map_err(AuditError)?;
         Ok(())
     }
 
-    async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, IdentityError> {
+    async fn list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, AuditError> {
         let rows = sqlx::query(LIST)
             .bind(filter.user_id)
             .bind(filter.action.clone())
@@ -92,20 +90,20 @@ where
             .bind(filter.limit)
             .fetch_all(self.db.pool().await)
             .await
-            .map_err(db_error)?;
+            .map_err(AuditError)?;
         rows.iter()
             .map(|row| {
-                let at: NaiveDateTime = row.try_get("at").map_err(db_error)?;
-                let detail: String = row.try_get("detail").map_err(db_error)?;
+                let at: NaiveDateTime = row.try_get("at").map_err(AuditError)?;
+                let detail: String = row.try_get("detail").map_err(AuditError)?;
                 Ok(AuditRecord {
-                    id: row.try_get("id").map_err(db_error)?,
+                    id: row.try_get("id").map_err(AuditError)?,
                     at: at.and_utc().to_rfc3339_opts(SecondsFormat::Millis, true),
-                    action: row.try_get("action").map_err(db_error)?,
-                    outcome: row.try_get("outcome").map_err(db_error)?,
-                    actor_id: row.try_get("actor_id").map_err(db_error)?,
-                    subject_id: row.try_get("subject_id").map_err(db_error)?,
-                    ip: row.try_get("ip").map_err(db_error)?,
-                    user_agent: row.try_get("user_agent").map_err(db_error)?,
+                    action: row.try_get("action").map_err(AuditError)?,
+                    outcome: row.try_get("outcome").map_err(AuditError)?,
+                    actor_id: row.try_get("actor_id").map_err(AuditError)?,
+                    subject_id: row.try_get("subject_id").map_err(AuditError)?,
+                    ip: row.try_get("ip").map_err(AuditError)?,
+                    user_agent: row.try_get("user_agent").map_err(AuditError)?,
                     detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
                 })
             })

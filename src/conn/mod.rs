@@ -7,6 +7,9 @@
 //! On TLS connections the head deadline also bounds the handshake and the
 //! HTTP/2 preface ([`preface`]). [`crate::keepalive`]'s
 //! connection loop applies them.
+//!
+//! Imports: `config` (the client limits), `http` (the answers of refusals),
+//! `metrics`.
 
 pub mod head;
 pub mod limit;

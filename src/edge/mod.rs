@@ -13,6 +13,8 @@
 //! writes), `routes` (a route's options). Nothing imports it but the
 //! server and forward-auth (`api::forward_auth`, which judges a proxy's
 //! request as a route would and answers with the same identity headers).
+//!
+//! Imports: `http` (the gateway's answers, the client address).
 
 pub mod headers;
 pub mod path;
@@ -24,7 +26,6 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use pingora::http::RequestHeader;
 
 use crate::http::Response;
-use crate::routes::RouteConfig;
 
 pub use path::{Canonical, PathError};
 
@@ -156,7 +157,8 @@ pub fn settle(
 
 /// What the gateway tells the upstream about an admitted request.
 pub struct Forwarding<'a> {
-    pub route: &'a RouteConfig,
+    /// The route forwards the caller's access token (`forward_access_token`).
+    pub forward_access_token: bool,
     pub identity: Option<&'a Admitted>,
     pub request_id: &'a str,
     /// The socket's peer.
@@ -170,15 +172,13 @@ pub struct Forwarding<'a> {
 /// upstream: credentials that stay here removed, identity, request id and
 /// the `X-Forwarded-*` headers set. The same for both ways of forwarding.
 pub fn for_upstream(req: &mut RequestHeader, f: &Forwarding<'_>) -> pingora::Result<()> {
-    if let Some(cookies) =
-        headers::credential_free_cookies(&req.headers, !f.route.forward_access_token)
-    {
+    if let Some(cookies) = headers::credential_free_cookies(&req.headers, !f.forward_access_token) {
         req.remove_header(&http::header::COOKIE);
         for value in cookies {
             req.append_header(http::header::COOKIE, value)?;
         }
     }
-    if !f.route.forward_access_token && headers::has_bearer(&req.headers) {
+    if !f.forward_access_token && headers::has_bearer(&req.headers) {
         req.remove_header(&http::header::AUTHORIZATION);
     }
     if let Some(identity) = f.identity {

@@ -10,6 +10,8 @@
 //! Requests that carry a body or expect `100 Continue` take pingora's
 //! full-duplex proxy path instead (see [`crate::server`]); both paths send
 //! the same settled request head and answer failures the same way.
+//!
+//! Imports: nothing of the crate (pingora sessions and sockets only).
 
 pub mod pool;
 pub mod wire;

@@ -1,6 +1,8 @@
 //! Request and response plumbing: routing, JSON bodies and 422 errors,
 //! cookies, the JSON schemas of bodies. Nothing here knows about users or
 //! tokens.
+//!
+//! Imports: `config` (the cookie settings).
 
 pub mod client_ip;
 pub mod cookies;

@@ -3,6 +3,14 @@
 //! says, the rest is internal and logged here, never shown to the client.
 
 use super::IdentityError;
+use crate::audit::AuditError;
+
+/// The audit trail is kept in the same stores: its failures read alike.
+impl From<AuditError> for IdentityError {
+    fn from(err: AuditError) -> Self {
+        db_error(err.0)
+    }
+}
 
 /// Maps a database error to the identity layer (see the module comment).
 pub fn db_error(err: sqlx::Error) -> IdentityError {

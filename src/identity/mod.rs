@@ -3,6 +3,11 @@
 //!
 //! Backends hold no HTTP plumbing: they speak in users, sessions and tokens,
 //! and fail with [`IdentityError`].
+//!
+//! Imports: `store`, `tokens`, `totp`, `password`, `revocation` (what a
+//! logout or an admin event ends), `audit` (Keycloak's admin events
+//! recorded), `redis_conn`, `config`, `clock`, `metrics`. Never the api or
+//! http: backends hold no HTTP plumbing.
 
 mod db_error;
 pub mod deadline;

@@ -18,6 +18,8 @@
 //! A request therefore checks memory only. While Redis is away, other
 //! replicas learn of a revocation through the store within its cache time
 //! (5 s), as without Redis.
+//!
+//! Imports: `redis_conn`, `clock`, `metrics`.
 
 pub mod shared;
 

@@ -23,6 +23,9 @@
 //! [`table`] holds the routes in force with their upstreams' balancers;
 //! [`reload`] reads the file again on SIGHUP or when it changes, and swaps
 //! in a new table when the file is valid.
+//!
+//! Imports: `config` (the routes file's values), `edge` (the canonical
+//! path), `balance`, `reload`, `metrics`.
 
 pub mod reload;
 pub mod table;

@@ -395,7 +395,7 @@ impl ProxyHttp for Gateway {
                     edge::for_upstream(
                         session.req_header_mut(),
                         &Forwarding {
-                            route: &upstream.config,
+                            forward_access_token: upstream.config.forward_access_token,
                             identity: identity.as_ref(),
                             request_id: &ctx.request_id,
                             peer: ctx.peer_ip,

@@ -21,6 +21,9 @@
 //! were made with.
 //!
 //! `redirect` is the optional plain listener's answer (`HTTP_REDIRECT_PORT`).
+//!
+//! Imports: `config` (the TLS settings), `conn` (the write deadline), `http`
+//! (the redirect's answer), `reload`, `clock`, `metrics`.
 
 pub mod certs;
 pub mod redirect;

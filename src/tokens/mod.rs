@@ -12,6 +12,8 @@
 //! lifetime ceiling: a token whose `exp` lies further ahead than
 //! [`Ceilings`] allow is refused like an expired one (deliberate difference
 //! 14: the old service accepted `exp` = 1e30 for ever).
+//!
+//! Imports: `config` (the token settings), `clock`.
 
 mod jwe;
 pub mod verified;

@@ -25,28 +25,17 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Instant;
 
-use prometheus::{Histogram, IntCounterVec, IntGauge};
 use tokio::sync::oneshot;
 
 use crate::config::HashingLimits;
 use crate::identity::IdentityError;
+use crate::metrics::HashingMetrics;
 use crate::password::{PasswordError, PasswordHasher};
 
 /// How much lower the hashing threads run: a Linux nice value (0 to 19).
 /// At 10 the kernel gives a request thread about ten times their share of
 /// a busy core.
 pub const HASHING_NICE: i32 = 10;
-
-/// What the pool reports (registered in [`crate::metrics::Metrics`]).
-#[derive(Debug, Clone)]
-pub struct HashingMetrics {
-    /// Jobs waiting for a thread.
-    pub depth: IntGauge,
-    /// Time from arrival to a thread, of every job that reached one.
-    pub wait: Histogram,
-    /// Jobs refused, by reason: `full` (on arrival), `wait` (waited too long).
-    pub refusals: IntCounterVec,
-}
 
 type Job = Box<dyn FnOnce(&PasswordHasher) + Send>;
 

@@ -21,7 +21,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-pub use hashing::{Hashing, HashingMetrics};
+pub use hashing::Hashing;
 
 use super::db_error;
 use super::{
