@@ -64,8 +64,16 @@ pub enum StartupError {
     Mail(#[from] mail::MailError),
     #[error("{0}")]
     Migrate(#[from] store::MigrateError),
+    #[cfg(feature = "keycloak")]
     #[error("AUTH_BACKEND=keycloak: {0}")]
-    Keycloak(String),
+    Keycloak(#[from] identity::keycloak::client::UrlError),
+    #[cfg(feature = "keycloak")]
+    #[error("AUTH_BACKEND=keycloak: the Keycloak client cannot be built: {0}")]
+    KeycloakClient(#[source] reqwest::Error),
+    #[error(
+        "AUTH_BACKEND=keycloak: this build has no Keycloak backend (built without the `keycloak` feature)"
+    )]
+    NoKeycloak,
     #[error("router: {0}")]
     Router(#[from] matchit::InsertError),
     #[error("{0}")]
@@ -146,10 +154,8 @@ pub fn keycloak_backend(
         AuthorityParts, KeycloakBackend, client::KcClient, jwks::Jwks, registry::Registry,
         used_tokens::UsedTokens,
     };
-    let http = Arc::new(
-        KcClient::new(&config.keycloak, metrics)
-            .map_err(|err| StartupError::Keycloak(err.to_string()))?,
-    );
+    let http =
+        Arc::new(KcClient::new(&config.keycloak, metrics).map_err(StartupError::KeycloakClient)?);
     let database = Arc::new(Database::<sqlx::Postgres>::new(&config.database)?);
     let used_tokens = UsedTokens::new(
         config.edge.redis_url.as_deref(),
@@ -157,7 +163,7 @@ pub fn keycloak_backend(
         Arc::clone(&clock),
     )
     .map_err(|err| {
-        StartupError::Config(config::ConfigError(format!(
+        StartupError::Config(config::ConfigError::Invalid(format!(
             "REDIS_URL is not usable: {err}"
         )))
     })?;
@@ -174,8 +180,7 @@ pub fn keycloak_backend(
         jwks: Arc::clone(&jwks),
         used_tokens,
     };
-    let backend =
-        KeycloakBackend::new(http, registry, authority).map_err(StartupError::Keycloak)?;
+    let backend = KeycloakBackend::new(http, registry, authority)?;
     Ok((backend, jwks))
 }
 
@@ -204,7 +209,7 @@ fn rate_limiter(
         return Ok(ratelimit::RateLimiter::local_only());
     };
     let redis = ratelimit::RedisLimiter::new(url).map_err(|err| {
-        StartupError::Config(config::ConfigError(format!(
+        StartupError::Config(config::ConfigError::Invalid(format!(
             "REDIS_URL is not usable: {err}"
         )))
     })?;
@@ -235,7 +240,7 @@ fn revocations(
         return Ok(local);
     };
     let shared = revocation::shared::Shared::open(url, Arc::clone(metrics)).map_err(|err| {
-        StartupError::Config(config::ConfigError(format!(
+        StartupError::Config(config::ConfigError::Invalid(format!(
             "REDIS_URL is not usable: {err}"
         )))
     })?;
@@ -279,9 +284,7 @@ pub fn build_app(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartupEr
         }
         #[cfg(not(feature = "keycloak"))]
         Backend::Keycloak => {
-            return Err(StartupError::Keycloak(
-                "this build has no Keycloak backend (built without the `keycloak` feature)".into(),
-            ));
+            return Err(StartupError::NoKeycloak);
         }
     };
     let mailer = Arc::new(Mailer::new(

@@ -22,13 +22,13 @@ pub fn load() -> Result<Startup, ConfigError> {
     match dotenvy::dotenv() {
         Ok(_) => {}
         Err(err) if err.not_found() => {}
-        Err(err) => return Err(ConfigError(format!(".env cannot be read: {err}"))),
+        Err(err) => return Err(ConfigError::DotEnv(err)),
     }
     let env = |name: &str| std::env::var(name).ok();
     let config = match config::generated_key_file(&env) {
         Some(key_file) => {
             let key = crate::secret_file::load_or_create(&key_file)
-                .map_err(|err| ConfigError(format!("SECRET_KEY is not set and {err}")))?;
+                .map_err(|err| ConfigError::KeyFile(Box::new(err)))?;
             let mut config = Config::from_lookup(&|name| match name {
                 "SECRET_KEY" => Some(key.clone()),
                 other => env(other),

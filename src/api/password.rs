@@ -9,7 +9,7 @@ use super::{ApiError, App};
 use crate::audit::AuditEvent;
 use crate::http::validate::{self, Field, Model};
 use crate::http::{Request, Response};
-use crate::identity::IdentityError;
+use crate::identity::{IdentityError, Internal};
 use crate::mail::{Mail, MailKind};
 use crate::revocation::{Revocation, Source};
 use crate::tokens::{EmailPurpose, TokenError};
@@ -75,7 +75,7 @@ async fn mail_reset_link(
     let token = jobs
         .tokens
         .mint_email(&user.email, EmailPurpose::PasswordReset)
-        .map_err(|err| IdentityError::Internal(err.to_string()))?;
+        .map_err(|err| IdentityError::Internal(Internal::Token(err)))?;
     jobs.backend
         .store_email_token(
             user.id,

@@ -33,12 +33,30 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// The most header lines a request may carry, unless configured.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// Why the settings cannot be used; every message names its setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting's value.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file a setting names cannot be read.
+    #[error("{setting} cannot be read ({}): {source}", path.display())]
+    Unreadable {
+        setting: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `.env` file is there but cannot be read.
+    #[error(".env cannot be read: {0}")]
+    DotEnv(#[source] dotenvy::Error),
+    /// No `SECRET_KEY`, and the generated key's file cannot be used.
+    #[error("SECRET_KEY is not set and {0}")]
+    KeyFile(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 fn problem(text: impl Into<String>) -> ConfigError {
-    ConfigError(text.into())
+    ConfigError::Invalid(text.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1196,9 +1214,9 @@ mod tests {
             map.insert(name.into(), value.into());
             let err = Config::from_map(&map).unwrap_err();
             assert!(
-                err.0.contains(name) && err.0.contains(says),
+                err.to_string().contains(name) && err.to_string().contains(says),
                 "{name}={value}: {}",
-                err.0
+                err
             );
         }
     }
@@ -1229,7 +1247,7 @@ mod tests {
             let mut map = base();
             map.insert(name.into(), value.into());
             let err = Config::from_map(&map).unwrap_err();
-            assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+            assert!(err.to_string().contains(name), "{name}={value}: {}", err);
         }
     }
 
@@ -1252,9 +1270,9 @@ mod tests {
             map.insert("KEYCLOAK_REQUEST_DEADLINE_MS".into(), value.into());
             let err = Config::from_map(&map).unwrap_err();
             assert!(
-                err.0.contains("KEYCLOAK_REQUEST_DEADLINE_MS"),
+                err.to_string().contains("KEYCLOAK_REQUEST_DEADLINE_MS"),
                 "{value}: {}",
-                err.0
+                err
             );
         }
     }
@@ -1288,7 +1306,7 @@ mod tests {
             let mut map = base();
             map.insert(name.into(), value.into());
             let err = Config::from_map(&map).unwrap_err();
-            assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+            assert!(err.to_string().contains(name), "{name}={value}: {}", err);
         }
     }
 
@@ -1340,7 +1358,7 @@ mod tests {
             let mut map = map.clone();
             map.insert(name.into(), value.into());
             let err = Config::from_map(&map).unwrap_err();
-            assert!(err.0.contains(name), "{name}={value}: {}", err.0);
+            assert!(err.to_string().contains(name), "{name}={value}: {}", err);
         }
     }
 
@@ -1470,16 +1488,16 @@ mod tests {
             let mut map = base();
             map.insert((*name).to_string(), (*value).to_string());
             let err = Config::from_map(&map).unwrap_err();
-            assert!(err.0.starts_with(expected), "{name}: {}", err.0);
-            assert!(!err.0.contains('\n'));
+            assert!(err.to_string().starts_with(expected), "{name}: {}", err);
+            assert!(!err.to_string().contains('\n'));
         }
         let err = Config::from_map(&HashMap::new()).unwrap_err();
-        assert!(err.0.starts_with("SECRET_KEY is not set"));
+        assert!(err.to_string().starts_with("SECRET_KEY is not set"));
         let mut map = base();
         map.insert("AUTH_BACKEND".into(), "keycloak".into());
         let err = Config::from_map(&map).unwrap_err();
         assert!(
-            err.0
+            err.to_string()
                 .starts_with("AUTH_BACKEND=keycloak keeps its registry in PostgreSQL")
         );
     }
@@ -1522,9 +1540,10 @@ mod tests {
             map.insert(name.into(), "0".into());
             let err = Config::from_map(&map).unwrap_err();
             assert!(
-                err.0.starts_with(&format!("{name} must be at least 1")),
+                err.to_string()
+                    .starts_with(&format!("{name} must be at least 1")),
                 "{}",
-                err.0
+                err.to_string()
             );
         }
     }
@@ -1564,7 +1583,7 @@ mod tests {
             for (k, v) in pairs {
                 map.insert((*k).into(), (*v).into());
             }
-            Config::from_map(&map).unwrap_err().0
+            Config::from_map(&map).unwrap_err().to_string()
         };
         assert_eq!(
             refused(&[("TLS_CERT_FILE", "/c")]),

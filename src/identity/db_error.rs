@@ -2,7 +2,7 @@
 //! is `Unavailable` (a 503 at the edge), a taken address or name is what it
 //! says, the rest is internal and logged here, never shown to the client.
 
-use super::IdentityError;
+use super::{IdentityError, Internal};
 use crate::audit::AuditError;
 
 /// The audit trail is kept in the same stores: its failures read alike.
@@ -42,11 +42,12 @@ pub fn db_error(err: sqlx::Error) -> IdentityError {
                 }
             }
             tracing::error!(code = %code, error = %db.message(), "database error");
-            IdentityError::Internal(format!("database error {code}"))
+            let code = code.to_string();
+            IdentityError::Internal(Internal::Database { code, source: err })
         }
         _ => {
             tracing::error!(error = %err, "database error");
-            IdentityError::Internal("database error".into())
+            IdentityError::Internal(Internal::Other(Box::new(err)))
         }
     }
 }

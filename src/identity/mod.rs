@@ -221,6 +221,32 @@ pub enum RefreshDenied {
     UserGone,
 }
 
+/// What failed inside a backend, kept with its cause for the log; a client
+/// only ever reads "Internal Server Error".
+#[derive(Debug, thiserror::Error)]
+pub enum Internal {
+    /// The store answered an error that is not about its availability.
+    #[error("database error {code}")]
+    Database {
+        code: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A token could not be made.
+    #[error("token: {0}")]
+    Token(#[from] crate::tokens::TokenError),
+    /// Keycloak refused what it should have taken (a user, a password).
+    #[error("Keycloak refused {what}: {detail}")]
+    KeycloakRefused { what: &'static str, detail: String },
+    /// Data that breaks an invariant (an id that is not a UUID, a record
+    /// that should be there).
+    #[error("{0}")]
+    Inconsistent(&'static str),
+    /// Anything else, with its cause.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("Email already registered")]
@@ -236,8 +262,9 @@ pub enum IdentityError {
     /// is full): answered 503 with `Retry-After`.
     #[error("Server busy, retry later")]
     Busy { retry_after: u64 },
+    /// Something failed inside (logged, answered 500), with its cause.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(#[from] Internal),
     /// A feature this backend does not have (named, e.g. "Single sign-on").
     #[error("{0} needs keycloak mode (AUTH_BACKEND=keycloak)")]
     Unsupported(&'static str),

@@ -120,7 +120,7 @@ fn public() -> String {
 }
 
 fn problem(text: String) -> ConfigError {
-    ConfigError(format!("ROUTES_FILE {text}"))
+    ConfigError::Invalid(format!("ROUTES_FILE {text}"))
 }
 
 /// Reads and checks the routes file; longest prefixes first.
@@ -130,8 +130,11 @@ pub fn load(path: &Path) -> Result<Vec<RouteConfig>, ConfigError> {
 
 /// The routes file's bytes.
 pub fn read(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path)
-        .map_err(|err| problem(format!("cannot be read ({}): {err}", path.display())))
+    std::fs::read(path).map_err(|source| ConfigError::Unreadable {
+        setting: "ROUTES_FILE",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The routes of a file's bytes, checked as [`load`] checks them.
@@ -323,8 +326,12 @@ mod tests {
             ),
         ] {
             let err = parse(text).unwrap_err();
-            assert!(err.0.starts_with("ROUTES_FILE "), "{}", err.0);
-            assert!(err.0.contains(expected), "{}: {}", expected, err.0);
+            assert!(
+                err.to_string().starts_with("ROUTES_FILE "),
+                "{}",
+                err.to_string()
+            );
+            assert!(err.to_string().contains(expected), "{}: {}", expected, err);
         }
     }
 }

@@ -131,7 +131,9 @@ impl RoutesService {
     /// Reads the file (off the runtime: a route may name a host to resolve).
     async fn read(&self) -> Option<Seen> {
         let file = self.file.clone()?;
-        let read = tokio::task::spawn_blocking(move || super::read(&file).map_err(|e| e.0)).await;
+        let read =
+            tokio::task::spawn_blocking(move || super::read(&file).map_err(|e| e.to_string()))
+                .await;
         Some(read.unwrap_or_else(|err| Err(format!("ROUTES_FILE could not be read: {err}"))))
     }
 
@@ -210,7 +212,7 @@ impl RoutesService {
 /// name a host to resolve).
 async fn parse(read: Seen) -> Result<Vec<RouteConfig>, String> {
     let bytes = read?;
-    tokio::task::spawn_blocking(move || super::parse_bytes(&bytes).map_err(|e| e.0))
+    tokio::task::spawn_blocking(move || super::parse_bytes(&bytes).map_err(|e| e.to_string()))
         .await
         .unwrap_or_else(|err| Err(format!("ROUTES_FILE could not be checked: {err}")))
 }

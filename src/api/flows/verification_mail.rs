@@ -5,7 +5,7 @@
 use crate::api::deferred::JobContext;
 use crate::api::{ApiError, App};
 use crate::config::Config;
-use crate::identity::{IdentityError, MailQuota, User};
+use crate::identity::{IdentityError, Internal, MailQuota, User};
 use crate::mail::{Mail, MailKind};
 use crate::tokens::EmailPurpose;
 
@@ -57,7 +57,7 @@ async fn mail_verification_link(
     let token = jobs
         .tokens
         .mint_email(&user.email, EmailPurpose::Verification)
-        .map_err(|err| IdentityError::Internal(err.to_string()))?;
+        .map_err(|err| IdentityError::Internal(Internal::Token(err)))?;
     jobs.backend
         .store_email_token(
             user.id,

@@ -18,7 +18,7 @@ use openidconnect::{
 };
 use tokio::sync::Mutex;
 
-use super::client::{KcClient, KcError};
+use super::client::{KcClient, KcError, UrlError};
 use super::oidc::{Grant, outcome};
 use crate::clock::Clock;
 use crate::identity::UpstreamTokens;
@@ -72,16 +72,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(http: Arc<KcClient>, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn new(http: Arc<KcClient>, clock: Arc<dyn Clock>) -> Result<Self, UrlError> {
         let settings = http.settings();
-        let issuer = IssuerUrl::new(http.realm_url().to_string()).map_err(|e| e.to_string())?;
+        let issuer =
+            IssuerUrl::new(http.realm_url().to_string()).map_err(UrlError::of("the realm URL"))?;
         let public = settings.public_url.as_str().trim_end_matches('/');
         let auth_url = AuthUrl::new(format!(
             "{public}/realms/{}/protocol/openid-connect/auth",
             settings.realm
         ))
-        .map_err(|e| e.to_string())?;
-        let token_url = TokenUrl::new(http.token_url()).map_err(|e| e.to_string())?;
+        .map_err(UrlError::of("the authorization URL"))?;
+        let token_url = TokenUrl::new(http.token_url()).map_err(UrlError::of("the token URL"))?;
         let client = CoreClient::new(
             ClientId::new(settings.client_id.clone()),
             issuer.clone(),
@@ -100,8 +101,9 @@ impl Broker {
     }
 
     /// A fresh authorization request to the identity provider `alias`.
-    pub fn authorize(&self, alias: &str, callback_url: &str) -> Result<Authorization, String> {
-        let redirect = RedirectUrl::new(callback_url.to_string()).map_err(|e| e.to_string())?;
+    pub fn authorize(&self, alias: &str, callback_url: &str) -> Result<Authorization, UrlError> {
+        let redirect =
+            RedirectUrl::new(callback_url.to_string()).map_err(UrlError::of("the callback URL"))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = self
             .client

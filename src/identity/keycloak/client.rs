@@ -16,6 +16,23 @@ use crate::metrics::Metrics;
 /// Renew the admin token this long before Keycloak says it expires.
 const ADMIN_TOKEN_MARGIN: Duration = Duration::from_secs(30);
 
+/// A Keycloak address that does not make a URL (from the settings or
+/// the callback a login names).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} is not a URL: {source}")]
+pub struct UrlError {
+    pub what: &'static str,
+    #[source]
+    pub source: openidconnect::url::ParseError,
+}
+
+impl UrlError {
+    /// The error of the address `what`, for `map_err`.
+    pub fn of(what: &'static str) -> impl FnOnce(openidconnect::url::ParseError) -> Self {
+        move |source| Self { what, source }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KcError {
     /// Keycloak cannot be reached, timed out, or answered 5xx.

@@ -41,12 +41,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use self::admin::{Admin, Created, KcUser, LEGACY_ID};
-use self::client::{KcClient, KcError};
+use self::client::{KcClient, KcError, UrlError};
 use self::oidc::{Grant, KcClaims, Oidc};
 use self::registry::{IdentityRow, Registry};
 use super::{
-    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailQuota, NewUser,
-    PendingToken, RefreshDenied, Refreshed, SessionRef, UpstreamTokens, User, UserPatch,
+    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Internal, Login, MailQuota,
+    NewUser, PendingToken, RefreshDenied, Refreshed, SessionRef, UpstreamTokens, User, UserPatch,
 };
 use crate::tokens::{EmailPurpose, SessionClaims};
 
@@ -64,7 +64,7 @@ impl From<KcError> for IdentityError {
             KcError::Unexpected { status, .. } if status != 0 && status != 409 => {
                 IdentityError::Unavailable("Keycloak")
             }
-            KcError::Unexpected { .. } => IdentityError::Internal(err.to_string()),
+            KcError::Unexpected { .. } => IdentityError::Internal(Internal::Other(Box::new(err))),
         }
     }
 }
@@ -129,7 +129,7 @@ impl KeycloakBackend {
         http: Arc<KcClient>,
         registry: Registry,
         authority: AuthorityParts,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UrlError> {
         let (db, clock) = registry.shared();
         let (db_for_abandoned, clock_for_abandoned) = (Arc::clone(&db), Arc::clone(&clock));
         let sso = SsoParts {
@@ -264,7 +264,9 @@ impl KeycloakBackend {
         sids.into_iter()
             .map(|sid| match uuids.get(&sid) {
                 Some(uuid) => Ok((*uuid, sid)),
-                None => Err(IdentityError::Internal("session id not recorded".into())),
+                None => Err(IdentityError::Internal(Internal::Inconsistent(
+                    "session id not recorded",
+                ))),
             })
             .collect()
     }
@@ -329,7 +331,9 @@ impl KeycloakBackend {
         match grant {
             Grant::Granted(tokens) => {
                 let claims = KcClaims::of_fresh_token(&tokens.access_token).ok_or_else(|| {
-                    IdentityError::Internal("Keycloak access token unreadable".into())
+                    IdentityError::Internal(Internal::Inconsistent(
+                        "Keycloak access token unreadable",
+                    ))
                 })?;
                 let known = match Uuid::parse_str(&claims.sub) {
                     Ok(id) => self.registry.by_keycloak_id(id).await?,
@@ -352,7 +356,9 @@ impl KeycloakBackend {
                             .await?
                             .ok_or(IdentityError::NotFound)?;
                         self.user_of(&kc).await?.ok_or_else(|| {
-                            IdentityError::Internal("Keycloak user has no usable legacy_id".into())
+                            IdentityError::Internal(Internal::Inconsistent(
+                                "Keycloak user has no usable legacy_id",
+                            ))
                         })?
                     }
                 };
@@ -471,15 +477,17 @@ impl IdentityBackend for KeycloakBackend {
             }
             Created::Conflict(_) => return Err(IdentityError::UsernameTaken),
             Created::Refused(message) => {
-                return Err(IdentityError::Internal(format!(
-                    "Keycloak refused the user: {message}"
-                )));
+                return Err(IdentityError::Internal(Internal::KeycloakRefused {
+                    what: "the user",
+                    detail: message,
+                }));
             }
         };
         let identity = IdentityRow {
             legacy_id,
-            keycloak_id: Uuid::parse_str(&keycloak_id)
-                .map_err(|_| IdentityError::Internal("Keycloak id is not a UUID".into()))?,
+            keycloak_id: Uuid::parse_str(&keycloak_id).map_err(|_| {
+                IdentityError::Internal(Internal::Inconsistent("Keycloak id is not a UUID"))
+            })?,
             username: new.username.clone(),
             email: new.email.clone(),
             email_verified: Some(false),
@@ -719,9 +727,10 @@ impl IdentityBackend for KeycloakBackend {
         if let Some(password) = &patch.password
             && let Err(message) = self.admin.set_password(&kc.id, password).await?
         {
-            return Err(IdentityError::Internal(format!(
-                "Keycloak refused the password: {message}"
-            )));
+            return Err(IdentityError::Internal(Internal::KeycloakRefused {
+                what: "the password",
+                detail: message,
+            }));
         }
         if let Some(email) = &patch.email {
             self.registry.set_email(identity.legacy_id, email).await?;
@@ -818,9 +827,10 @@ impl IdentityBackend for KeycloakBackend {
             return Ok(None);
         };
         if let Err(message) = self.admin.set_password(&kc.id, new_password).await? {
-            return Err(IdentityError::Internal(format!(
-                "Keycloak refused the password: {message}"
-            )));
+            return Err(IdentityError::Internal(Internal::KeycloakRefused {
+                what: "the password",
+                detail: message,
+            }));
         }
         tx.commit().await.map_err(super::db_error)?;
         self.end_all_sessions(&identity).await?;

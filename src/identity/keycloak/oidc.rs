@@ -13,7 +13,7 @@ use openidconnect::{
 };
 use serde::Deserialize;
 
-use super::client::{KcClient, KcError};
+use super::client::{KcClient, KcError, UrlError};
 use crate::identity::UpstreamTokens;
 
 type Client = CoreClient<
@@ -195,7 +195,7 @@ impl GrantOperation {
 
 impl Oidc {
     /// The gateway's client (`KEYCLOAK_CLIENT_ID`).
-    pub fn new(http: Arc<KcClient>) -> Result<Self, String> {
+    pub fn new(http: Arc<KcClient>) -> Result<Self, UrlError> {
         let settings = http.settings();
         let (id, secret) = (settings.client_id.clone(), settings.client_secret.clone());
         Self::for_client(http, id, secret, GrantOperation::Password)
@@ -203,7 +203,7 @@ impl Oidc {
 
     /// The password-check client (`KEYCLOAK_PASSWORD_CHECK_CLIENT_ID`): its
     /// direct grant checks the password only, never a second factor.
-    pub fn password_check(http: Arc<KcClient>) -> Result<Self, String> {
+    pub fn password_check(http: Arc<KcClient>) -> Result<Self, UrlError> {
         let settings = http.settings();
         let id = settings.password_check_client_id.clone();
         let secret = settings.password_check_client_secret.clone();
@@ -215,9 +215,10 @@ impl Oidc {
         client_id: String,
         secret: String,
         operation: GrantOperation,
-    ) -> Result<Self, String> {
-        let issuer = IssuerUrl::new(http.realm_url().to_string()).map_err(|e| e.to_string())?;
-        let token_url = TokenUrl::new(http.token_url()).map_err(|e| e.to_string())?;
+    ) -> Result<Self, UrlError> {
+        let issuer =
+            IssuerUrl::new(http.realm_url().to_string()).map_err(UrlError::of("the realm URL"))?;
+        let token_url = TokenUrl::new(http.token_url()).map_err(UrlError::of("the token URL"))?;
         let client = CoreClient::new(ClientId::new(client_id), issuer, JsonWebKeySet::default())
             .set_client_secret(ClientSecret::new(secret))
             .set_token_uri(token_url);

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::identity::db_error;
-use crate::identity::{IdentityError, MailLimit, MailQuota, Pruning, SessionRef, User};
+use crate::identity::{IdentityError, Internal, MailLimit, MailQuota, Pruning, SessionRef, User};
 use crate::store::Database;
 use crate::tokens::{EmailPurpose, digest};
 
@@ -111,7 +111,9 @@ impl Registry {
             .fetch_one(self.pool().await)
             .await
             .map_err(db_error)?;
-        i32::try_from(id).map_err(|_| IdentityError::Internal("user id sequence exhausted".into()))
+        i32::try_from(id).map_err(|_| {
+            IdentityError::Internal(Internal::Inconsistent("user id sequence exhausted"))
+        })
     }
 
     /// Records a Keycloak user found with a `legacy_id` but not known here;

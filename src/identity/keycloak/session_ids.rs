@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::registry::Registry;
-use crate::identity::IdentityError;
 use crate::identity::db_error;
+use crate::identity::{IdentityError, Internal};
 
 impl Registry {
     /// The UUID of a Keycloak session of the user, recorded now if it has none.
@@ -25,10 +25,9 @@ impl Registry {
         let found = self
             .devices_for_sessions(&[session_id.to_string()], legacy_id)
             .await?;
-        found
-            .get(session_id)
-            .copied()
-            .ok_or_else(|| IdentityError::Internal("session id not recorded".into()))
+        found.get(session_id).copied().ok_or_else(|| {
+            IdentityError::Internal(Internal::Inconsistent("session id not recorded"))
+        })
     }
 
     /// The UUIDs of Keycloak sessions of the user, by `sid`; those without

@@ -12,7 +12,7 @@ use super::oidc::{Grant, KcClaims};
 use super::registry::IdentityRow;
 use super::sso_logins::NewLogin;
 use crate::identity::sso::{Sso, SsoCallback, SsoLogin, SsoRefusal, SsoRequest, SsoStart};
-use crate::identity::{IdentityError, Login, User};
+use crate::identity::{IdentityError, Internal, Login, User};
 
 impl KeycloakBackend {
     /// Whether the realm has this identity provider, enabled (asked at most
@@ -28,8 +28,9 @@ impl KeycloakBackend {
 
     /// The user behind a brokered login, given an id on their first one.
     async fn brokered_user(&self, subject: &str) -> Result<(User, bool), IdentityError> {
-        let keycloak_id = Uuid::parse_str(subject)
-            .map_err(|_| IdentityError::Internal("ID token subject is not a UUID".into()))?;
+        let keycloak_id = Uuid::parse_str(subject).map_err(|_| {
+            IdentityError::Internal(Internal::Inconsistent("ID token subject is not a UUID"))
+        })?;
         if let Some(identity) = self.registry.by_keycloak_id(keycloak_id).await? {
             return Ok((identity.user(true), false));
         }
@@ -39,14 +40,14 @@ impl KeycloakBackend {
         if let Some(identity) = self.registry.by_keycloak_id(keycloak_id).await? {
             return Ok((identity.user(true), false));
         }
-        let kc = self
-            .admin
-            .get(subject)
-            .await?
-            .ok_or_else(|| IdentityError::Internal("brokered user not in Keycloak".into()))?;
+        let kc = self.admin.get(subject).await?.ok_or_else(|| {
+            IdentityError::Internal(Internal::Inconsistent("brokered user not in Keycloak"))
+        })?;
         if kc.legacy_id().is_some() {
             let user = self.user_of(&kc).await?.ok_or_else(|| {
-                IdentityError::Internal("Keycloak user has no usable legacy_id".into())
+                IdentityError::Internal(Internal::Inconsistent(
+                    "Keycloak user has no usable legacy_id",
+                ))
             })?;
             return Ok((user, false));
         }
@@ -56,9 +57,10 @@ impl KeycloakBackend {
             .set_attribute(&kc, LEGACY_ID, &legacy_id.to_string())
             .await?
         {
-            return Err(IdentityError::Internal(format!(
-                "Keycloak refused the legacy_id: {message}"
-            )));
+            return Err(IdentityError::Internal(Internal::KeycloakRefused {
+                what: "the legacy_id",
+                detail: message,
+            }));
         }
         let identity = IdentityRow {
             legacy_id,
@@ -87,10 +89,10 @@ impl Sso for KeycloakBackend {
             .sso
             .broker
             .authorize(&request.provider, &request.callback_url)
-            .map_err(IdentityError::Internal)?;
+            .map_err(|err| IdentityError::Internal(Internal::Other(Box::new(err))))?;
         let browser_key = openidconnect::CsrfToken::new_random().secret().clone();
         let lifetime = chrono::Duration::from_std(request.lifetime)
-            .map_err(|err| IdentityError::Internal(err.to_string()))?;
+            .map_err(|err| IdentityError::Internal(Internal::Other(Box::new(err))))?;
         self.sso
             .logins
             .insert(&NewLogin {

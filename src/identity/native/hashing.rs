@@ -28,7 +28,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use crate::config::HashingLimits;
-use crate::identity::IdentityError;
+use crate::identity::{IdentityError, Internal};
 use crate::metrics::HashingMetrics;
 use crate::password::{PasswordError, PasswordHasher};
 
@@ -199,7 +199,7 @@ impl Hashing {
                     let _ = reply.send(job(hasher));
                 }),
             ))
-            .map_err(|_| IdentityError::Internal("hashing pool closed".into()))?;
+            .map_err(|_| IdentityError::Internal(Internal::Inconsistent("hashing pool closed")))?;
         let answered = match tokio::time::timeout(self.limits.max_wait, &mut answer).await {
             Ok(answered) => answered,
             // Still waiting for a thread: given up. Already taken: its
@@ -210,7 +210,7 @@ impl Hashing {
             }
             Err(_) => answer.await,
         };
-        answered.map_err(|_| IdentityError::Internal("hashing job failed".into()))
+        answered.map_err(|_| IdentityError::Internal(Internal::Inconsistent("hashing job failed")))
     }
 
     pub async fn hash(&self, password: String) -> Result<String, IdentityError> {

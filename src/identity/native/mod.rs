@@ -25,8 +25,9 @@ pub use hashing::Hashing;
 
 use super::db_error;
 use super::{
-    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Login, MailLimit, MailQuota,
-    NewUser, PendingToken, Pruning, RefreshDenied, Refreshed, SessionRef, User, UserPatch,
+    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Internal, Login, MailLimit,
+    MailQuota, NewUser, PendingToken, Pruning, RefreshDenied, Refreshed, SessionRef, User,
+    UserPatch,
 };
 use crate::clock::Clock;
 use crate::store::{Database, Dialect, Value};
@@ -538,8 +539,9 @@ where
         device: &DeviceInfo,
         refresh_token: &str,
     ) -> Result<(), IdentityError> {
-        let device_id = Uuid::parse_str(&login.device_id)
-            .map_err(|_| IdentityError::Internal("device id is not a UUID".into()))?;
+        let device_id = Uuid::parse_str(&login.device_id).map_err(|_| {
+            IdentityError::Internal(Internal::Inconsistent("device id is not a UUID"))
+        })?;
         let now = self.now();
         sqlx::query(
             "INSERT INTO device_sessions (user_id, device_id, device_type, device_name, ip_address, \

@@ -345,7 +345,9 @@ impl Importer<'_> {
             }
         };
         let keycloak_id = Uuid::parse_str(&keycloak_id).map_err(|_| {
-            crate::identity::IdentityError::Internal("Keycloak id is not a UUID".into())
+            crate::identity::IdentityError::Internal(crate::identity::Internal::Inconsistent(
+                "Keycloak id is not a UUID",
+            ))
         })?;
         self.backend
             .registry
