@@ -45,8 +45,9 @@ use self::client::{KcClient, KcError, UrlError};
 use self::oidc::{Grant, KcClaims, Oidc};
 use self::registry::{IdentityRow, Registry};
 use super::{
-    CredentialCheck, DeviceInfo, IdentityBackend, IdentityError, Internal, Login, MailQuota,
-    NewUser, PendingToken, RefreshDenied, Refreshed, SessionRef, UpstreamTokens, User, UserPatch,
+    CredentialCheck, Credentials, DeviceInfo, EmailTokens, IdentityBackend, IdentityError,
+    Internal, Login, MailQuota, NewUser, PendingToken, RefreshDenied, Refreshed, Roles, SessionRef,
+    Sessions, UpstreamTokens, User, UserPatch, Users,
 };
 use crate::tokens::{EmailPurpose, SessionClaims};
 
@@ -415,28 +416,7 @@ impl KeycloakBackend {
 }
 
 #[async_trait]
-impl IdentityBackend for KeycloakBackend {
-    /// A realm role.
-    async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError> {
-        let kc = self
-            .find_login(login)
-            .await?
-            .ok_or(IdentityError::NotFound)?;
-        self.admin.grant_realm_role(&kc.id, role).await?;
-        self.user_of(&kc).await?.ok_or(IdentityError::NotFound)
-    }
-
-    async fn ready(&self) -> Result<(), IdentityError> {
-        self.registry.ping().await?;
-        let url = self.http.realm_url().to_string();
-        let r = self.http.get_public("realm", &url).await?;
-        if r.status.is_success() {
-            Ok(())
-        } else {
-            Err(IdentityError::Unavailable("Keycloak"))
-        }
-    }
-
+impl Users for KeycloakBackend {
     #[tracing::instrument(skip_all, fields(user = %new.describe()))]
     async fn register(
         &self,
@@ -520,118 +500,6 @@ impl IdentityBackend for KeycloakBackend {
             return Err(err);
         }
         Ok(identity.user(false))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn check_credentials(
-        &self,
-        login: &str,
-        password: &str,
-    ) -> Result<CredentialCheck, IdentityError> {
-        let lock = self.account_locks.lock_for(login);
-        let grant = {
-            let _one_at_a_time = lock.lock().await;
-            self.oidc.password(login, password, None).await?
-        };
-        self.judge(login, grant).await
-    }
-    // login_verified: the trait's default. Keycloak opens sessions only on
-    // credentials, so a verification link opens a session of the gateway's
-    // own, checked against Keycloak at each refresh.
-
-    async fn record_session(
-        &self,
-        login: &Login,
-        device: &DeviceInfo,
-        _refresh_token: &str,
-    ) -> Result<(), IdentityError> {
-        // Keycloak holds the session but not the user agent, and sees the
-        // gateway's address: keep the device as the gateway saw it. Sessions
-        // of the gateway's own (verification links) are not Keycloak's.
-        if let Some(sid) = &login.upstream_session {
-            self.registry
-                .record_device(sid, login.user.id, device)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Sign-out: the session (named by its UUID) is refused from now on,
-    /// and its Keycloak session, if it has one, ended.
-    async fn end_session(&self, user_id: i64, device_id: &str) -> Result<(), IdentityError> {
-        let sid = match Uuid::try_parse(device_id) {
-            Ok(uuid) => self.registry.session_of_device(uuid).await?,
-            // Not a UUID: a token minted before sessions had UUIDs names its sid.
-            Err(_) => Some(device_id.to_string()),
-        };
-        self.registry
-            .end_session(device_id, sid.as_deref(), user_id)
-            .await?;
-        if let Some(sid) = sid {
-            self.admin.delete_session(&sid).await?;
-        }
-        Ok(())
-    }
-
-    async fn session_uuid(
-        &self,
-        user_id: i64,
-        session_id: &str,
-    ) -> Result<Option<String>, IdentityError> {
-        if i32::try_from(user_id).is_err() {
-            // No user of the registry: nothing to map.
-            return Ok(None);
-        }
-        Ok(Some(
-            self.registry
-                .device_for_session(session_id, user_id)
-                .await?
-                .to_string(),
-        ))
-    }
-
-    async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
-        self.registry.revoked(session).await
-    }
-
-    async fn refresh(
-        &self,
-        claims: &SessionClaims,
-    ) -> Result<Result<Refreshed, RefreshDenied>, IdentityError> {
-        if self.registry.revoked(&SessionRef::of(claims)).await? {
-            return Ok(Err(RefreshDenied::SessionEnded));
-        }
-        if let Some(kc_rt) = claims.kc_rt.as_deref() {
-            return Ok(match self.oidc.refresh(kc_rt).await? {
-                Grant::Granted(tokens) => Ok(Refreshed {
-                    roles: self.remember_roles(&tokens).await?,
-                }),
-                Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
-            });
-        }
-        // A session of the gateway's own (or a legacy token): the user must
-        // still exist and be enabled in Keycloak.
-        match self.kc_user(claims.user_id).await? {
-            Some((_, kc)) if !kc.enabled => Ok(Err(RefreshDenied::UserGone)),
-            Some(_) => Ok(Ok(Refreshed::default())),
-            None if self.registry.by_legacy_id(claims.user_id).await?.is_some() => {
-                Ok(Err(RefreshDenied::UserGone))
-            }
-            None => Ok(Ok(Refreshed::default())),
-        }
-    }
-
-    async fn refresh_upstream(
-        &self,
-        refresh_token: &str,
-    ) -> Result<Result<UpstreamTokens, RefreshDenied>, IdentityError> {
-        Ok(match self.oidc.refresh(refresh_token).await? {
-            Grant::Granted(tokens) => {
-                self.remember_roles(&tokens).await?;
-                Ok(tokens)
-            }
-            Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
-        })
     }
 
     async fn user_by_id(&self, id: i64) -> Result<Option<User>, IdentityError> {
@@ -760,22 +628,128 @@ impl IdentityBackend for KeycloakBackend {
         self.admin.delete(&identity.keycloak_id.to_string()).await?;
         self.registry.mark_deleted(identity.legacy_id).await
     }
+}
 
-    async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError> {
-        self.registry.roles(id).await
-    }
-
-    async fn is_admin(&self, id: i64) -> Result<bool, IdentityError> {
-        let Some(identity) = self.registry.by_legacy_id(id).await? else {
-            return Ok(false);
+#[async_trait]
+impl Credentials for KeycloakBackend {
+    #[tracing::instrument(skip_all)]
+    async fn check_credentials(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> Result<CredentialCheck, IdentityError> {
+        let lock = self.account_locks.lock_for(login);
+        let grant = {
+            let _one_at_a_time = lock.lock().await;
+            self.oidc.password(login, password, None).await?
         };
-        let roles = self
-            .admin
-            .realm_roles(&identity.keycloak_id.to_string())
-            .await?;
-        Ok(roles.iter().any(|r| r == "admin"))
+        self.judge(login, grant).await
+    }
+    // login_verified: the trait's default. Keycloak opens sessions only on
+    // credentials, so a verification link opens a session of the gateway's
+    // own, checked against Keycloak at each refresh.
+}
+
+#[async_trait]
+impl Sessions for KeycloakBackend {
+    async fn record_session(
+        &self,
+        login: &Login,
+        device: &DeviceInfo,
+        _refresh_token: &str,
+    ) -> Result<(), IdentityError> {
+        // Keycloak holds the session but not the user agent, and sees the
+        // gateway's address: keep the device as the gateway saw it. Sessions
+        // of the gateway's own (verification links) are not Keycloak's.
+        if let Some(sid) = &login.upstream_session {
+            self.registry
+                .record_device(sid, login.user.id, device)
+                .await?;
+        }
+        Ok(())
     }
 
+    /// Sign-out: the session (named by its UUID) is refused from now on,
+    /// and its Keycloak session, if it has one, ended.
+    async fn end_session(&self, user_id: i64, device_id: &str) -> Result<(), IdentityError> {
+        let sid = match Uuid::try_parse(device_id) {
+            Ok(uuid) => self.registry.session_of_device(uuid).await?,
+            // Not a UUID: a token minted before sessions had UUIDs names its sid.
+            Err(_) => Some(device_id.to_string()),
+        };
+        self.registry
+            .end_session(device_id, sid.as_deref(), user_id)
+            .await?;
+        if let Some(sid) = sid {
+            self.admin.delete_session(&sid).await?;
+        }
+        Ok(())
+    }
+
+    async fn session_uuid(
+        &self,
+        user_id: i64,
+        session_id: &str,
+    ) -> Result<Option<String>, IdentityError> {
+        if i32::try_from(user_id).is_err() {
+            // No user of the registry: nothing to map.
+            return Ok(None);
+        }
+        Ok(Some(
+            self.registry
+                .device_for_session(session_id, user_id)
+                .await?
+                .to_string(),
+        ))
+    }
+
+    async fn session_revoked(&self, session: &SessionRef<'_>) -> Result<bool, IdentityError> {
+        self.registry.revoked(session).await
+    }
+
+    async fn refresh(
+        &self,
+        claims: &SessionClaims,
+    ) -> Result<Result<Refreshed, RefreshDenied>, IdentityError> {
+        if self.registry.revoked(&SessionRef::of(claims)).await? {
+            return Ok(Err(RefreshDenied::SessionEnded));
+        }
+        if let Some(kc_rt) = claims.kc_rt.as_deref() {
+            return Ok(match self.oidc.refresh(kc_rt).await? {
+                Grant::Granted(tokens) => Ok(Refreshed {
+                    roles: self.remember_roles(&tokens).await?,
+                }),
+                Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
+            });
+        }
+        // A session of the gateway's own (or a legacy token): the user must
+        // still exist and be enabled in Keycloak.
+        match self.kc_user(claims.user_id).await? {
+            Some((_, kc)) if !kc.enabled => Ok(Err(RefreshDenied::UserGone)),
+            Some(_) => Ok(Ok(Refreshed::default())),
+            None if self.registry.by_legacy_id(claims.user_id).await?.is_some() => {
+                Ok(Err(RefreshDenied::UserGone))
+            }
+            None => Ok(Ok(Refreshed::default())),
+        }
+    }
+
+    async fn refresh_upstream(
+        &self,
+        refresh_token: &str,
+    ) -> Result<Result<UpstreamTokens, RefreshDenied>, IdentityError> {
+        Ok(match self.oidc.refresh(refresh_token).await? {
+            Grant::Granted(tokens) => {
+                self.remember_roles(&tokens).await?;
+                Ok(tokens)
+            }
+            Grant::Refused { .. } => Err(RefreshDenied::SessionEnded),
+        })
+    }
+}
+
+#[async_trait]
+impl EmailTokens for KeycloakBackend {
     async fn store_email_token(
         &self,
         user_id: i64,
@@ -843,6 +817,48 @@ impl IdentityBackend for KeycloakBackend {
 
     async fn reserve_address_mail(&self, address: &str) -> Result<MailQuota, IdentityError> {
         self.registry.reserve_address_mail(address).await
+    }
+}
+
+#[async_trait]
+impl Roles for KeycloakBackend {
+    /// A realm role.
+    async fn grant_role(&self, login: &str, role: &str) -> Result<User, IdentityError> {
+        let kc = self
+            .find_login(login)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        self.admin.grant_realm_role(&kc.id, role).await?;
+        self.user_of(&kc).await?.ok_or(IdentityError::NotFound)
+    }
+
+    async fn roles(&self, id: i64) -> Result<Vec<String>, IdentityError> {
+        self.registry.roles(id).await
+    }
+
+    async fn is_admin(&self, id: i64) -> Result<bool, IdentityError> {
+        let Some(identity) = self.registry.by_legacy_id(id).await? else {
+            return Ok(false);
+        };
+        let roles = self
+            .admin
+            .realm_roles(&identity.keycloak_id.to_string())
+            .await?;
+        Ok(roles.iter().any(|r| r == "admin"))
+    }
+}
+
+#[async_trait]
+impl IdentityBackend for KeycloakBackend {
+    async fn ready(&self) -> Result<(), IdentityError> {
+        self.registry.ping().await?;
+        let url = self.http.realm_url().to_string();
+        let r = self.http.get_public("realm", &url).await?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(IdentityError::Unavailable("Keycloak"))
+        }
     }
 
     fn sso(&self) -> Option<&dyn crate::identity::sso::Sso> {
