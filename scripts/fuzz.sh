@@ -157,7 +157,7 @@ What each parser is held to (besides never panicking):
 | query strings (`src/http/request.rs`, `validate`) | a decoded parameter ≤ the query; form encoding round trips; integers within bounds, words within length and alphabet |
 | routes file (`src/routes/mod.rs`) | a written file reads back as its routes (longest prefix first); an accepted prefix is plain and given once; quotas ≥ 1 |
 | SMTP replies, recipients (`src/mail.rs`) | parsed by lettre (not written here): a parsed reply has a code in 100..599 and no more lines than sent |
-| Keycloak answers (`src/identity/keycloak/http.rs`) | users, sessions, import lines, token claims: decoded or refused; error texts ≤ the answer, an unexpected answer quoted in ≤ 300 characters; roles ≤ those listed, sorted, once |
+| Keycloak answers (`src/identity/keycloak/client.rs`) | users, sessions, import lines, token claims: decoded or refused; error texts ≤ the answer, an unexpected answer quoted in ≤ 300 characters; roles ≤ those listed, sorted, once |
 BOUNDS
     echo '<!-- fuzz:end -->'
 } >"$OUT/section"

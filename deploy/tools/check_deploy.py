@@ -4,7 +4,7 @@
 The schema validators (docker compose, kubernetes-validate, the ServiceMonitor
 check) say whether each file is well-formed on its own. This script checks
 what they cannot see: that the files agree with each other and with
-authgate's source (setting names in src/config.rs, metric and label names in
+authgate's source (setting names in src/config/, metric and label names in
 src/metrics.rs), and the project's rules (health checks everywhere, host
 ports on 127.0.0.1 only, pinned images, no real secrets, probes, limits).
 
@@ -39,7 +39,7 @@ K8S = DEPLOY / "k8s"
 # Labels that Prometheus (static targets, Kubernetes discovery relabelling)
 # adds to every series of a target.
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "environment"}
-# Settings read outside src/config.rs.
+# Settings read outside src/config/.
 EXTRA_SETTINGS = {"RUST_LOG"}
 
 
@@ -77,7 +77,7 @@ def rel(path: Path) -> str:
 
 
 def known_settings() -> set[str]:
-    text = (REPO / "src" / "config.rs").read_text()
+    text = "".join(p.read_text() for p in sorted((REPO / "src" / "config").glob("*.rs")))
     return set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', text)) | EXTRA_SETTINGS
 
 
