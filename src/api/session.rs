@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use super::auth::{self, Principal};
 use super::{ApiError, App};
 use crate::audit::AuditEvent;
-use crate::config::Backend;
 use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::{self, Field, Model};
@@ -206,7 +205,7 @@ impl Documented for SignedOut {
 pub async fn refresh(app: &App, req: &Request) -> Result<Response, ApiError> {
     let body: RefreshBody = validate::json_body(req)?;
     // A provider's own refresh token is a JWT (3 parts); the legacy one a JWE (5).
-    if app.config.backend == Backend::Keycloak && body.refresh_token.split('.').count() == 3 {
+    if app.backend.takes_upstream_refresh_tokens() && body.refresh_token.split('.').count() == 3 {
         return match app.backend.refresh_upstream(&body.refresh_token).await? {
             Ok(tokens) => Ok(Response::json(
                 StatusCode::OK,

@@ -115,6 +115,19 @@ pub trait Sessions: Send + Sync {
         claims: &SessionClaims,
     ) -> Result<Result<Refreshed, RefreshDenied>, IdentityError>;
 
+    /// Whether a session may be opened with the identity provider's own
+    /// tokens, handed to the client as they are (keycloak mode with
+    /// `TOKEN_FORMAT=keycloak`), instead of the legacy pair.
+    fn hands_out_upstream_tokens(&self) -> bool {
+        false
+    }
+
+    /// Whether the identity provider's own refresh tokens (JWTs) are taken
+    /// at refresh, beside the legacy ones (keycloak mode).
+    fn takes_upstream_refresh_tokens(&self) -> bool {
+        false
+    }
+
     /// Refreshes an upstream session with the upstream's own refresh token
     /// (`TOKEN_FORMAT=keycloak`). Backends without an upstream refuse.
     async fn refresh_upstream(

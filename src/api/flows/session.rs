@@ -6,7 +6,6 @@ use http::header::SET_COOKIE;
 use serde::Serialize;
 
 use crate::api::{ApiError, App};
-use crate::config::{Backend, TokenFormat};
 use crate::http::cookies::{self, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::http::schema::{Documented, Schema};
 use crate::http::{Request, Response};
@@ -128,8 +127,7 @@ pub async fn open_session(
     login: &Login,
     device: &DeviceInfo,
 ) -> Result<SessionTokens, ApiError> {
-    if app.config.backend == Backend::Keycloak
-        && app.config.keycloak.token_format == TokenFormat::Keycloak
+    if app.backend.hands_out_upstream_tokens()
         && let Some(upstream) = &login.upstream
     {
         app.backend

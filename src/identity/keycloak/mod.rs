@@ -652,6 +652,14 @@ impl Credentials for KeycloakBackend {
 
 #[async_trait]
 impl Sessions for KeycloakBackend {
+    fn hands_out_upstream_tokens(&self) -> bool {
+        self.http.settings().token_format == crate::config::TokenFormat::Keycloak
+    }
+
+    fn takes_upstream_refresh_tokens(&self) -> bool {
+        true
+    }
+
     async fn record_session(
         &self,
         login: &Login,
