@@ -11,7 +11,8 @@ usage: bench/ab_cpu.py OHA UPSTREAM_BIN NAME=BIN[,VAR=VALUE...] NAME=BIN[,VAR=VA
 Each variant serves on embedded SQLite (its own folder) a public route
 `/pub` and an authenticated route `/api` in front of the same upstream; a user
 is signed up, verified (mail read from the outbox folder) and signed in on
-each, and the bearer route is called with its token. Every round runs each
+each, and the bearer route (and `/users/me/`, when listed in PATHS) is
+called with its token. Every round runs each
 path on each variant in turn: 2 s of warm-up, then SECS seconds of oha at
 RATE requests/s over 16 connections (latency-corrected), with the CPU time
 (user + system) the variant's process spent meanwhile, from /proc/PID/stat.
@@ -158,7 +159,7 @@ def main():
         for r in range(ROUNDS):
             for path in PATHS:
                 for name, (proc, url, token) in gateways.items():
-                    bearer = token if path.startswith("/api") else None
+                    bearer = token if path.startswith(("/api", "/users/me")) else None
                     oha(oha_bin, url + path, bearer, 2, False)
                     before = cpu_seconds(proc.pid)
                     report = json.loads(oha(oha_bin, url + path, bearer, SECS, True))

@@ -3,6 +3,12 @@
 //! shape the answers; they never see SQL or Keycloak. `docs` describes them
 //! all as an OpenAPI document.
 //!
+//! Handlers (one file per resource) never import each other: what several
+//! of them share sits below them, in `flows` (opening a session, mailing an
+//! e-mail token, the second factor at sign-in), `admission` (who may pass a
+//! route), `auth` (the token rule), `error` and `deferred`. Tests of the
+//! handlers run in-process on `crate::testkit` (`mod in_process`).
+//!
 //! Imports: the layers below it: `identity` (through the backend trait),
 //! `tokens`, `totp`, `mail`, `audit`, `revocation`, `ratelimit`, `routes`
 //! (the live table, for forward-auth), `edge` (the admitted identity),
@@ -47,7 +53,7 @@ use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::Quota;
-use crate::http::router::{Resolution, Route, Router};
+use crate::http::endpoints::{Endpoint, Resolution, Router};
 use crate::http::{Request, Response};
 use crate::identity::IdentityBackend;
 use crate::mail::Mailer;
@@ -233,7 +239,7 @@ impl App {
             response.body = bytes::Bytes::new();
         }
         let elapsed = started.elapsed();
-        let route_label = route.map_or("unmatched", Route::template);
+        let route_label = route.map_or("unmatched", Endpoint::template);
         self.metrics.observe_request(
             route_label,
             method.as_str(),
@@ -271,46 +277,46 @@ impl App {
 
     async fn dispatch(
         &self,
-        route: Route,
+        route: Endpoint,
         param: Option<String>,
         req: Request,
     ) -> Result<Response, ApiError> {
         let user_param = param.as_deref().unwrap_or_default();
         match (route, &req.method) {
-            (Route::Root, _) => Ok(meta::root(self)),
-            (Route::Health, _) => Ok(meta::health()),
-            (Route::Ready, _) => meta::ready(self).await,
-            (Route::Metrics, _) => Ok(meta::metrics(self)),
-            (Route::Signup, _) => account::signup(self, &req).await,
-            (Route::Signin, _) => session::signin(self, &req).await,
-            (Route::RefreshToken, _) => session::refresh(self, &req).await,
-            (Route::Signout, _) => session::signout(self, &req).await,
-            (Route::VerifyEmail, _) => verification::verify_email(self, &req).await,
-            (Route::ResendVerification, _) => verification::resend(self, &req).await,
-            (Route::ForgotPassword, _) => password::forgot(self, &req).await,
-            (Route::ResetPassword, _) => password::reset(self, &req).await,
-            (Route::Me, _) => users::me(self, &req).await,
-            (Route::Users, &Method::POST) => users::create(self, &req).await,
-            (Route::Users, _) => users::list(self, &req).await,
-            (Route::User, &Method::PUT) => users::update(self, &req, user_param).await,
-            (Route::User, &Method::DELETE) => users::delete(self, &req, user_param).await,
-            (Route::User, _) => users::get(self, &req, user_param).await,
-            (Route::EmailTest, _) => admin_mail::send(self, &req).await,
-            (Route::Docs, _) => Ok(docs::page()),
-            (Route::DocsJson, _) => Ok(docs::json(self)),
-            (Route::Audit, _) => audit::list(self, &req).await,
-            (Route::Sessions, &Method::DELETE) => devices::end_others(self, &req).await,
-            (Route::Sessions, _) => devices::list(self, &req).await,
-            (Route::Session, _) => devices::end_one(self, &req, user_param).await,
-            (Route::UserSessions, _) => devices::end_all(self, &req, user_param).await,
-            (Route::SsoLogin, _) => sso::login(self, &req).await,
-            (Route::SsoCallback, _) => sso::callback(self, &req).await,
-            (Route::Totp, &Method::POST) => mfa::start(self, &req).await,
-            (Route::Totp, &Method::DELETE) => mfa::remove(self, &req).await,
-            (Route::Totp, _) => mfa::status(self, &req).await,
-            (Route::TotpConfirm, _) => mfa::confirm(self, &req).await,
-            (Route::BackchannelLogout, _) => backchannel::logout(self, &req).await,
-            (Route::ForwardAuth, _) => Ok(forward_auth::check(self, &req).await),
+            (Endpoint::Root, _) => Ok(meta::root(self)),
+            (Endpoint::Health, _) => Ok(meta::health()),
+            (Endpoint::Ready, _) => meta::ready(self).await,
+            (Endpoint::Metrics, _) => Ok(meta::metrics(self)),
+            (Endpoint::Signup, _) => account::signup(self, &req).await,
+            (Endpoint::Signin, _) => session::signin(self, &req).await,
+            (Endpoint::RefreshToken, _) => session::refresh(self, &req).await,
+            (Endpoint::Signout, _) => session::signout(self, &req).await,
+            (Endpoint::VerifyEmail, _) => verification::verify_email(self, &req).await,
+            (Endpoint::ResendVerification, _) => verification::resend(self, &req).await,
+            (Endpoint::ForgotPassword, _) => password::forgot(self, &req).await,
+            (Endpoint::ResetPassword, _) => password::reset(self, &req).await,
+            (Endpoint::Me, _) => users::me(self, &req).await,
+            (Endpoint::Users, &Method::POST) => users::create(self, &req).await,
+            (Endpoint::Users, _) => users::list(self, &req).await,
+            (Endpoint::User, &Method::PUT) => users::update(self, &req, user_param).await,
+            (Endpoint::User, &Method::DELETE) => users::delete(self, &req, user_param).await,
+            (Endpoint::User, _) => users::get(self, &req, user_param).await,
+            (Endpoint::EmailTest, _) => admin_mail::send(self, &req).await,
+            (Endpoint::Docs, _) => Ok(docs::page()),
+            (Endpoint::DocsJson, _) => Ok(docs::json(self)),
+            (Endpoint::Audit, _) => audit::list(self, &req).await,
+            (Endpoint::Sessions, &Method::DELETE) => devices::end_others(self, &req).await,
+            (Endpoint::Sessions, _) => devices::list(self, &req).await,
+            (Endpoint::Session, _) => devices::end_one(self, &req, user_param).await,
+            (Endpoint::UserSessions, _) => devices::end_all(self, &req, user_param).await,
+            (Endpoint::SsoLogin, _) => sso::login(self, &req).await,
+            (Endpoint::SsoCallback, _) => sso::callback(self, &req).await,
+            (Endpoint::Totp, &Method::POST) => mfa::start(self, &req).await,
+            (Endpoint::Totp, &Method::DELETE) => mfa::remove(self, &req).await,
+            (Endpoint::Totp, _) => mfa::status(self, &req).await,
+            (Endpoint::TotpConfirm, _) => mfa::confirm(self, &req).await,
+            (Endpoint::BackchannelLogout, _) => backchannel::logout(self, &req).await,
+            (Endpoint::ForwardAuth, _) => Ok(forward_auth::check(self, &req).await),
         }
     }
 }

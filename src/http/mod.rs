@@ -6,10 +6,10 @@
 
 pub mod client_ip;
 pub mod cookies;
+pub mod endpoints;
 pub mod grpc;
 mod request;
 mod response;
-pub mod router;
 pub mod schema;
 pub mod validate;
 

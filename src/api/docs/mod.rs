@@ -27,7 +27,7 @@ use super::users::UserOut;
 use super::verification::{ResendAnswer, VerifiedAnswer};
 use crate::config::AppSettings;
 use crate::http::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
-use crate::http::router::{PATHS, Route};
+use crate::http::endpoints::{Endpoint, PATHS};
 use crate::http::schema::{COMPONENTS, Documented, Schema};
 use crate::http::validate::{Issue, Unprocessable};
 use crate::http::{Detail, Message, Response};
@@ -91,7 +91,7 @@ impl<'a> From<&'a AppSettings> for Info<'a> {
 pub fn document(about: &Info<'_>) -> Value {
     let mut schemas = answer_schemas();
     let mut paths = Map::new();
-    let mut seen: Vec<Route> = Vec::new();
+    let mut seen: Vec<Endpoint> = Vec::new();
     for (path, route) in PATHS {
         let mut item = Map::new();
         for method in route.methods() {

@@ -1,6 +1,6 @@
 //! What each route does, per method: the part of the document that only
 //! people can write (summaries, who may call, which answers). The match on
-//! [`Route`] has no catch-all, so a new route does not compile until it is
+//! [`Endpoint`] has no catch-all, so a new route does not compile until it is
 //! described here; the tests check that every method of every path is.
 
 use http::Method;
@@ -26,7 +26,7 @@ use super::super::verification::{
     INVALID_OR_EXPIRED, ResendAnswer, ResendBody, VerifiedAnswer, VerifyBody,
 };
 use crate::http::Message;
-use crate::http::router::Route;
+use crate::http::endpoints::Endpoint;
 use crate::http::schema::{Documented, Schema};
 use crate::http::validate::request_body;
 use crate::http::validate::{Model, QueryInt, QueryText};
@@ -337,21 +337,21 @@ fn user_not_found() -> Answer {
 
 /// The operation of `route` for `method`; `None` for a method the route does
 /// not answer (and for HEAD, which every GET operation answers).
-pub fn operation(route: Route, method: &Method) -> Option<Operation> {
+pub fn operation(route: Endpoint, method: &Method) -> Option<Operation> {
     let get = method == Method::GET;
     let post = method == Method::POST;
     let op = match route {
-        Route::Root if get => Operation::new("root", Tag::Service, "Name and version")
+        Endpoint::Root if get => Operation::new("root", Tag::Service, "Name and version")
             .local()
             .answer(Answer::ok::<Root>("The service's name, version and contact.")),
-        Route::Health if get => Operation::new("health", Tag::Service, "Liveness")
+        Endpoint::Health if get => Operation::new("health", Tag::Service, "Liveness")
             .describe("Answers while the process runs; asks nothing else.")
             .local()
             .answer(Answer::ok::<Status>("`{\"status\": \"ok\"}`")),
-        Route::Ready if get => Operation::new("ready", Tag::Service, "Readiness")
+        Endpoint::Ready if get => Operation::new("ready", Tag::Service, "Readiness")
             .describe("Checks the database (and Keycloak in keycloak mode).")
             .answer(Answer::ok::<Status>("`{\"status\": \"ready\"}`")),
-        Route::Metrics if get => Operation::new("metrics", Tag::Service, "Prometheus metrics")
+        Endpoint::Metrics if get => Operation::new("metrics", Tag::Service, "Prometheus metrics")
             .describe("Served here unless `METRICS_ADDR` is set; then only on that listener.")
             .local()
             .answer(Answer {
@@ -365,7 +365,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 "`METRICS_ADDR` is set: metrics are served on that listener only.",
                 &["Not Found"],
             )),
-        Route::Docs if get => Operation::new("docs", Tag::Service, "This documentation, as a page")
+        Endpoint::Docs if get => Operation::new("docs", Tag::Service, "This documentation, as a page")
             .describe("A self-contained page that renders `/docs/json`; it loads nothing else.")
             .local()
             .answer(Answer {
@@ -374,7 +374,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 content: Content::Other("text/html", Schema::string()),
                 headers: Vec::new(),
             }),
-        Route::DocsJson if get => {
+        Endpoint::DocsJson if get => {
             Operation::new("openapi", Tag::Service, "This documentation (OpenAPI 3.1)")
                 .describe("Generated from the gateway's route table and models.")
                 .local()
@@ -384,7 +384,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                     Schema::object().open().field("openapi", Schema::string()),
                 ))
         }
-        Route::Signup if post => Operation::new("signup", Tag::Account, "Sign up")
+        Endpoint::Signup if post => Operation::new("signup", Tag::Account, "Sign up")
             .describe(
                 "Creates an unverified user, stores a single-use verification token and mails the link \
                  `<verification_url or APP_URL/verify-email>?token=...`. The answer carries working \
@@ -401,7 +401,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 "The address (regardless of case) or the username is taken; the address wins.",
                 taken(),
             )),
-        Route::Signin if post => Operation::new("signin", Tag::Session, "Sign in")
+        Endpoint::Signin if post => Operation::new("signin", Tag::Session, "Sign in")
             .describe(
                 "`username` is a username or an e-mail address (case-insensitive). A verified user gets \
                  a new device session: tokens in the body and in both cookies. An unverified user gets \
@@ -422,7 +422,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                  user has TOTP and `otp` is missing or wrong (`otp` is ignored for users without it).",
                 &["Invalid credentials", totp::CODE_REQUIRED, totp::CODE_INVALID],
             )),
-        Route::RefreshToken if post => Operation::new("refresh", Tag::Session, "Refresh the access token")
+        Endpoint::RefreshToken if post => Operation::new("refresh", Tag::Session, "Refresh the access token")
             .describe(
                 "Only the JSON body is read (not the cookie). With `TOKEN_FORMAT=keycloak`, Keycloak's \
                  own refresh token is accepted too.",
@@ -439,14 +439,14 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                     "User is no longer active",
                 ],
             )),
-        Route::Signout if post => Operation::new("signout", Tag::Session, "Sign out")
+        Endpoint::Signout if post => Operation::new("signout", Tag::Session, "Sign out")
             .describe(
                 "Ends the token's device session: its refresh token stops refreshing and its access \
                  tokens are refused from then on. Clears both cookies.",
             )
             .access(Access::Token)
             .answer(Answer::ok::<SignedOut>("Signed out.").with(Header::ClearCookies)),
-        Route::VerifyEmail if post => Operation::new("verifyEmail", Tag::Account, "Verify the e-mail address")
+        Endpoint::VerifyEmail if post => Operation::new("verifyEmail", Tag::Account, "Verify the e-mail address")
             .describe(
                 "Redeems a single-use verification token: marks the user verified and signs them in \
                  (tokens in the body and in both cookies).",
@@ -458,7 +458,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 "Unknown, used or expired token, or a password-reset token.",
                 &[INVALID_OR_EXPIRED, "Invalid verification token"],
             )),
-        Route::ResendVerification if post => Operation::new("resendVerification", Tag::Account, "Mail a new verification link")
+        Endpoint::ResendVerification if post => Operation::new("resendVerification", Tag::Account, "Mail a new verification link")
             .describe(
                 "Unknown addresses get the same answers as known ones, in the same time. After \
                  `VERIFICATION_MAIL_LIMIT` mails within `VERIFICATION_MAIL_WINDOW_SECONDS` of the \
@@ -469,7 +469,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             .limited()
             .answer(Answer::ok::<ResendAnswer>("Sent, or the mail limit is reached."))
             .answer(Answer::details(400, "The address is already verified.", &["Email already verified"])),
-        Route::ForgotPassword if post => Operation::new("forgotPassword", Tag::Account, "Mail a password-reset link")
+        Endpoint::ForgotPassword if post => Operation::new("forgotPassword", Tag::Account, "Mail a password-reset link")
             .describe(
                 "Mails `<reset_url or APP_URL>/reset-password?token=...` to a known address; unknown \
                  addresses get the same answer, in the same time (the address is looked up after \
@@ -480,7 +480,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             .answer(Answer::ok::<Message>(
                 "`Password reset instructions have been sent to your email.`",
             )),
-        Route::ResetPassword if post => Operation::new("resetPassword", Tag::Account, "Set a new password")
+        Endpoint::ResetPassword if post => Operation::new("resetPassword", Tag::Account, "Set a new password")
             .describe("Redeems a single-use reset token; all the user's sessions end.")
             .body(body::<ResetBody>())
             .answer(Answer::ok::<Message>("`Password has been reset successfully`"))
@@ -489,12 +489,12 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 "Unknown, used or expired token, or a verification token.",
                 &[INVALID_OR_EXPIRED, "Invalid or expired password reset token"],
             )),
-        Route::Me if get => Operation::new("me", Tag::Users, "The signed-in user")
+        Endpoint::Me if get => Operation::new("me", Tag::Users, "The signed-in user")
             .describe("`/users/me/` (the legacy path) and `/users/me` answer alike.")
             .access(Access::Token)
             .answer(Answer::ok::<UserOut>("The token's user."))
             .answer(user_not_found()),
-        Route::Users if get => Operation::new("listUsers", Tag::Users, "List users")
+        Endpoint::Users if get => Operation::new("listUsers", Tag::Users, "List users")
             .describe("Active users by id. `/users` (without the slash) answers 307 to here.")
             .access(Access::Token)
             .query(OFFSET)
@@ -504,17 +504,17 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 "A page of users.",
                 Schema::array(Schema::of::<UserOut>()),
             )),
-        Route::Users if post => Operation::new("createUser", Tag::Users, "Create a user (admin)")
+        Endpoint::Users if post => Operation::new("createUser", Tag::Users, "Create a user (admin)")
             .describe("Creates an unverified user without mailing anything.")
             .access(Access::Admin)
             .body(body::<CreateBody>())
             .answer(Answer::ok::<UserOut>("The new user."))
             .answer(details(400, "The address or the username is taken.", taken())),
-        Route::User if get => Operation::new("getUser", Tag::Users, "One user")
+        Endpoint::User if get => Operation::new("getUser", Tag::Users, "One user")
             .access(Access::Token)
             .answer(Answer::ok::<UserOut>("The user."))
             .answer(user_not_found()),
-        Route::User if method == Method::PUT => {
+        Endpoint::User if method == Method::PUT => {
             Operation::new("updateUser", Tag::Users, "Change a user")
                 .describe(
                     "The user themself or an admin; `is_verified` only by an admin. A new password \
@@ -530,7 +530,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 ))
                 .answer(user_not_found())
         }
-        Route::User if method == Method::DELETE => {
+        Endpoint::User if method == Method::DELETE => {
             Operation::new("deleteUser", Tag::Users, "Delete a user")
                 .describe(
                     "The user themself or an admin. The user is marked deleted (the address stays \
@@ -540,7 +540,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 .answer(Answer::ok::<Message>("`User deleted successfully`"))
                 .answer(user_not_found())
         }
-        Route::EmailTest if post => Operation::new("emailTest", Tag::Mail, "Send a test mail (admin)")
+        Endpoint::EmailTest if post => Operation::new("emailTest", Tag::Mail, "Send a test mail (admin)")
             .describe("The legacy path, prefix doubled as it was; answered for admins only.")
             .access(Access::Admin)
             .body(body::<TestBody>())
@@ -550,7 +550,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 "The SMTP server refused or did not answer.",
                 &["Test email could not be sent"],
             )),
-        Route::Audit if get => Operation::new("listAudit", Tag::Enterprise, "The audit trail (admin)")
+        Endpoint::Audit if get => Operation::new("listAudit", Tag::Enterprise, "The audit trail (admin)")
             .describe(
                 "Authentication events (sign-up, sign-in success and failure, sign-out, verification, \
                  password reset, MFA changes, session revocation, admin actions), newest first: who, \
@@ -566,7 +566,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             .query(AUDIT_BEFORE)
             .query(AUDIT_LIMIT)
             .answer(Answer::ok::<AuditPage>("A page of events.")),
-        Route::Sessions if get => Operation::new("listSessions", Tag::Enterprise, "My device sessions")
+        Endpoint::Sessions if get => Operation::new("listSessions", Tag::Enterprise, "My device sessions")
             .describe(
                 "The caller's open sessions (Keycloak's, merged with the device the gateway saw at \
                  sign-in), oldest first; `current` marks the token's own.",
@@ -575,7 +575,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             .feature(devices::FEATURE)
             .access(Access::Token)
             .answer(Answer::json(200, "The open sessions.", Schema::array(Schema::of::<SessionOut>()))),
-        Route::Sessions if method == Method::DELETE => {
+        Endpoint::Sessions if method == Method::DELETE => {
             Operation::new("endOtherSessions", Tag::Enterprise, "Sign out my other devices")
                 .describe(
                     "Ends every open session of the caller but the token's own: their refresh tokens \
@@ -586,7 +586,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 .access(Access::Token)
                 .answer(Answer::ok::<Ended>("Ended; `ended` counts them."))
         }
-        Route::Session if method == Method::DELETE => {
+        Endpoint::Session if method == Method::DELETE => {
             Operation::new("endSession", Tag::Enterprise, "Sign out one of my devices")
                 .describe(
                     "Ends one open session of the caller, as a sign-out would. Another user's session \
@@ -598,7 +598,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 .answer(Answer::ok::<Ended>("Ended."))
                 .answer(Answer::details(404, "No such open session of the caller.", &[devices::SESSION_NOT_FOUND]))
         }
-        Route::UserSessions if method == Method::DELETE => {
+        Endpoint::UserSessions if method == Method::DELETE => {
             Operation::new("endUserSessions", Tag::Enterprise, "Sign a user out everywhere (admin)")
                 .describe(
                     "Ends every session of the user, including tokens not yet used: refresh tokens \
@@ -610,8 +610,8 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 .answer(Answer::ok::<Ended>("Ended; `ended` counts the open sessions."))
                 .answer(user_not_found())
         }
-        Route::Sessions | Route::Session | Route::UserSessions => return None,
-        Route::SsoLogin if get => Operation::new("ssoLogin", Tag::Enterprise, "Single sign-on: begin")
+        Endpoint::Sessions | Endpoint::Session | Endpoint::UserSessions => return None,
+        Endpoint::SsoLogin if get => Operation::new("ssoLogin", Tag::Enterprise, "Single sign-on: begin")
             .describe(
                 "Starts the OIDC authorization-code flow with PKCE (S256) at Keycloak, which brokers \
                  straight to the identity provider `provider` (`kc_idp_hint`). Answers 302 to Keycloak \
@@ -637,7 +637,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 ],
             ))
             .unsupported(SSO),
-        Route::SsoCallback if get => Operation::new("ssoCallback", Tag::Enterprise, "Single sign-on: callback")
+        Endpoint::SsoCallback if get => Operation::new("ssoCallback", Tag::Enterprise, "Single sign-on: callback")
             .describe(
                 "Where Keycloak sends the browser back. The `state` must be known, unexpired, unused and \
                  this browser's (`authgate_sso` cookie); it is used up at once. The code is exchanged \
@@ -662,14 +662,14 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             ))
             .answer(details(401, "The ID token did not verify.", sso_refusals(401)))
             .unsupported(SSO),
-        Route::Totp if get => Operation::new("totpStatus", Tag::Enterprise, "TOTP: status")
+        Endpoint::Totp if get => Operation::new("totpStatus", Tag::Enterprise, "TOTP: status")
             .describe("Whether the caller has a TOTP second factor (keycloak mode).")
             .access(Access::Token)
             .enterprise()
             .answer(Answer::json(200, "The caller's TOTP status.", totp::status_schema()))
             .answer(user_not_found())
             .answer(totp_unsupported()),
-        Route::Totp if post => Operation::new("totpStart", Tag::Enterprise, "TOTP: start an enrolment")
+        Endpoint::Totp if post => Operation::new("totpStart", Tag::Enterprise, "TOTP: start an enrolment")
             .describe(
                 "A fresh key for the caller, not stored yet: base32, `otpauth://` URI (issuer \
                  `APP_NAME`, account the user's e-mail), an SVG QR code of the URI, and an enrolment \
@@ -681,7 +681,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             .answer(Answer::details(400, "TOTP is already enabled (remove it first).", &[totp::ALREADY_ENABLED]))
             .answer(user_not_found())
             .answer(totp_unsupported()),
-        Route::Totp if method == Method::DELETE => Operation::new("totpRemove", Tag::Enterprise, "TOTP: remove")
+        Endpoint::Totp if method == Method::DELETE => Operation::new("totpRemove", Tag::Enterprise, "TOTP: remove")
             .describe(
                 "Removes the caller's TOTP; the body repeats the password. Each call counts against \
                  `RATE_LIMIT_OTP_PER_ACCOUNT`.",
@@ -698,7 +698,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                 vec![totp::NOT_ENABLED.into(), IdentityError::NotFound.to_string()],
             ))
             .answer(totp_unsupported()),
-        Route::TotpConfirm if post => Operation::new("totpConfirm", Tag::Enterprise, "TOTP: confirm an enrolment")
+        Endpoint::TotpConfirm if post => Operation::new("totpConfirm", Tag::Enterprise, "TOTP: confirm an enrolment")
             .describe(
                 "Checks a code of the pending key (the current 30-second step or one next to it); \
                  only then is the key stored in Keycloak. Each call counts against \
@@ -716,7 +716,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             ))
             .answer(user_not_found())
             .answer(totp_unsupported()),
-        Route::BackchannelLogout if post => {
+        Endpoint::BackchannelLogout if post => {
             Operation::new("backchannelLogout", Tag::Enterprise, "Back-channel logout (Keycloak)")
                 .describe(
                     "Keycloak's OpenID Connect Back-Channel Logout 1.0 call for the `authgate` client \
@@ -745,7 +745,7 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
                     .with(Header::NoStore),
                 )
         }
-        Route::ForwardAuth => {
+        Endpoint::ForwardAuth => {
             let id = match *method {
                 Method::GET => "forwardAuth",
                 Method::POST => "forwardAuthPost",
@@ -757,30 +757,30 @@ pub fn operation(route: Route, method: &Method) -> Option<Operation> {
             };
             forward_auth(id)
         }
-        Route::Root
-        | Route::Health
-        | Route::Ready
-        | Route::Metrics
-        | Route::Docs
-        | Route::DocsJson
-        | Route::Signup
-        | Route::Signin
-        | Route::RefreshToken
-        | Route::Signout
-        | Route::VerifyEmail
-        | Route::ResendVerification
-        | Route::ForgotPassword
-        | Route::ResetPassword
-        | Route::Me
-        | Route::Users
-        | Route::User
-        | Route::EmailTest
-        | Route::Audit => return None,
-        | Route::SsoLogin
-        | Route::SsoCallback => return None,
-        | Route::Totp
-        | Route::TotpConfirm => return None,
-        | Route::BackchannelLogout => return None,
+        Endpoint::Root
+        | Endpoint::Health
+        | Endpoint::Ready
+        | Endpoint::Metrics
+        | Endpoint::Docs
+        | Endpoint::DocsJson
+        | Endpoint::Signup
+        | Endpoint::Signin
+        | Endpoint::RefreshToken
+        | Endpoint::Signout
+        | Endpoint::VerifyEmail
+        | Endpoint::ResendVerification
+        | Endpoint::ForgotPassword
+        | Endpoint::ResetPassword
+        | Endpoint::Me
+        | Endpoint::Users
+        | Endpoint::User
+        | Endpoint::EmailTest
+        | Endpoint::Audit => return None,
+        | Endpoint::SsoLogin
+        | Endpoint::SsoCallback => return None,
+        | Endpoint::Totp
+        | Endpoint::TotpConfirm => return None,
+        | Endpoint::BackchannelLogout => return None,
     };
     Some(op)
 }

@@ -17,7 +17,7 @@ fn doc() -> Value {
 }
 
 /// Every `(path, method)` the router answers, HEAD aside.
-fn routed() -> Vec<(&'static str, Route, Method)> {
+fn routed() -> Vec<(&'static str, Endpoint, Method)> {
     PATHS
         .iter()
         .flat_map(|(path, route)| {

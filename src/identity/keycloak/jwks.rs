@@ -266,8 +266,8 @@ mod prop {
     use crate::config::{KeycloakSettings, TokenFormat};
     use crate::metrics::Metrics;
 
-    const PRIVATE_PEM: &str = include_str!("../../../benches/fixtures/bench-rsa2048.pem");
-    const JWKS: &str = include_str!("../../../benches/fixtures/bench-jwks.json");
+    const PRIVATE_PEM: &str = include_str!("../../../bench/fixtures/bench-rsa2048.pem");
+    const JWKS: &str = include_str!("../../../bench/fixtures/bench-jwks.json");
     const NOW: i64 = 1_800_000_000;
 
     struct Fixture {

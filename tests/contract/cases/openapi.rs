@@ -7,7 +7,7 @@
 
 use authgate::api::docs::conform::check_answer;
 use authgate::api::docs::template;
-use authgate::http::router::PATHS;
+use authgate::http::endpoints::PATHS;
 use serde_json::{Value, json};
 
 use crate::Env;

@@ -5,11 +5,14 @@
 //!
 //! [`PATHS`] is the one list of the API's paths: the router is built from it
 //! and so is the OpenAPI document (`/docs/json`).
+//!
+//! An [`Endpoint`] is one of the API's own; the upstream routes of
+//! `ROUTES_FILE` are `crate::routes`'s.
 
 use http::Method;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
+pub enum Endpoint {
     Root,
     Health,
     Ready,
@@ -44,7 +47,7 @@ pub enum Route {
     ForwardAuth,
 }
 
-impl Route {
+impl Endpoint {
     /// The methods the route answers (every GET route answers HEAD too).
     pub fn methods(self) -> &'static [Method] {
         const GET: &[Method] = &[Method::GET, Method::HEAD];
@@ -105,43 +108,46 @@ impl Route {
 }
 
 /// Every path of the API and its route, in the order they are documented.
-pub const PATHS: &[(&str, Route)] = &[
-    ("/", Route::Root),
-    ("/health", Route::Health),
-    ("/ready", Route::Ready),
-    ("/metrics", Route::Metrics),
-    ("/users/signup", Route::Signup),
-    ("/users/signin", Route::Signin),
-    ("/users/refresh-token", Route::RefreshToken),
-    ("/users/signout", Route::Signout),
-    ("/users/verify-email", Route::VerifyEmail),
-    ("/users/resend-verification", Route::ResendVerification),
-    ("/users/forgot-password", Route::ForgotPassword),
-    ("/users/reset-password", Route::ResetPassword),
-    ("/users/me/", Route::Me),
-    ("/users/me", Route::Me),
-    ("/users/", Route::Users),
-    ("/users/{user_id}", Route::User),
-    ("/email/email/test", Route::EmailTest),
-    ("/docs", Route::Docs),
-    ("/docs/json", Route::DocsJson),
-    ("/auth/audit", Route::Audit),
-    ("/auth/sessions", Route::Sessions),
-    ("/auth/sessions/{session_id}", Route::Session),
-    ("/auth/admin/users/{user_id}/sessions", Route::UserSessions),
-    ("/auth/login", Route::SsoLogin),
-    ("/auth/callback", Route::SsoCallback),
-    ("/auth/mfa/totp", Route::Totp),
-    ("/auth/mfa/totp/confirm", Route::TotpConfirm),
-    ("/auth/backchannel-logout", Route::BackchannelLogout),
-    ("/auth/forward", Route::ForwardAuth),
-    ("/auth/forward/{*original}", Route::ForwardAuth),
+pub const PATHS: &[(&str, Endpoint)] = &[
+    ("/", Endpoint::Root),
+    ("/health", Endpoint::Health),
+    ("/ready", Endpoint::Ready),
+    ("/metrics", Endpoint::Metrics),
+    ("/users/signup", Endpoint::Signup),
+    ("/users/signin", Endpoint::Signin),
+    ("/users/refresh-token", Endpoint::RefreshToken),
+    ("/users/signout", Endpoint::Signout),
+    ("/users/verify-email", Endpoint::VerifyEmail),
+    ("/users/resend-verification", Endpoint::ResendVerification),
+    ("/users/forgot-password", Endpoint::ForgotPassword),
+    ("/users/reset-password", Endpoint::ResetPassword),
+    ("/users/me/", Endpoint::Me),
+    ("/users/me", Endpoint::Me),
+    ("/users/", Endpoint::Users),
+    ("/users/{user_id}", Endpoint::User),
+    ("/email/email/test", Endpoint::EmailTest),
+    ("/docs", Endpoint::Docs),
+    ("/docs/json", Endpoint::DocsJson),
+    ("/auth/audit", Endpoint::Audit),
+    ("/auth/sessions", Endpoint::Sessions),
+    ("/auth/sessions/{session_id}", Endpoint::Session),
+    (
+        "/auth/admin/users/{user_id}/sessions",
+        Endpoint::UserSessions,
+    ),
+    ("/auth/login", Endpoint::SsoLogin),
+    ("/auth/callback", Endpoint::SsoCallback),
+    ("/auth/mfa/totp", Endpoint::Totp),
+    ("/auth/mfa/totp/confirm", Endpoint::TotpConfirm),
+    ("/auth/backchannel-logout", Endpoint::BackchannelLogout),
+    ("/auth/forward", Endpoint::ForwardAuth),
+    ("/auth/forward/{*original}", Endpoint::ForwardAuth),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// The route, and its `{...}` segment when the route has one.
-    Found(Route, Option<String>),
+    Found(Endpoint, Option<String>),
     WrongMethod(String),
     /// 307 to this path (the twin with or without a trailing slash).
     Redirect(String),
@@ -150,7 +156,7 @@ pub enum Resolution {
 
 #[derive(Debug)]
 pub struct Router {
-    inner: matchit::Router<Route>,
+    inner: matchit::Router<Endpoint>,
 }
 
 impl Router {
@@ -194,15 +200,15 @@ mod tests {
         let router = Router::new().unwrap();
         assert_eq!(
             router.resolve(&Method::POST, "/users/signin"),
-            Resolution::Found(Route::Signin, None)
+            Resolution::Found(Endpoint::Signin, None)
         );
         assert_eq!(
             router.resolve(&Method::GET, "/users/me"),
-            Resolution::Found(Route::Me, None)
+            Resolution::Found(Endpoint::Me, None)
         );
         assert_eq!(
             router.resolve(&Method::GET, "/users/12"),
-            Resolution::Found(Route::User, Some("12".into()))
+            Resolution::Found(Endpoint::User, Some("12".into()))
         );
         assert_eq!(
             router.resolve(&Method::GET, "/users"),
@@ -219,7 +225,7 @@ mod tests {
         assert_eq!(router.resolve(&Method::GET, "/nope"), Resolution::NotFound);
         assert_eq!(
             router.resolve(&Method::GET, "/docs/json"),
-            Resolution::Found(Route::DocsJson, None)
+            Resolution::Found(Endpoint::DocsJson, None)
         );
         assert_eq!(
             router.resolve(&Method::GET, "/docs/"),
@@ -231,24 +237,24 @@ mod tests {
         );
         assert_eq!(
             router.resolve(&Method::DELETE, "/auth/sessions/AxkkMuB3"),
-            Resolution::Found(Route::Session, Some("AxkkMuB3".into()))
+            Resolution::Found(Endpoint::Session, Some("AxkkMuB3".into()))
         );
         assert_eq!(
             router.resolve(&Method::DELETE, "/auth/admin/users/7/sessions"),
-            Resolution::Found(Route::UserSessions, Some("7".into()))
+            Resolution::Found(Endpoint::UserSessions, Some("7".into()))
         );
         assert_eq!(
             router.resolve(&Method::HEAD, "/health"),
-            Resolution::Found(Route::Health, None)
+            Resolution::Found(Endpoint::Health, None)
         );
         let propfind = Method::from_bytes(b"PROPFIND").unwrap();
         assert_eq!(
             router.resolve(&propfind, "/auth/forward"),
-            Resolution::Found(Route::ForwardAuth, None)
+            Resolution::Found(Endpoint::ForwardAuth, None)
         );
         assert_eq!(
             router.resolve(&Method::POST, "/auth/forward/admin/x"),
-            Resolution::Found(Route::ForwardAuth, Some("admin/x".into()))
+            Resolution::Found(Endpoint::ForwardAuth, Some("admin/x".into()))
         );
     }
 }

@@ -20,7 +20,7 @@
 //! - `password/pbkdf2_verify_default_rounds`: [`PasswordHasher::verify`] at
 //!   [`DEFAULT_ROUNDS`] (a few samples only: it is the sign-in ceiling).
 //!
-//! The RSA key pair is a bench-only fixture (`benches/fixtures/`: the PKCS#1
+//! The RSA key pair is a bench-only fixture (`bench/fixtures/`: the PKCS#1
 //! private key and the JWKS a realm would serve for it).
 
 #![allow(
