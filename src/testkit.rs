@@ -1,12 +1,15 @@
 //! The in-process test kit: the whole application (native backend, token
-//! service, mailer, audit trail, limits) on an in-memory SQLite store with
+//! service, mailer, audit trail, limits) on a SQLite store in memory with
 //! a manual clock, called without a socket. Handler tests sit beside their
 //! handlers and run in seconds; the contract suite (`tests/contract`) still
 //! proves every backend over HTTP against real servers.
 //!
-//! Each [`Kit`] has a store of its own (a named in-memory SQLite database,
-//! kept alive by one held connection) and an outbox folder of its own, where
-//! the mailer writes what it would send (its no-SMTP mode).
+//! Each [`Kit`] has a store of its own and an outbox folder of its own,
+//! where the mailer writes what it would send (its no-SMTP mode). The store
+//! is the embedded store of production, in a file on `/dev/shm` (memory)
+//! where there is one: SQLite's shared-cache in-memory databases answer a
+//! second writer "locked" at once instead of waiting, which the work done
+//! after an answer (storing a mailed token) met beside the next request.
 //!
 //! Imports: anything of the crate (tests only).
 
@@ -16,14 +19,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::Value;
-use sqlx::Sqlite;
-use sqlx::pool::PoolConnection;
 
 use crate::api::App;
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::http::Request;
-use crate::store::Database;
 
 /// 2023-11-14T22:13:20Z: where every kit's clock starts.
 pub const START: i64 = 1_700_000_000;
@@ -33,9 +33,8 @@ pub struct Kit {
     pub app: App,
     pub clock: Arc<ManualClock>,
     outbox: PathBuf,
-    /// Keeps the in-memory database alive for the kit's life.
-    _keeper: PoolConnection<Sqlite>,
-    _keeper_db: Database<Sqlite>,
+    /// The store's file (and SQLite's -wal and -shm beside it).
+    store: PathBuf,
 }
 
 /// An answer read whole.
@@ -102,17 +101,22 @@ impl Kit {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        let memory = std::path::Path::new("/dev/shm");
+        let folder = if memory.is_dir() {
+            memory.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let store = folder.join(format!("authgate-kit-{id}.db"));
         map.insert(
             "DATABASE_URL".into(),
-            format!("sqlite:file:authgate-kit-{id}?mode=memory&cache=shared"),
+            format!("sqlite://{}", store.display()),
         );
         map.insert("MAIL_OUTBOX_DIR".into(), outbox.display().to_string());
         for (name, value) in settings {
             map.insert((*name).to_string(), (*value).to_string());
         }
         let config = Config::from_map(&map).unwrap();
-        let keeper_db = Database::<Sqlite>::new(&config.database).unwrap();
-        let keeper = keeper_db.pool().await.acquire().await.unwrap();
         crate::store::migrate(&config.database, &mut |_| {})
             .await
             .unwrap();
@@ -122,8 +126,7 @@ impl Kit {
             app,
             clock,
             outbox,
-            _keeper: keeper,
-            _keeper_db: keeper_db,
+            store,
         }
     }
 
@@ -293,6 +296,11 @@ impl Kit {
 impl Drop for Kit {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.outbox);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.store.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
