@@ -102,13 +102,12 @@ edges = {rel: set() for rel in files}
 for rel, here in files.items():
     text = without_tests(open(os.path.join(SRC, rel), encoding="utf-8").read())
     text = re.sub(r"//[^\n]*", "", text)
-    is_dir = os.path.basename(rel) in ("mod.rs",) + ROOT_FILES
     paths = []
     for found in re.finditer(r"\buse\s+((?:super::)+|crate::)([^;]+);", text):
-        base = list(here if is_dir else here[:-1]) if found.group(1) != "crate::" else []
+        # `here` is the file's own module (a/b.rs and a/b/mod.rs alike):
+        # each `super` is one step up from it.
         ups = found.group(1).count("super")
-        if ups:
-            base = base[: len(base) - (ups - 1)] if ups > 1 else base
+        base = list(here[: len(here) - ups])
         for item in flatten(re.sub(r"\s+", "", found.group(2))):
             paths.append(tuple(base) + tuple(s for s in item.split(" as ")[0].split("::") if s and s != "self"))
     for found in re.finditer(r"\bcrate::((?:\w+::)*\w+)", text):

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, StatusCode};
 
 use super::{ApiError, App, auth};
-pub use crate::edge::Admitted;
+use crate::edge::Admitted;
 use crate::http::Response;
 use crate::routes::{Policy, RouteConfig};
 

@@ -34,8 +34,9 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::App;
-use super::admission::{Admitted, admit, pass};
+use super::admission::{admit, pass};
 use super::auth::NOT_PERMITTED;
+use crate::edge::Admitted;
 use crate::edge::path::{Canonical, canonicalize};
 use crate::http::{Request, Response};
 

@@ -1,7 +1,7 @@
 //! The state of one request across pingora's phases, shared by the
 //! server's hooks and its input and output.
 //!
-//! Imports: `api` (the admitted identity), `routes` (the chosen route).
+//! Imports: `edge` (the admitted identity), `routes` (the chosen route).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use http::header::HeaderValue;
 
-use crate::api::admission::Admitted;
+use crate::edge::Admitted;
 use crate::routes::table::Route;
 
 /// Per-request state across pingora's phases.
